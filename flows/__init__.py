@@ -1,0 +1,1 @@
+"""Dataflows and entry points."""

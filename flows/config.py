@@ -1,0 +1,164 @@
+"""Configuration: one YAML file plus environment variables, validated at start-up.
+
+Precedence: built-in defaults < YAML file (``FRAUDSTREAM_CONFIG`` or ``--config``)
+< contract environment variables (``KAFKA_BOOTSTRAP_SERVERS``, ``DATABASE_URL``,
+``REDIS_URL``, ``METRICS_PORT``) < nested overrides ``FRAUDSTREAM__SECTION__KEY``.
+Any invalid value stops start-up with :class:`ConfigError` naming the field.
+
+>>> load_settings(env={"METRICS_PORT": "9999"}).metrics.port
+9999
+>>> load_settings(env={"METRICS_PORT": "x"})
+Traceback (most recent call last):
+...
+flows.config.ConfigError: invalid configuration (environment): metrics.port: Input should be a valid integer, unable to parse string as an integer (got 'x')
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from operators.ensemble import EnsembleConfig
+from operators.rules import RulesConfig
+
+__all__ = ["ENV_VARS", "ConfigError", "Settings", "load_settings"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str = "127.0.0.1:19092"
+    transactions_topic: str = Field("transactions", min_length=1)
+    alerts_topic: str = Field("alerts", min_length=1)
+    dlq_topic: str = Field("transactions.dlq", min_length=1)
+    partitions: int = Field(4, ge=1, description="Partitions of topics the job creates.")
+    start_offset: Literal["earliest", "latest"] = "earliest"
+    source_batch_size: int = Field(1000, ge=1)
+    client_config: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra librdkafka settings for every client (SASL, TLS, ...).")
+
+
+class MetricsSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(9108, ge=0, le=65535,
+                      description="Process i of the job serves /metrics on port + i.")
+
+
+class StateSettings(_Section):
+    ttl_s: float = Field(7 * 86_400.0, gt=0, description="Idle time (wall clock) before a user's state is dropped.")
+    window_s: float = Field(86_400.0, ge=3600.0)
+    max_events: int = Field(64, ge=8)
+    max_devices: int = Field(16, ge=1)
+
+
+class ValidationSettings(_Section):
+    max_bytes: int = Field(65_536, ge=256)
+    max_future_skew_s: float = Field(86_400.0, ge=0)
+
+
+class ScoringSettings(_Section):
+    max_batch_size: int = Field(4096, ge=1)
+
+
+class RedisSettings(_Section):
+    risk_ttl_s: int = Field(86_400, ge=1)
+    blocklist_refresh_s: float = Field(1.0, gt=0)
+
+
+class SinkSettings(_Section):
+    max_retries: int = Field(5, ge=0)
+    retry_backoff_s: float = Field(0.5, gt=0)
+    delivery_timeout_s: float = Field(30.0, gt=0)
+
+
+class Settings(_Section):
+    """Everything the job reads at start-up."""
+
+    kafka: KafkaSettings = KafkaSettings()
+    database_url: str = "postgresql://postgres@127.0.0.1:15432/fraudstream"
+    redis_url: str = "redis://127.0.0.1:16379/0"
+    metrics: MetricsSettings = MetricsSettings()
+    state: StateSettings = StateSettings()
+    validation: ValidationSettings = ValidationSettings()
+    scoring: ScoringSettings = ScoringSettings()
+    redis: RedisSettings = RedisSettings()
+    sinks: SinkSettings = SinkSettings()
+    rules: RulesConfig = RulesConfig()
+    ensemble: EnsembleConfig = EnsembleConfig()
+
+
+ENV_VARS: dict[str, tuple[str, ...]] = {
+    "KAFKA_BOOTSTRAP_SERVERS": ("kafka", "bootstrap_servers"),
+    "DATABASE_URL": ("database_url",),
+    "REDIS_URL": ("redis_url",),
+    "METRICS_PORT": ("metrics", "port"),
+}
+"""Contract environment variables and the setting each one overrides."""
+
+_NESTED_PREFIX = "FRAUDSTREAM__"
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the field."""
+
+
+def _set(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    node = data
+    for key in path[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = node[key] = {}
+        node = child
+    node[path[-1]] = value
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+        got = f" (got {err['input']!r})" if not isinstance(err["input"], dict) else ""
+        parts.append(f"{loc}: {err['msg']}{got}")
+    return "; ".join(parts)
+
+
+def load_settings(path: str | Path | None = None,
+                  env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate the configuration; raise :class:`ConfigError` if it is wrong."""
+    env = os.environ if env is None else env
+    path = path or env.get("FRAUDSTREAM_CONFIG") or None
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+        data = loaded or {}
+    try:
+        Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid configuration ({source}): {_describe(exc)}") from exc
+    for name, target in ENV_VARS.items():
+        if env.get(name):
+            _set(data, target, env[name])
+    for name, value in env.items():
+        if name.startswith(_NESTED_PREFIX):
+            keys = tuple(k.lower() for k in name[len(_NESTED_PREFIX):].split("__"))
+            _set(data, keys, yaml.safe_load(value))
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid configuration (environment): {_describe(exc)}") from exc

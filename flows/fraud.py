@@ -1,0 +1,126 @@
+"""The fraud-scoring dataflow.
+
+``build_flow(source, sinks, settings)`` wires the steps; ``kafka_flow()`` calls it
+with the real Kafka source and sinks, for ``python -m bytewax.run
+"flows.fraud:kafka_flow()"`` (``fraudstream run`` does the same, plus start-up
+checks and metrics).
+
+    transactions -> validate -+-> dead letters -> DLQ topic
+                              +-> key by user_id -> user state + features
+                                  -> score micro-batches (rules, models, ensemble)
+                                  -> Postgres, Redis, alerts topic (MEDIUM/HIGH)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import bytewax.operators as op
+import msgspec
+from bytewax.connectors.kafka import KafkaSource
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import Source
+from bytewax.outputs import Sink
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
+
+from flows.config import Settings, load_settings
+from models.base import RULES_ONLY, ModelSet
+from operators.blocklists import RedisBlocklists
+from operators.events import ValidationLimits
+from operators.profiles import profile_users
+from operators.records import encode_alert
+from operators.rules import Blocklists
+from operators.scoring import ScoredEvent, Scorer, score
+from operators.sinks import DeliveredKafkaSink, PostgresSink, RiskSink
+from operators.sinks.retry import RetryPolicy
+from operators.state import StateLimits
+from operators.validation import DeadLetter, validate
+
+__all__ = ["FlowSinks", "build_flow", "kafka_flow", "kafka_sinks", "kafka_source"]
+
+
+@dataclass(frozen=True)
+class FlowSinks:
+    """Where the job's four outputs go."""
+
+    scored: Sink[ScoredEvent]
+    alerts: Sink[ScoredEvent]
+    risk: Sink[ScoredEvent]
+    dead_letters: Sink[DeadLetter]
+
+
+@dataclass(frozen=True)
+class Providers:
+    """Things that change while the job runs, read once per batch."""
+
+    models: Callable[[], ModelSet] = field(default=lambda: RULES_ONLY)
+    blocklists: Callable[[], Blocklists] = field(default=Blocklists)
+    clock: Callable[[], float] = time.time
+
+
+def build_flow(source: Source[Any], sinks: FlowSinks, settings: Settings,
+               providers: Providers | None = None) -> Dataflow:
+    """The dataflow over any source of Kafka messages and any sinks."""
+    p = providers or Providers()
+    limits = ValidationLimits(settings.validation.max_bytes, 32,
+                              timedelta(seconds=settings.validation.max_future_skew_s))
+    state_limits = StateLimits(settings.state.window_s, settings.state.max_events,
+                               settings.state.max_devices)
+    flow = Dataflow("fraudstream")
+    raw = op.input("transactions", flow, source)
+    checked = validate("validate", raw, limits, p.clock)
+    op.output("dead_letters", checked.errs, sinks.dead_letters)
+    by_user = op.key_on("by_user", checked.oks, lambda acc: acc.event.user_id)
+    featured = op.key_rm("unkey", profile_users("user_state", by_user, state_limits,
+                                                settings.state.ttl_s, p.clock))
+    scorer = Scorer(p.models, p.blocklists, settings.rules, settings.ensemble,
+                    settings.scoring.max_batch_size, p.clock)
+    scored = score("score", featured, scorer)
+    op.output("scored_events", scored, sinks.scored)
+    op.output("risk", scored, sinks.risk)
+    op.output("alerts", op.filter("alerts_only", scored, lambda s: s.is_alert), sinks.alerts)
+    return flow
+
+
+_JSON = msgspec.json.Encoder()
+
+
+def _encode_dead_letter(d: DeadLetter) -> tuple[bytes | None, bytes, int | None]:
+    return (d.key.encode() if d.key is not None else None), _JSON.encode(d), None
+
+
+def kafka_source(settings: Settings) -> KafkaSource:
+    k = settings.kafka
+    return KafkaSource([k.bootstrap_servers], [k.transactions_topic],
+                       starting_offset=OFFSET_BEGINNING if k.start_offset == "earliest"
+                       else OFFSET_END,
+                       add_config=dict(k.client_config), batch_size=k.source_batch_size,
+                       raise_on_errors=False)
+
+
+def kafka_sinks(settings: Settings) -> FlowSinks:
+    k, s = settings.kafka, settings.sinks
+    policy = RetryPolicy(s.max_retries, s.retry_backoff_s)
+
+    def to_kafka(name: str, topic: str, encode: Callable[[Any], Any]) -> DeliveredKafkaSink[Any]:
+        return DeliveredKafkaSink(name, k.bootstrap_servers, topic, encode, policy,
+                                  s.delivery_timeout_s, k.client_config)
+
+    return FlowSinks(
+        scored=PostgresSink(settings.database_url, policy),
+        alerts=to_kafka("alerts", k.alerts_topic, encode_alert),
+        risk=RiskSink(settings.redis_url, settings.redis.risk_ttl_s, policy),
+        dead_letters=to_kafka("dead_letters", k.dlq_topic, _encode_dead_letter),
+    )
+
+
+def kafka_flow(settings: Settings | None = None) -> Dataflow:
+    """The production flow: Kafka in, Postgres/Redis/Kafka out."""
+    settings = settings or load_settings()
+    blocklists = RedisBlocklists(settings.redis_url, settings.redis.blocklist_refresh_s)
+    return build_flow(kafka_source(settings), kafka_sinks(settings), settings,
+                      Providers(blocklists=blocklists.current))

@@ -1,0 +1,1 @@
+"""Deployment: the embedded stack, migrations and topic bootstrap."""

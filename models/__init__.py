@@ -1,0 +1,1 @@
+"""Anomaly scorers: one protocol, batched scoring, versioned artifacts."""

@@ -1,0 +1,61 @@
+"""The scorer protocol every model implements, and the set the job scores with.
+
+A scorer maps a feature matrix (rows = events, columns = ``FEATURE_NAMES``,
+``NaN`` = missing) to anomaly scores in 0-100, one call per micro-batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, Self, runtime_checkable
+
+import numpy as np
+
+__all__ = ["COMPONENTS", "RULES_ONLY", "ModelSet", "Scorer"]
+
+COMPONENTS: tuple[str, ...] = ("isolation_forest", "autoencoder")
+"""Model component names, as they appear in ``scores`` and in the ensemble weights."""
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """A batch anomaly scorer (see the contract test in ``tests/models``)."""
+
+    name: str
+
+    def fit(self, x: np.ndarray) -> Self: ...
+
+    def score_batch(self, x: np.ndarray) -> np.ndarray:
+        """Anomaly scores in ``[0, 100]``, one per row, higher = more anomalous."""
+        ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+    def save(self, path: Path) -> None: ...
+
+    @classmethod
+    def load(cls, path: Path) -> Self: ...
+
+
+@dataclass(frozen=True)
+class ModelSet:
+    """The scorers active at one moment, under one version id.
+
+    The job swaps whole ``ModelSet`` objects, so no batch is ever scored by a
+    half-loaded model.
+    """
+
+    version: str
+    scorers: Mapping[str, Scorer] = field(default_factory=dict)
+
+    def score(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Scores of every component for the batch ``x``."""
+        if len(x) == 0:
+            return {name: np.empty(0, dtype=np.float32) for name in self.scorers}
+        return {name: scorer.score_batch(x) for name, scorer in self.scorers.items()}
+
+
+RULES_ONLY = ModelSet(version="rules-only")
+"""No model artifacts: the ensemble renormalises over the rules alone."""

@@ -1,0 +1,170 @@
+"""The input event contract and its validation.
+
+Every byte string that reaches the job either becomes a :class:`TransactionEvent`
+or an :class:`InvalidEvent` that says which field is wrong and why. Nothing is
+dropped and nothing raises: invalid input is data for the dead-letter topic.
+
+>>> ok = decode_event(b'{"event_id":"e1","user_id":"u1","amount":12.5,'
+...                   b'"timestamp":"2024-05-01T12:00:00+02:00"}')
+>>> ok.currency
+'USD'
+>>> bad = decode_event(b'{"event_id":"e1","user_id":"u1","amount":-1,'
+...                    b'"timestamp":"2024-05-01T12:00:00Z"}')
+>>> bad.error
+'amount: Expected `float` >= 0.0'
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import msgspec
+
+from operators.currencies import ISO_4217
+
+__all__ = [
+    "MAX_AMOUNT",
+    "InvalidEvent",
+    "Location",
+    "TransactionEvent",
+    "ValidationLimits",
+    "decode_event",
+    "encode_event",
+]
+
+MAX_AMOUNT = 9_999_999_999.99
+"""Largest amount the ``numeric(12,2)`` column holds."""
+
+_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+_Text = Annotated[str, msgspec.Meta(max_length=512)]
+_AttrValue = str | float | int | bool | None
+
+
+class Location(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
+    """Where the transaction happened (WGS84 degrees)."""
+
+    latitude: Annotated[float, msgspec.Meta(ge=-90.0, le=90.0)]
+    longitude: Annotated[float, msgspec.Meta(ge=-180.0, le=180.0)]
+    country: Annotated[str, msgspec.Meta(pattern="^[A-Z]{2}$")] | None = None
+    city: _Text | None = None
+
+
+class TransactionEvent(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One payment attempt, as produced to the ``transactions`` topic."""
+
+    event_id: _Id
+    user_id: _Id
+    amount: Annotated[float, msgspec.Meta(ge=0.0, le=MAX_AMOUNT)]
+    timestamp: Annotated[datetime, msgspec.Meta(tz=True)]
+    currency: Annotated[str, msgspec.Meta(pattern="^[A-Z]{3}$")] = "USD"
+    merchant_name: _Text | None = None
+    merchant_category: _Text | None = None
+    location: Location | None = None
+    device_id: _Text | None = None
+    ip_address: _Text | None = None
+    user_agent: _Text | None = None
+    attributes: dict[Annotated[str, msgspec.Meta(max_length=64)], _AttrValue] = {}
+
+
+class InvalidEvent(msgspec.Struct, frozen=True):
+    """A record that failed validation: the raw bytes and the reason."""
+
+    raw: bytes
+    error: str
+
+
+class ValidationLimits(msgspec.Struct, frozen=True):
+    """Bounds applied on top of the schema.
+
+    ``max_future_skew`` rejects event times too far ahead of the wall clock
+    (they would otherwise hold per-user windows open for years).
+    """
+
+    max_bytes: int = 65_536
+    max_attributes: int = 32
+    max_future_skew: timedelta = timedelta(days=1)
+
+
+_DECODER = msgspec.json.Decoder(TransactionEvent)
+_ENCODER = msgspec.json.Encoder()
+_PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
+_DEFAULT_LIMITS = ValidationLimits()
+
+
+def _reason(exc: msgspec.DecodeError) -> str:
+    """Turn msgspec's message into ``field: why``."""
+    text = str(exc)
+    match = _PATH.search(text)
+    if match is None:
+        return f"payload: {text}"
+    path = match.group("path") or "payload"
+    return f"{path}: {text[: match.start()]}"
+
+
+def _has_nul(event: TransactionEvent) -> str | None:
+    """Postgres text and jsonb cannot hold NUL; name the first field with one."""
+    for name in ("event_id", "user_id", "merchant_name", "merchant_category",
+                 "device_id", "ip_address", "user_agent"):
+        value = getattr(event, name)
+        if value is not None and "\x00" in value:
+            return name
+    if event.location is not None and event.location.city and "\x00" in event.location.city:
+        return "location.city"
+    for key, value in event.attributes.items():
+        if "\x00" in key or (isinstance(value, str) and "\x00" in value):
+            return f"attributes.{key!r}"
+    return None
+
+
+def _semantic_error(event: TransactionEvent, limits: ValidationLimits, now: datetime) -> str | None:
+    if not math.isfinite(event.amount):
+        return "amount: must be a finite number"
+    if event.currency not in ISO_4217:
+        return f"currency: {event.currency!r} is not an ISO 4217 code"
+    if event.timestamp > now + limits.max_future_skew:
+        return f"timestamp: {event.timestamp.isoformat()} is more than {limits.max_future_skew} ahead of now"
+    if event.timestamp.year < 1970:
+        return "timestamp: before 1970"
+    if len(event.attributes) > limits.max_attributes:
+        return f"attributes: more than {limits.max_attributes} entries"
+    for key, value in event.attributes.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"attributes.{key}: must be a finite number"
+    nul_field = _has_nul(event)
+    if nul_field is not None:
+        return f"{nul_field}: contains a NUL character"
+    return None
+
+
+def decode_event(
+    raw: bytes | None,
+    limits: ValidationLimits = _DEFAULT_LIMITS,
+    now: datetime | None = None,
+) -> TransactionEvent | InvalidEvent:
+    """Decode and validate one message value; never raises for bad input."""
+    if raw is None:
+        return InvalidEvent(b"", "payload: message has no value")
+    if len(raw) > limits.max_bytes:
+        return InvalidEvent(raw, f"payload: {len(raw)} bytes exceeds the limit of {limits.max_bytes}")
+    try:
+        event = _DECODER.decode(raw)
+    except msgspec.DecodeError as exc:
+        return InvalidEvent(raw, _reason(exc))
+    error = _semantic_error(event, limits, now if now is not None else datetime.now(UTC))
+    if error is not None:
+        return InvalidEvent(raw, error)
+    return event
+
+
+def encode_event(event: TransactionEvent) -> bytes:
+    """Serialise an event exactly as the contract describes it."""
+    return _ENCODER.encode(event)
+
+
+def event_to_builtins(event: TransactionEvent) -> dict[str, Any]:
+    """The event as plain JSON-ready Python objects."""
+    result: dict[str, Any] = msgspec.to_builtins(event)
+    return result

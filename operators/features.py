@@ -1,0 +1,119 @@
+"""Features of one event given the user's state before it.
+
+One definition serves the stream job and model training, so what a model was
+trained on is what it scores (no train/serve skew). Missing values (first
+event, no location) are ``None`` here and ``NaN`` in the model matrix.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import statistics
+
+import msgspec
+import numpy as np
+
+from operators.events import TransactionEvent
+from operators.geo import haversine_km
+from operators.state import Seen, UserState
+
+__all__ = ["FEATURE_NAMES", "Features", "compute_features", "feature_matrix"]
+
+
+class Features(msgspec.Struct, frozen=True, omit_defaults=False):
+    """Everything the rules and the models know about one event."""
+
+    amount: float
+    hour_of_day: int
+    day_of_week: int
+    days_since_last_event: float | None
+    amount_mean_10: float | None
+    amount_std_10: float | None
+    events_10m: int
+    events_1h: int
+    events_24h: int
+    distance_km: float | None
+    seconds_since_last_location: float | None
+    speed_kmh: float | None
+    amount_zscore: float | None
+    user_mean_amount: float | None
+    user_event_count: int
+    device_known: bool | None
+    known_devices: int
+
+
+FEATURE_NAMES: tuple[str, ...] = (
+    "amount",
+    "hour_of_day",
+    "day_of_week",
+    "days_since_last_event",
+    "amount_mean_10",
+    "amount_std_10",
+    "events_1h",
+    "events_24h",
+    "distance_km",
+    "speed_kmh",
+    "amount_zscore",
+    "device_novelty",
+)
+"""Columns of the model matrix, in order."""
+
+
+def compute_features(state: UserState, event: TransactionEvent, ts: float) -> Features:
+    """Features of ``event`` (event time ``ts``, epoch seconds) against ``state``.
+
+    Window counts include the event itself; history statistics exclude it.
+    """
+    prior = state.before(ts)
+    last = prior[-1] if prior else None
+    amounts = [s.amount for s in prior[-10:]]
+    distance = since_loc = speed = None
+    if event.location is not None:
+        for seen in reversed(prior):
+            if seen.lat is not None and seen.lon is not None:
+                distance = haversine_km(seen.lat, seen.lon,
+                                        event.location.latitude, event.location.longitude)
+                since_loc = ts - seen.ts
+                speed = distance / max(since_loc / 3600.0, 1.0 / 60.0)
+                break
+    std = state.std
+    local = event.timestamp
+    return Features(
+        amount=event.amount,
+        hour_of_day=local.hour,
+        day_of_week=local.weekday(),
+        days_since_last_event=(ts - last.ts) / 86_400.0 if last else None,
+        amount_mean_10=statistics.fmean(amounts) if amounts else None,
+        amount_std_10=statistics.pstdev(amounts) if len(amounts) > 1 else None,
+        events_10m=1 + _count_since(prior, ts - 600.0),
+        events_1h=1 + _count_since(prior, ts - 3600.0),
+        events_24h=1 + _count_since(prior, ts - 86_400.0),
+        distance_km=distance,
+        seconds_since_last_location=since_loc,
+        speed_kmh=speed,
+        amount_zscore=(event.amount - state.mean) / std if std > 0 else None,
+        user_mean_amount=state.mean if state.count else None,
+        user_event_count=state.count,
+        device_known=state.knows_device(event.device_id) if event.device_id else None,
+        known_devices=len(state.devices),
+    )
+
+
+def _count_since(prior: list[Seen], start: float) -> int:
+    """Number of entries in time-sorted ``prior`` strictly after ``start``."""
+    return len(prior) - bisect.bisect_right(prior, start, key=lambda s: s.ts)
+
+
+def _value(features: Features, name: str) -> float:
+    if name == "device_novelty":
+        known = features.device_known
+        return math.nan if known is None else float(not known)
+    value = getattr(features, name)
+    return math.nan if value is None else float(value)
+
+
+def feature_matrix(rows: list[Features]) -> np.ndarray:
+    """Stack features into a ``float32`` matrix with ``FEATURE_NAMES`` columns."""
+    return np.array([[_value(f, n) for n in FEATURE_NAMES] for f in rows],
+                    dtype=np.float32).reshape(len(rows), len(FEATURE_NAMES))

@@ -1,0 +1,67 @@
+"""Wire formats of what the job writes: alert JSON and the ``scored_events`` row."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from operators.scoring import ScoredEvent
+
+__all__ = ["SCORED_EVENT_COLUMNS", "alert_record", "encode_alert", "scored_event_row"]
+
+_JSON = msgspec.json.Encoder()
+
+
+def alert_record(s: ScoredEvent) -> dict[str, Any]:
+    """The alert as the contract describes it (docs/contract.md)."""
+    v = s.verdict
+    return {
+        "event_id": s.event.event_id,
+        "user_id": s.event.user_id,
+        "fraud_score": v.fraud_score,
+        "risk_level": v.risk_level,
+        "decision": v.decision,
+        "is_blocked": v.is_blocked,
+        "triggered_rules": [h.rule for h in s.hits],
+        "reasons": [h.reason for h in s.hits],
+        "scores": v.scores,
+        "model_version": s.model_version,
+        "event": s.event,
+        "scored_at": s.scored_at,
+    }
+
+
+def encode_alert(s: ScoredEvent) -> tuple[bytes, bytes, int | None]:
+    return s.event.user_id.encode(), _JSON.encode(alert_record(s)), s.ingest_ms
+
+
+SCORED_EVENT_COLUMNS: tuple[str, ...] = (
+    "event_id", "user_id", "amount", "currency", "event_time", "merchant_name",
+    "merchant_category", "latitude", "longitude", "country", "city", "device_id", "ip_address",
+    "user_agent", "attributes", "fraud_score", "risk_level", "decision", "is_blocked",
+    "triggered_rules", "reasons", "rules_score", "isolation_forest_score", "autoencoder_score",
+    "model_version", "features", "ingested_at", "scored_at", "processing_ms",
+)
+
+
+def scored_event_row(s: ScoredEvent) -> tuple[Any, ...]:
+    """Values for ``SCORED_EVENT_COLUMNS`` (jsonb columns as JSON text)."""
+    ev, v, loc = s.event, s.verdict, s.event.location
+    return (
+        ev.event_id, ev.user_id, round(ev.amount, 2), ev.currency, ev.timestamp,
+        ev.merchant_name, ev.merchant_category,
+        loc.latitude if loc else None, loc.longitude if loc else None,
+        loc.country if loc else None, loc.city if loc else None,
+        ev.device_id, ev.ip_address, ev.user_agent,
+        _JSON.encode(ev.attributes).decode(),
+        v.fraud_score, v.risk_level, v.decision, v.is_blocked,
+        _JSON.encode([h.rule for h in s.hits]).decode(),
+        _JSON.encode([h.reason for h in s.hits]).decode(),
+        v.scores.get("rules"), v.scores.get("isolation_forest"), v.scores.get("autoencoder"),
+        s.model_version,
+        _JSON.encode(s.features).decode(),
+        datetime.fromtimestamp(s.ingest_ms / 1000.0, UTC) if s.ingest_ms else None,
+        s.scored_at, s.processing_ms,
+    )

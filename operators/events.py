@@ -91,6 +91,7 @@ class ValidationLimits(msgspec.Struct, frozen=True):
 _DECODER = msgspec.json.Decoder(TransactionEvent)
 _ENCODER = msgspec.json.Encoder()
 _PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
+_MISSING = re.compile(r"^Object missing required field `(?P<field>[^`]+)`")
 _DEFAULT_LIMITS = ValidationLimits()
 
 
@@ -98,10 +99,13 @@ def _reason(exc: msgspec.DecodeError) -> str:
     """Turn msgspec's message into ``field: why``."""
     text = str(exc)
     match = _PATH.search(text)
-    if match is None:
-        return f"payload: {text}"
-    path = match.group("path") or "payload"
-    return f"{path}: {text[: match.start()]}"
+    path = match.group("path") if match else ""
+    message = text[: match.start()] if match else text
+    missing = _MISSING.match(message)
+    if missing:
+        field = f"{path}.{missing['field']}" if path else missing["field"]
+        return f"{field}: required field is missing"
+    return f"{path or 'payload'}: {message}"
 
 
 def _has_nul(event: TransactionEvent) -> str | None:

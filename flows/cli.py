@@ -1,0 +1,123 @@
+"""The ``fraudstream`` command line."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from flows.config import ConfigError, load_settings
+
+app = typer.Typer(help="Real-time fraud detection on Kafka with Bytewax.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+stack_app = typer.Typer(help="The embedded stack: Kafka-protocol broker, PostgreSQL, Redis.",
+                        no_args_is_help=True)
+app.add_typer(stack_app, name="stack")
+console = Console()
+
+STACK_ROOT = Path(".fraudstream/stack")
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file "
+                                                "(default: $FRAUDSTREAM_CONFIG)")]
+
+
+def _settings(config: Path | None):  # type: ignore[no-untyped-def]
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+
+
+@app.command()
+def run(config: ConfigOpt = None,
+        processes: Annotated[int, typer.Option("--processes", "-p", min=1)] = 1,
+        workers: Annotated[int, typer.Option("--workers-per-process", "-w", min=1)] = 1) -> None:
+    """Run the scoring job against the configured Kafka, Postgres and Redis."""
+    from flows.runner import run_job
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = _settings(config)
+    try:
+        code = run_job(settings, processes, workers, str(config) if config else None)
+    except KeyboardInterrupt:
+        code = 0
+    raise typer.Exit(code)
+
+
+@app.command()
+def demo(events: Annotated[int, typer.Option(help="approximate valid events")] = 20_000,
+         users: int = 2_000,
+         processes: Annotated[int, typer.Option("--processes", "-p", min=1)] = 1,
+         seed: int = 7,
+         metrics_port: int = 9108,
+         keep_running: Annotated[bool, typer.Option(help="keep job and stack up afterwards")] = False) -> None:
+    """Start the embedded stack, run the job, stream a workload with injected fraud, summarise."""
+    from flows.demo import run_demo
+
+    summary = run_demo(events, users, processes, seed, Path(".fraudstream/demo"), metrics_port,
+                       keep_running, console)
+    table = Table(title="fraudstream demo", show_header=False)
+    table.add_row("events produced", f"{summary.events:,}")
+    table.add_row("scored (rows in Postgres)", f"{summary.rows:,}")
+    table.add_row("dead-lettered", f"{summary.dead_letters:,}")
+    table.add_row("alerts", f"MEDIUM {summary.levels['MEDIUM']:,}  HIGH {summary.levels['HIGH']:,}")
+    table.add_row("top rules", ", ".join(f"{r} {n}" for r, n in summary.top_rules) or "-")
+    table.add_row("throughput", f"{summary.throughput:,.0f} events/s")
+    table.add_row("end-to-end latency", f"p50 {summary.latency_p50_ms:.1f} ms  "
+                  f"p99 {summary.latency_p99_ms:.1f} ms")
+    console.print(table)
+    ok = summary.rows + summary.dead_letters == summary.events
+    if not ok:
+        console.print("[red]not every event was accounted for[/]")
+    raise typer.Exit(0 if ok else 1)
+
+
+@stack_app.command("up")
+def stack_up(kafka_port: int = 19092, postgres_port: int = 15432, redis_port: int = 16379) -> None:
+    """Start the embedded services in the background (ports match the default config)."""
+    from infra.stack import EmbeddedStack
+
+    info = EmbeddedStack(STACK_ROOT, {"kafka": kafka_port, "postgres": postgres_port,
+                                      "redis": redis_port}).start()
+    for name, value in info.env().items():
+        console.print(f"export {name}={value}", highlight=False)
+
+
+@stack_app.command("down")
+def stack_down() -> None:
+    """Stop the embedded services (the broker is memory-only: its data goes)."""
+    from infra.stack import EmbeddedStack
+
+    EmbeddedStack(STACK_ROOT).stop()
+    console.print("stack stopped")
+
+
+@stack_app.command("status")
+def stack_status() -> None:
+    """Show whether each embedded service is running."""
+    from infra.stack import EmbeddedStack
+
+    info = EmbeddedStack(STACK_ROOT).info()
+    if info is None:
+        console.print("stack is not running")
+        raise typer.Exit(1)
+    alive = info.alive()
+    for name, port in info.ports.items():
+        console.print(f"{name:9} 127.0.0.1:{port:<6} {'up' if alive.get(name) else 'DOWN'}")
+    raise typer.Exit(0 if all(alive.values()) else 1)
+
+
+@app.command("check-config")
+def check_config(config: ConfigOpt = None) -> None:
+    """Validate the configuration and print it."""
+    settings = _settings(config)
+    console.print_json(settings.model_dump_json())
+
+
+if __name__ == "__main__":
+    sys.exit(app())

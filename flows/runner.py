@@ -1,0 +1,109 @@
+"""Run the job as one or several Bytewax processes.
+
+Each process serves ``/metrics`` on ``METRICS_PORT + process_id``. Processes
+form one Bytewax cluster over loopback addresses and share the topic
+partitions between them (scale with processes, not threads: workers in one
+process share the GIL).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from prometheus_client import start_http_server
+
+from flows.config import Settings, load_settings
+from infra.migrations import apply_migrations
+from infra.stack import free_port
+from infra.topics import ensure_topics
+
+__all__ = ["bootstrap", "run_job", "run_process"]
+
+log = logging.getLogger(__name__)
+
+
+def bootstrap(settings: Settings) -> None:
+    """Create missing topics and apply SQL migrations before consuming."""
+    k = settings.kafka
+    created = ensure_topics(k.bootstrap_servers, {k.transactions_topic: k.partitions,
+                                                   k.alerts_topic: k.partitions,
+                                                   k.dlq_topic: k.partitions},
+                            k.client_config)
+    if created:
+        log.info("created topics %s", ", ".join(created))
+    applied = apply_migrations(settings.database_url)
+    if applied:
+        log.info("applied migrations %s", ", ".join(applied))
+
+
+def run_process(process_id: int | None, addresses: list[str] | None,
+                workers_per_process: int = 1, settings: Settings | None = None) -> None:
+    """Run this process's share of the job (blocks until the flow stops)."""
+    from bytewax.run import cli_main
+
+    from flows.fraud import kafka_flow
+
+    settings = settings or load_settings()
+    port = settings.metrics.port
+    if port:
+        start_http_server(port + (process_id or 0), addr=settings.metrics.host)
+    cli_main(kafka_flow(settings), workers_per_process=workers_per_process,
+             process_id=process_id, addresses=addresses)
+
+
+def run_job(settings: Settings, processes: int = 1, workers_per_process: int = 1,
+            config_path: str | None = None) -> int:
+    """Bootstrap, then run ``processes`` cluster processes until one exits."""
+    bootstrap(settings)
+    if processes == 1:
+        run_process(None, None, workers_per_process, settings)
+        return 0
+    addresses = [f"127.0.0.1:{free_port()}" for _ in range(processes)]
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+        f.write("\n".join(addresses))
+    env = dict(os.environ)
+    if config_path:
+        env["FRAUDSTREAM_CONFIG"] = config_path
+    procs = [subprocess.Popen([sys.executable, "-m", "flows.worker", "--process-id", str(i),
+                               "--addresses", f.name, "--workers", str(workers_per_process)],
+                              env=env)
+             for i in range(processes)]
+    stop = False
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stop
+        stop = True
+        for p in procs:
+            with contextlib.suppress(ProcessLookupError):
+                p.send_signal(signum)
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = 0
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.2)
+        code = next(p.returncode for p in procs if p.returncode is not None)
+        if code and not stop:
+            log.error("a job process exited with code %s; stopping the others", code)
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        return code
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        Path(f.name).unlink(missing_ok=True)

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -47,6 +48,7 @@ def bootstrap(settings: Settings) -> None:
 def run_process(process_id: int | None, addresses: list[str] | None,
                 workers_per_process: int = 1, settings: Settings | None = None) -> None:
     """Run this process's share of the job (blocks until the flow stops)."""
+    from bytewax.errors import BytewaxRuntimeError
     from bytewax.run import cli_main
 
     from flows.fraud import kafka_flow
@@ -55,8 +57,21 @@ def run_process(process_id: int | None, addresses: list[str] | None,
     port = settings.metrics.port
     if port:
         start_http_server(port + (process_id or 0), addr=settings.metrics.host)
-    cli_main(kafka_flow(settings), workers_per_process=workers_per_process,
-             process_id=process_id, addresses=addresses)
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stopping.set()
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+    try:
+        cli_main(kafka_flow(settings), workers_per_process=workers_per_process,
+                 process_id=process_id, addresses=addresses)
+    except (KeyboardInterrupt, BytewaxRuntimeError):
+        if not stopping.is_set():
+            raise
+        log.info("stopped by signal")
 
 
 def run_job(settings: Settings, processes: int = 1, workers_per_process: int = 1,

@@ -1,0 +1,78 @@
+from pathlib import Path
+
+import pytest
+
+from flows.config import ConfigError, Settings, load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_shipped_yaml_is_valid_and_equals_the_defaults():
+    assert load_settings(ROOT / "fraudstream.yaml", env={}) == Settings()
+
+
+def test_contract_environment_variables_override_the_file(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("kafka:\n  bootstrap_servers: file:9092\nmetrics:\n  port: 1000\n")
+    s = load_settings(cfg, env={"KAFKA_BOOTSTRAP_SERVERS": "env:9092", "DATABASE_URL": "postgresql://x/y",
+                                "REDIS_URL": "redis://r:1/0", "METRICS_PORT": "2000"})
+    assert s.kafka.bootstrap_servers == "env:9092"
+    assert (s.database_url, s.redis_url, s.metrics.port) == ("postgresql://x/y", "redis://r:1/0", 2000)
+
+
+def test_config_path_from_environment_and_nested_overrides(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("rules:\n  velocity_check:\n    max_events: 9\n")
+    s = load_settings(env={"FRAUDSTREAM_CONFIG": str(cfg),
+                           "FRAUDSTREAM__RULES__HIGH_AMOUNT__MULTIPLIER": "4.5",
+                           "FRAUDSTREAM__KAFKA__ALERTS_TOPIC": "my-alerts"})
+    assert s.rules.velocity_check.max_events == 9
+    assert s.rules.high_amount.multiplier == 4.5
+    assert s.kafka.alerts_topic == "my-alerts"
+
+
+@pytest.mark.parametrize(("yaml_text", "field"), [
+    ("rules:\n  velocity_check:\n    max_events: 0\n", "rules.velocity_check.max_events"),
+    ("rules:\n  velocity_chek: {}\n", "rules.velocity_chek"),
+    ("ensemble:\n  medium_threshold: 90\n", "ensemble"),
+    ("kafka:\n  start_offset: middle\n", "kafka.start_offset"),
+    ("rules:\n  country_blacklist:\n    countries: [xx1]\n", "rules.country_blacklist.countries"),
+    ("scoring:\n  max_batch_size: -1\n", "scoring.max_batch_size"),
+])
+def test_bad_config_names_the_field(tmp_path, yaml_text, field):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(yaml_text)
+    with pytest.raises(ConfigError) as err:
+        load_settings(cfg, env={})
+    assert field in str(err.value)
+    assert str(cfg) in str(err.value)
+
+
+def test_unreadable_or_non_mapping_files_are_clear_errors(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_settings(tmp_path / "missing.yaml", env={})
+    bad = tmp_path / "list.yaml"
+    bad.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping at the top level"):
+        load_settings(bad, env={})
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("kafka: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_settings(broken, env={})
+
+
+def test_bad_environment_value_names_the_field():
+    with pytest.raises(ConfigError, match=r"\(environment\): metrics.port"):
+        load_settings(env={"METRICS_PORT": "not-a-port"})
+
+
+def test_cli_refuses_to_start_with_a_bad_config(tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("rules:\n  high_amount:\n    multiplier: zero\n")
+    result = CliRunner().invoke(app, ["check-config", "--config", str(cfg)])
+    assert result.exit_code == 2
+    assert "rules.high_amount.multiplier" in result.output

@@ -1,0 +1,133 @@
+"""The dataflow in-process, with Bytewax's testing source and sinks."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+from bytewax.connectors.kafka import KafkaSourceMessage
+from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
+
+from flows.config import Settings
+from flows.fraud import FlowSinks, Providers, build_flow
+from flows.workload import SCENARIO_RULES, generate
+from operators.rules import Blocklists
+from tests.conftest import encode, event
+
+
+def run(messages: list[tuple[bytes | None, bytes]], workers: int = 1,
+        providers: Providers | None = None, settings: Settings | None = None,
+        batch_size: int = 500) -> dict[str, list[Any]]:
+    msgs = [KafkaSourceMessage(k, v, topic="tx", partition=0, offset=i, timestamp=(1, 1_700_000_000_000))
+            for i, (k, v) in enumerate(messages)]
+    out: dict[str, list[Any]] = {k: [] for k in ("scored", "alerts", "risk", "dlq")}
+    flow = build_flow(TestingSource(msgs, batch_size=batch_size),
+                      FlowSinks(*(TestingSink(out[k]) for k in ("scored", "alerts", "risk", "dlq"))),
+                      settings or Settings(), providers)
+    if workers == 1:
+        run_main(flow)
+    else:
+        cluster_main(flow, [], 0, worker_count_per_proc=workers)
+    return out
+
+
+@pytest.fixture(scope="module")
+def workload():
+    return generate(events=6000, users=600, fraud_share=0.2, malformed=24, seed=11)
+
+
+@pytest.fixture(scope="module")
+def outputs(workload):
+    return run(workload.messages)
+
+
+def test_every_event_is_scored_once_or_dead_lettered(workload, outputs):
+    ids = [s.event.event_id for s in outputs["scored"]]
+    assert len(ids) == len(set(ids)) == workload.valid
+    assert len(outputs["dlq"]) == workload.malformed
+
+
+def test_every_injected_pattern_is_flagged_with_its_rules(workload, outputs):
+    by_id = {s.event.event_id: s for s in outputs["scored"]}
+    per_scenario = Counter(workload.labels.values())
+    assert set(per_scenario) == set(SCENARIO_RULES)
+    for event_id, scenario in workload.labels.items():
+        fired = {h.rule for h in by_id[event_id].hits}
+        assert SCENARIO_RULES[scenario] <= fired, (scenario, fired)
+
+
+def test_blocked_countries_are_high_and_takeovers_at_least_medium(workload, outputs):
+    by_id = {s.event.event_id: s for s in outputs["scored"]}
+    for event_id, scenario in workload.labels.items():
+        level = by_id[event_id].verdict.risk_level
+        if scenario == "blocked_country":
+            assert level == "HIGH" and by_id[event_id].verdict.is_blocked
+        if scenario == "takeover":
+            assert level in {"MEDIUM", "HIGH"}
+
+
+def test_alerts_are_exactly_the_medium_and_high_events(outputs):
+    expected = {s.event.event_id for s in outputs["scored"] if s.verdict.risk_level != "LOW"}
+    assert {s.event.event_id for s in outputs["alerts"]} == expected
+    assert expected
+
+
+def test_without_models_the_output_says_rules_only(outputs):
+    s = outputs["scored"][0]
+    assert s.model_version == "rules-only"
+    assert s.verdict.scores["isolation_forest"] is None and s.verdict.scores["autoencoder"] is None
+
+
+def test_dead_letters_keep_the_bytes_the_reason_and_the_source_position(workload, outputs):
+    offsets = {i for i, (k, _) in enumerate(workload.messages) if k == b"malformed"}
+    assert {d.offset for d in outputs["dlq"]} == offsets
+    for d in outputs["dlq"]:
+        assert d.topic == "tx" and d.partition == 0 and d.failed_at
+        assert d.error.split(":")[0] in {"payload", "amount", "timestamp", "currency",
+                                          "location.latitude", "event_id"}
+    binary = [d for d in outputs["dlq"] if d.value_encoding == "base64"]
+    assert binary, "non-UTF-8 payloads are kept as base64"
+
+
+def test_two_workers_give_the_same_per_user_results(workload, outputs):
+    two = run(workload.messages, workers=2)
+    def key(s):
+        return (s.event.event_id, s.verdict.fraud_score, tuple(h.rule for h in s.hits),
+                s.features.events_24h, s.features.user_event_count)
+    assert sorted(map(key, two["scored"])) == sorted(map(key, outputs["scored"]))
+
+
+def test_blocklist_changes_apply_to_later_batches():
+    lists = {"current": Blocklists()}
+    msgs = [(b"u1", encode(event(f"e{i}", device_id="dev-x", ts=f"2025-06-02T12:{i:02d}:00Z")))
+            for i in range(6)]
+
+    def blocklists() -> Blocklists:
+        return lists["current"]
+
+    out: list[Any] = []
+    calls = {"n": 0}
+
+    def models():
+        calls["n"] += 1
+        if calls["n"] == 2:
+            lists["current"] = Blocklists(devices=frozenset({"dev-x"}))
+        from models.base import RULES_ONLY
+        return RULES_ONLY
+
+    out = run(msgs, providers=Providers(models=models, blocklists=blocklists), batch_size=3)["scored"]
+    flagged = ["device_blacklist" in {h.rule for h in s.hits} for s in out]
+    assert flagged == [False] * 3 + [True] * 3
+
+
+def test_per_user_state_follows_each_user():
+    msgs = []
+    for i in range(7):
+        msgs.append((b"a", encode(event(f"a{i}", "a", ts=f"2025-06-02T12:0{i}:00Z"))))
+        msgs.append((b"b", encode(event(f"b{i}", "b", ts=f"2025-06-02T1{i}:00:00Z"))))
+    scored = {s.event.event_id: s for s in run(msgs)["scored"]}
+    assert scored["a6"].features.events_10m == 7
+    assert "velocity_check" in {h.rule for h in scored["a6"].hits}
+    assert scored["b6"].features.events_10m == 1
+    assert scored["b6"].features.user_event_count == 6

@@ -1,0 +1,64 @@
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from operators.ensemble import EnsembleConfig, combine, rules_score
+from operators.rules import RuleHit
+
+CFG = EnsembleConfig()
+
+
+def hit(points: int, force: bool = False) -> RuleHit:
+    return RuleHit("r", points, "why", force)
+
+
+def test_all_components_use_the_default_weights():
+    v = combine([hit(50)], {"isolation_forest": 80.0, "autoencoder": 20.0}, CFG)
+    assert v.fraud_score == pytest.approx(0.85 * 50 + 0.10 * 80 + 0.05 * 20)
+    assert v.scores == {"rules": 50.0, "isolation_forest": 80.0, "autoencoder": 20.0}
+
+
+def test_absent_components_are_renormalised_away_and_reported_as_null():
+    v = combine([hit(50)], {}, CFG)
+    assert v.fraud_score == 50.0
+    assert v.scores == {"rules": 50.0, "isolation_forest": None, "autoencoder": None}
+    v = combine([hit(50)], {"isolation_forest": 100.0}, CFG)
+    assert v.fraud_score == pytest.approx((0.85 * 50 + 0.10 * 100) / 0.95, abs=0.01)
+
+
+def test_levels_and_decisions_at_the_thresholds():
+    assert (combine([hit(39)], {}, CFG).risk_level) == "LOW"
+    medium = combine([hit(40)], {}, CFG)
+    assert (medium.risk_level, medium.decision, medium.is_blocked) == ("MEDIUM", "review", False)
+    high = combine([hit(70)], {}, CFG)
+    assert (high.risk_level, high.decision, high.is_blocked) == ("HIGH", "block", True)
+
+
+def test_rules_score_is_capped_at_100():
+    assert rules_score([hit(85), hit(30)]) == 100.0
+
+
+def test_a_blocklist_hit_is_high_on_its_own_even_with_calm_models():
+    v = combine([hit(85, force=True)], {"isolation_forest": 0.0, "autoencoder": 0.0}, CFG)
+    assert v.risk_level == "HIGH" and v.fraud_score == 72.25
+    low_points = combine([hit(5, force=True)], {"isolation_forest": 0.0, "autoencoder": 0.0}, CFG)
+    assert low_points.risk_level == "HIGH" and low_points.fraud_score == 70.0
+
+
+@given(st.lists(st.integers(0, 100), max_size=6), st.none() | st.floats(0, 100),
+       st.none() | st.floats(0, 100))
+def test_score_is_always_in_range(points, iso, ae):
+    v = combine([hit(p) for p in points], {"isolation_forest": iso, "autoencoder": ae}, CFG)
+    assert 0.0 <= v.fraud_score <= 100.0
+    assert v.risk_level in {"LOW", "MEDIUM", "HIGH"}
+
+
+@pytest.mark.parametrize("bad", [
+    {"weights": {"rules": 0}},
+    {"weights": {"rules": 1, "gbm": 1}},
+    {"medium_threshold": 80, "high_threshold": 70},
+])
+def test_invalid_ensemble_config_is_rejected(bad):
+    with pytest.raises(ValidationError):
+        EnsembleConfig.model_validate(bad)

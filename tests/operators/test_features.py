@@ -1,0 +1,76 @@
+import math
+from datetime import UTC, datetime, timedelta, timezone
+
+import numpy as np
+
+from operators.events import Location, TransactionEvent
+from operators.features import FEATURE_NAMES, compute_features, feature_matrix
+from operators.state import Seen, UserState
+
+T0 = datetime(2025, 6, 2, 12, tzinfo=UTC)
+
+
+def ev(minutes: float = 0, amount: float = 10.0, loc: Location | None = None, device: str | None = None,
+       tz: timezone = UTC) -> TransactionEvent:
+    return TransactionEvent("e", "u", amount, (T0 + timedelta(minutes=minutes)).astimezone(tz),
+                            location=loc, device_id=device)
+
+
+def push(state: UserState, e: TransactionEvent) -> None:
+    loc = e.location
+    state.push(Seen(e.timestamp.timestamp(), e.amount, loc.latitude if loc else None,
+                    loc.longitude if loc else None), e.device_id)
+
+
+def test_first_event_has_missing_history_features():
+    f = compute_features(UserState(), ev(), T0.timestamp())
+    assert f.days_since_last_event is None
+    assert f.amount_mean_10 is None and f.amount_zscore is None and f.distance_km is None
+    assert (f.events_10m, f.events_1h, f.events_24h) == (1, 1, 1)
+    assert f.user_event_count == 0
+
+
+def test_window_counts_include_the_event_and_respect_boundaries():
+    s = UserState()
+    for m in (-1500, -61, -59, -11, -9, -1):
+        push(s, ev(m))
+    f = compute_features(s, ev(0), T0.timestamp())
+    assert f.events_10m == 3   # -9, -1 and the event itself
+    assert f.events_1h == 5    # -59, -11, -9, -1, self
+    assert f.events_24h == 6   # -1500 min is more than a day ago
+
+
+def test_distance_and_speed_from_the_previous_located_event():
+    s = UserState()
+    push(s, ev(-30, loc=Location(40.7128, -74.0060)))
+    push(s, ev(-10))  # no location: skipped
+    f = compute_features(s, ev(0, loc=Location(51.5074, -0.1278)), T0.timestamp())
+    assert f.distance_km is not None and 5500 < f.distance_km < 5600
+    assert f.seconds_since_last_location == 1800
+    assert f.speed_kmh is not None and abs(f.speed_kmh - f.distance_km * 2) < 1e-6
+
+
+def test_local_hour_uses_the_events_own_offset():
+    tokyo = timezone(timedelta(hours=9))
+    f = compute_features(UserState(), ev(0, tz=tokyo), T0.timestamp())
+    assert f.hour_of_day == 21
+
+
+def test_zscore_and_device_novelty():
+    s = UserState()
+    for m, a in ((-300, 10.0), (-200, 20.0), (-100, 30.0)):
+        push(s, ev(m, amount=a, device="d1"))
+    f = compute_features(s, ev(0, amount=40.0, device="d2"), T0.timestamp())
+    assert math.isclose(f.amount_zscore or 0, (40 - 20) / 10)
+    assert f.device_known is False and f.known_devices == 1
+    assert math.isclose(f.amount_mean_10 or 0, 20.0)
+
+
+def test_feature_matrix_marks_missing_as_nan():
+    first = compute_features(UserState(), ev(), T0.timestamp())
+    x = feature_matrix([first, first])
+    assert x.shape == (2, len(FEATURE_NAMES)) and x.dtype == np.float32
+    assert np.isnan(x[0, FEATURE_NAMES.index("distance_km")])
+    assert np.isnan(x[0, FEATURE_NAMES.index("device_novelty")])
+    assert x[0, FEATURE_NAMES.index("amount")] == 10.0
+    assert feature_matrix([]).shape == (0, len(FEATURE_NAMES))

@@ -1,0 +1,67 @@
+import pickle
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from operators.state import Seen, StateLimits, UserState
+
+
+def test_running_mean_and_std_match_batch_statistics():
+    s = UserState()
+    amounts = [10.0, 20.0, 30.0, 100.0]
+    for i, a in enumerate(amounts):
+        s.push(Seen(float(i), a))
+    assert s.count == 4
+    assert abs(s.mean - 40.0) < 1e-9
+    assert abs(s.std - 40.824829046) < 1e-6
+
+
+def test_recent_is_sorted_even_when_events_arrive_out_of_order():
+    s = UserState()
+    for ts in (100.0, 50.0, 75.0):
+        s.push(Seen(ts, 1.0))
+    assert [x.ts for x in s.recent] == [50.0, 75.0, 100.0]
+    assert [x.ts for x in s.before(75.0)] == [50.0, 75.0]
+    assert s.first_seen == 50.0
+
+
+def test_events_older_than_the_window_are_evicted():
+    limits = StateLimits(window_s=3600.0)
+    s = UserState()
+    s.push(Seen(0.0, 1.0), limits=limits)
+    s.push(Seen(3000.0, 1.0), limits=limits)
+    s.push(Seen(4000.0, 1.0), limits=limits)
+    assert [x.ts for x in s.recent] == [3000.0, 4000.0]
+    assert s.count == 3  # running statistics keep the whole history
+
+
+def test_devices_are_bounded_least_recently_used_first_out():
+    limits = StateLimits(max_devices=2)
+    s = UserState()
+    for i, d in enumerate(["a", "b", "a", "c"]):
+        s.push(Seen(float(i), 1.0), device_id=d, limits=limits)
+    assert s.devices == ["a", "c"]
+
+
+def test_snapshot_is_independent_and_picklable():
+    s = UserState()
+    s.push(Seen(1.0, 5.0, 40.0, -70.0), device_id="d")
+    snap = s.snapshot()
+    s.push(Seen(2.0, 5.0), device_id="e")
+    assert len(snap.recent) == 1 and snap.devices == ["d"]
+    assert pickle.loads(pickle.dumps(snap)) == snap
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 1e7), st.floats(0, 1e6), st.sampled_from("abcdefghijklmnopqrst")),
+                max_size=300))
+def test_state_size_is_bounded_whatever_the_input(pushes):
+    limits = StateLimits(window_s=3600.0, max_events=16, max_devices=4)
+    s = UserState()
+    for ts, amount, device in pushes:
+        s.push(Seen(ts, amount), device_id=device, limits=limits)
+        assert len(s.recent) <= 16
+        assert len(s.devices) <= 4
+        assert s.recent == sorted(s.recent, key=lambda x: x.ts)
+        assert s.recent[-1].ts - s.recent[0].ts <= 3600.0
+    assert s.count == len(pushes)

@@ -4,13 +4,14 @@
 >>> out = check_message(KafkaSourceMessage(b"u", b"not json", topic="t", partition=0, offset=7),
 ...                     ValidationLimits(), now=0.0)
 >>> (out.error, out.offset)
-('payload: JSON is malformed: invalid character (byte 0)', 7)
+('payload: JSON is malformed: invalid character (byte 4)', 7)
 """
 
 from __future__ import annotations
 
 import base64
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from bytewax.dataflow import Stream
 from operators import metrics
 from operators.events import InvalidEvent, TransactionEvent, ValidationLimits, decode_event
 
-__all__ = ["Accepted", "DeadLetter", "ValidatedStreams", "check_message", "validate"]
+__all__ = ["Accepted", "DeadLetter", "ValidatedStreams", "check_message", "error_field", "validate"]
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,15 @@ def dead_letter(msg: RawMessage, error: str, now: float) -> DeadLetter:
                       datetime.fromtimestamp(now, UTC).isoformat(), key)
 
 
+def error_field(error: str) -> str:
+    """The top-level field an error names (bounded label values for metrics).
+
+    >>> error_field("attributes.'x': contains a NUL character")
+    'attributes'
+    """
+    return re.split(r"[.\[:]", error, maxsplit=1)[0] or "payload"
+
+
 def check_message(msg: RawMessage, limits: ValidationLimits,
                   now: float) -> Accepted | DeadLetter:
     """One message to an :class:`Accepted` event or a :class:`DeadLetter`."""
@@ -112,7 +122,11 @@ def validate(step_id: str, up: Stream[RawMessage | KafkaError],
                 log.warning("%s: consumer error: %s", step_id, item.err)
                 metrics.EVENTS.labels("consumer_error").inc()
                 continue
-            out.append(check_message(item, limits, now))
+            result = check_message(item, limits, now)
+            if isinstance(result, DeadLetter):
+                metrics.EVENTS.labels("dead_lettered").inc()
+                metrics.DLQ_EVENTS.labels(error_field(result.error)).inc()
+            out.append(result)
         metrics.STAGE_SECONDS.labels("validate").observe(time.perf_counter() - started)
         return out
 

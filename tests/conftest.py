@@ -34,33 +34,33 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackInfo]:
 _counter = itertools.count()
 
 
+def new_settings(stack: StackInfo, name: str, **overrides: Any) -> Settings:
+    """Settings with unique topic names and a fresh database."""
+    tag = f"{name[:30]}-{next(_counter)}-{uuid.uuid4().hex[:6]}"
+    tag = "".join(c if c.isalnum() or c in "-." else "-" for c in tag).lower()
+    db = "t_" + uuid.uuid4().hex[:12]
+    env = stack.env()
+    admin = env["DATABASE_URL"].rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{db}"')
+    env["DATABASE_URL"] = env["DATABASE_URL"].rsplit("/", 1)[0] + f"/{db}"
+    env["METRICS_PORT"] = "0"
+    data = load_settings(env=env).model_dump()
+    data["kafka"].update(transactions_topic=f"tx-{tag}", alerts_topic=f"alerts-{tag}",
+                         dlq_topic=f"dlq-{tag}", partitions=4)
+    for key, value in overrides.items():
+        node = data
+        *path, last = key.split("__")
+        for part in path:
+            node = node[part]
+        node[last] = value
+    return Settings.model_validate(data)
+
+
 @pytest.fixture
 def make_settings(stack: StackInfo, request: pytest.FixtureRequest) -> Callable[..., Settings]:
-    """Settings with unique topic names and a fresh database for this test."""
-
-    def factory(**overrides: Any) -> Settings:
-        tag = f"{request.node.name[:30]}-{next(_counter)}-{uuid.uuid4().hex[:6]}"
-        tag = "".join(c if c.isalnum() or c in "-." else "-" for c in tag).lower()
-        db = "t_" + uuid.uuid4().hex[:12]
-        env = stack.env()
-        admin = env["DATABASE_URL"].rsplit("/", 1)[0] + "/postgres"
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{db}"')
-        env["DATABASE_URL"] = env["DATABASE_URL"].rsplit("/", 1)[0] + f"/{db}"
-        env["METRICS_PORT"] = "0"
-        settings = load_settings(env=env)
-        data = settings.model_dump()
-        data["kafka"].update(transactions_topic=f"tx-{tag}", alerts_topic=f"alerts-{tag}",
-                             dlq_topic=f"dlq-{tag}", partitions=4)
-        for key, value in overrides.items():
-            node = data
-            *path, last = key.split("__")
-            for part in path:
-                node = node[part]
-            node[last] = value
-        return Settings.model_validate(data)
-
-    return factory
+    """Factory of settings with unique topics and a fresh database for this test."""
+    return lambda **overrides: new_settings(stack, request.node.name, **overrides)
 
 
 def event(event_id: str, user_id: str = "u1", amount: float = 25.0,

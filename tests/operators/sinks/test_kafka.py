@@ -1,0 +1,54 @@
+import json
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from infra.stack import free_port
+from infra.topics import ensure_topics
+from operators.records import encode_alert
+from operators.sinks import DeliveredKafkaSink, DeliveryError
+from operators.sinks.retry import RetryPolicy
+from tests.operators.sinks.helpers import scored_events
+
+pytestmark = pytest.mark.integration
+
+
+def read_all(bootstrap: str, topic: str, partitions: int, expected: int) -> list[tuple[bytes, dict]]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "t", "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    out = []
+    for _ in range(100):
+        out += [(m.key(), json.loads(m.value())) for m in consumer.consume(500, 0.1) if m.error() is None]
+        if len(out) >= expected:
+            break
+    consumer.close()
+    return out
+
+
+def test_every_message_is_confirmed_and_readable(make_settings):
+    s = make_settings()
+    ensure_topics(s.kafka.bootstrap_servers, {s.kafka.alerts_topic: 2})
+    part = DeliveredKafkaSink("alerts", s.kafka.bootstrap_servers, s.kafka.alerts_topic, encode_alert).build("a", 0, 1)
+    events = scored_events(40)
+    part.write_batch(events)
+    part.close()
+    got = read_all(s.kafka.bootstrap_servers, s.kafka.alerts_topic, 2, 40)
+    assert sorted(a["event_id"] for _, a in got) == sorted(e.event.event_id for e in events)
+    key, alert = next((k, a) for k, a in got if a["event_id"] == "e4")
+    assert key == b"user-1"
+    assert set(alert) == {"event_id", "user_id", "fraud_score", "risk_level", "decision", "is_blocked",
+                          "triggered_rules", "reasons", "scores", "model_version", "event", "scored_at"}
+    assert alert["triggered_rules"] == ["country_blacklist"]
+    assert alert["scores"] == {"rules": 85.0, "isolation_forest": None, "autoencoder": None}
+    assert alert["event"]["location"]["country"] == "KP"
+
+
+def test_undeliverable_messages_fail_loudly_instead_of_vanishing():
+    dead = f"127.0.0.1:{free_port()}"
+    sleeps: list[float] = []
+    sink = DeliveredKafkaSink("alerts", dead, "alerts", encode_alert,
+                              RetryPolicy(max_retries=1, backoff_s=0.01, sleep=sleeps.append), timeout_s=1.0)
+    part = sink.build("a", 0, 1)
+    with pytest.raises(DeliveryError, match=r"alerts: 3 messages to topic 'alerts' not delivered after 2 attempts"):
+        part.write_batch(scored_events(3))
+    assert sleeps == [0.01]

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from flows.config import ConfigError, load_settings
+from flows.config import ConfigError, Settings, load_settings
 
 app = typer.Typer(help="Real-time fraud detection on Kafka with Bytewax.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -25,7 +25,7 @@ ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML con
                                                 "(default: $FRAUDSTREAM_CONFIG)")]
 
 
-def _settings(config: Path | None):  # type: ignore[no-untyped-def]
+def _settings(config: Path | None) -> Settings:
     try:
         return load_settings(config)
     except ConfigError as exc:
@@ -55,7 +55,8 @@ def demo(events: Annotated[int, typer.Option(help="approximate valid events")] =
          processes: Annotated[int, typer.Option("--processes", "-p", min=1)] = 1,
          seed: int = 7,
          metrics_port: int = 9108,
-         keep_running: Annotated[bool, typer.Option(help="keep job and stack up afterwards")] = False) -> None:
+         keep_running: Annotated[bool, typer.Option(
+             help="keep job and stack up afterwards")] = False) -> None:
     """Start the embedded stack, run the job, stream a workload with injected fraud, summarise."""
     from flows.demo import run_demo
 

@@ -61,7 +61,7 @@ def count_topic(bootstrap_servers: str, topic: str, partitions: int, timeout_s: 
 def summarise(settings: Settings, events: int, dead_letters: int, seconds: float) -> Summary:
     with psycopg.connect(settings.database_url) as conn:
         rows = conn.execute("SELECT count(*) FROM scored_events").fetchone()[0]  # type: ignore[index]
-        levels = dict(conn.execute(
+        levels: dict[str, int] = dict(conn.execute(
             "SELECT risk_level, count(*) FROM scored_events GROUP BY 1").fetchall())
         top = conn.execute(
             "SELECT r, count(*) FROM scored_events, jsonb_array_elements_text(triggered_rules) r "

@@ -22,6 +22,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -83,12 +84,13 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _wait(what: str, check: object, timeout_s: float, log_file: Path | None = None) -> None:
+def _wait(what: str, check: Callable[[], object], timeout_s: float,
+          log_file: Path | None = None) -> None:
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
     while time.monotonic() < deadline:
         try:
-            if check():  # type: ignore[operator]
+            if check():
                 return
         except Exception as exc:
             last = exc
@@ -195,8 +197,11 @@ class EmbeddedStack:
             "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
             "-c", "max_connections=200"], user=user)
         admin = f"postgresql://postgres@127.0.0.1:{port}/postgres"
-        _wait("PostgreSQL", lambda: psycopg.connect(admin, connect_timeout=1).close() is None,
-              30, self.root / "postgres.log")
+        def ready() -> bool:
+            with psycopg.connect(admin, connect_timeout=1):
+                return True
+
+        _wait("PostgreSQL", ready, 30, self.root / "postgres.log")
         with psycopg.connect(admin, autocommit=True) as conn:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
                                   (database,)).fetchone()

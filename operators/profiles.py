@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import bytewax.operators as op
-
 from bytewax.operators import KeyedStream, StatefulBatchLogic
 
 from operators import metrics

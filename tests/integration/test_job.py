@@ -50,7 +50,8 @@ def _run(make_settings, tmp_path_factory, workload: Workload, processes: int) ->
 @pytest.fixture(scope="module")
 def runs(stack, tmp_path_factory, workload) -> dict[int, dict[str, Any]]:
     """The same workload through a 1-process and a 2-process job."""
-    return {p: _run(lambda: new_settings(stack, f"job{p}"), tmp_path_factory, workload, p) for p in (1, 2)}
+    return {p: _run(lambda p=p: new_settings(stack, f"job{p}"), tmp_path_factory, workload, p)  # type: ignore[misc]
+            for p in (1, 2)}
 
 
 @pytest.mark.parametrize("processes", [1, 2])

@@ -13,16 +13,21 @@ from rich.table import Table
 
 from flows.config import ConfigError, Settings, load_settings
 
-app = typer.Typer(help="Real-time fraud detection on Kafka with Bytewax.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
-stack_app = typer.Typer(help="The embedded stack: Kafka-protocol broker, PostgreSQL, Redis.",
-                        no_args_is_help=True)
+app = typer.Typer(
+    help="Real-time fraud detection on Kafka with Bytewax.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+stack_app = typer.Typer(
+    help="The embedded stack: Kafka-protocol broker, PostgreSQL, Redis.", no_args_is_help=True
+)
 app.add_typer(stack_app, name="stack")
 console = Console()
 
 STACK_ROOT = Path(".fraudstream/stack")
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file "
-                                                "(default: $FRAUDSTREAM_CONFIG)")]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="YAML config file (default: $FRAUDSTREAM_CONFIG)")
+]
 
 
 def _settings(config: Path | None) -> Settings:
@@ -34,9 +39,11 @@ def _settings(config: Path | None) -> Settings:
 
 
 @app.command()
-def run(config: ConfigOpt = None,
-        processes: Annotated[int, typer.Option("--processes", "-p", min=1)] = 1,
-        workers: Annotated[int, typer.Option("--workers-per-process", "-w", min=1)] = 1) -> None:
+def run(
+    config: ConfigOpt = None,
+    processes: Annotated[int, typer.Option("--processes", "-p", min=1)] = 1,
+    workers: Annotated[int, typer.Option("--workers-per-process", "-w", min=1)] = 1,
+) -> None:
     """Run the scoring job against the configured Kafka, Postgres and Redis."""
     from flows.runner import run_job
 
@@ -50,18 +57,20 @@ def run(config: ConfigOpt = None,
 
 
 @app.command()
-def demo(events: Annotated[int, typer.Option(help="approximate valid events")] = 20_000,
-         users: int = 2_000,
-         processes: Annotated[int, typer.Option("--processes", "-p", min=1)] = 1,
-         seed: int = 7,
-         metrics_port: int = 9108,
-         keep_running: Annotated[bool, typer.Option(
-             help="keep job and stack up afterwards")] = False) -> None:
+def demo(
+    events: Annotated[int, typer.Option(help="approximate valid events")] = 20_000,
+    users: int = 2_000,
+    processes: Annotated[int, typer.Option("--processes", "-p", min=1)] = 1,
+    seed: int = 7,
+    metrics_port: int = 9108,
+    keep_running: Annotated[bool, typer.Option(help="keep job and stack up afterwards")] = False,
+) -> None:
     """Start the embedded stack, run the job, stream a workload with injected fraud, summarise."""
     from flows.demo import run_demo
 
-    summary = run_demo(events, users, processes, seed, Path(".fraudstream/demo"), metrics_port,
-                       keep_running, console)
+    summary = run_demo(
+        events, users, processes, seed, Path(".fraudstream/demo"), metrics_port, keep_running, console
+    )
     table = Table(title="fraudstream demo", show_header=False)
     table.add_row("events produced", f"{summary.events:,}")
     table.add_row("scored (rows in Postgres)", f"{summary.rows:,}")
@@ -69,8 +78,9 @@ def demo(events: Annotated[int, typer.Option(help="approximate valid events")] =
     table.add_row("alerts", f"MEDIUM {summary.levels['MEDIUM']:,}  HIGH {summary.levels['HIGH']:,}")
     table.add_row("top rules", ", ".join(f"{r} {n}" for r, n in summary.top_rules) or "-")
     table.add_row("throughput", f"{summary.throughput:,.0f} events/s")
-    table.add_row("end-to-end latency", f"p50 {summary.latency_p50_ms:.1f} ms  "
-                  f"p99 {summary.latency_p99_ms:.1f} ms")
+    table.add_row(
+        "end-to-end latency", f"p50 {summary.latency_p50_ms:.1f} ms  p99 {summary.latency_p99_ms:.1f} ms"
+    )
     console.print(table)
     ok = summary.rows + summary.dead_letters == summary.events
     if not ok:
@@ -83,8 +93,9 @@ def stack_up(kafka_port: int = 19092, postgres_port: int = 15432, redis_port: in
     """Start the embedded services in the background (ports match the default config)."""
     from infra.stack import EmbeddedStack
 
-    info = EmbeddedStack(STACK_ROOT, {"kafka": kafka_port, "postgres": postgres_port,
-                                      "redis": redis_port}).start()
+    info = EmbeddedStack(
+        STACK_ROOT, {"kafka": kafka_port, "postgres": postgres_port, "redis": redis_port}
+    ).start()
     for name, value in info.env().items():
         console.print(f"export {name}={value}", highlight=False)
 

@@ -42,19 +42,19 @@ class KafkaSettings(_Section):
     start_offset: Literal["earliest", "latest"] = "earliest"
     source_batch_size: int = Field(1000, ge=1)
     client_config: dict[str, str] = Field(
-        default_factory=dict,
-        description="Extra librdkafka settings for every client (SASL, TLS, ...).")
+        default_factory=dict, description="Extra librdkafka settings for every client (SASL, TLS, ...)."
+    )
 
 
 class MetricsSettings(_Section):
     host: str = "127.0.0.1"
-    port: int = Field(9108, ge=0, le=65535,
-                      description="Process i of the job serves /metrics on port + i.")
+    port: int = Field(9108, ge=0, le=65535, description="Process i of the job serves /metrics on port + i.")
 
 
 class StateSettings(_Section):
-    ttl_s: float = Field(7 * 86_400.0, gt=0,
-                         description="Idle time (wall clock) before a user's state is dropped.")
+    ttl_s: float = Field(
+        7 * 86_400.0, gt=0, description="Idle time (wall clock) before a user's state is dropped."
+    )
     window_s: float = Field(86_400.0, ge=3600.0)
     max_events: int = Field(64, ge=8)
     max_devices: int = Field(16, ge=1)
@@ -130,8 +130,7 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def load_settings(path: str | Path | None = None,
-                  env: Mapping[str, str] | None = None) -> Settings:
+def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate the configuration; raise :class:`ConfigError` if it is wrong."""
     env = os.environ if env is None else env
     path = path or env.get("FRAUDSTREAM_CONFIG") or None
@@ -157,7 +156,7 @@ def load_settings(path: str | Path | None = None,
             _set(data, target, env[name])
     for name, value in env.items():
         if name.startswith(_NESTED_PREFIX):
-            keys = tuple(k.lower() for k in name[len(_NESTED_PREFIX):].split("__"))
+            keys = tuple(k.lower() for k in name[len(_NESTED_PREFIX) :].split("__"))
             _set(data, keys, yaml.safe_load(value))
     try:
         return Settings.model_validate(data)

@@ -41,11 +41,22 @@ class Summary:
     seconds: float
 
 
-def count_topic(bootstrap_servers: str, topic: str, partitions: int, timeout_s: float = 5.0,
-                client_config: dict[str, str] | None = None) -> int:
+def count_topic(
+    bootstrap_servers: str,
+    topic: str,
+    partitions: int,
+    timeout_s: float = 5.0,
+    client_config: dict[str, str] | None = None,
+) -> int:
     """Count a topic's records by reading it (the embedded broker's watermarks lag)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": "fraudstream-count",
-                         "enable.auto.commit": False, **(client_config or {})})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap_servers,
+            "group.id": "fraudstream-count",
+            "enable.auto.commit": False,
+            **(client_config or {}),
+        }
+    )
     consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     n, idle_since = 0, time.monotonic()
     while time.monotonic() - idle_since < timeout_s:
@@ -61,19 +72,30 @@ def count_topic(bootstrap_servers: str, topic: str, partitions: int, timeout_s: 
 def summarise(settings: Settings, events: int, dead_letters: int, seconds: float) -> Summary:
     with psycopg.connect(settings.database_url) as conn:
         rows = conn.execute("SELECT count(*) FROM scored_events").fetchone()[0]  # type: ignore[index]
-        levels: dict[str, int] = dict(conn.execute(
-            "SELECT risk_level, count(*) FROM scored_events GROUP BY 1").fetchall())
+        levels: dict[str, int] = dict(
+            conn.execute("SELECT risk_level, count(*) FROM scored_events GROUP BY 1").fetchall()
+        )
         top = conn.execute(
             "SELECT r, count(*) FROM scored_events, jsonb_array_elements_text(triggered_rules) r "
-            "GROUP BY r ORDER BY 2 DESC, 1 LIMIT 8").fetchall()
+            "GROUP BY r ORDER BY 2 DESC, 1 LIMIT 8"
+        ).fetchall()
         span, p50, p99 = conn.execute(
             "SELECT extract(epoch FROM max(written_at) - min(ingested_at)), "
             "percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM written_at - ingested_at)),"
             "percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM written_at - ingested_at))"
-            " FROM scored_events").fetchone()  # type: ignore[misc]
-    return Summary(events, rows, dead_letters, {k: levels.get(k, 0) for k in ("LOW", "MEDIUM", "HIGH")},
-                   top, rows / float(span) if span else 0.0, float(p50 or 0) * 1000,
-                   float(p99 or 0) * 1000, seconds)
+            " FROM scored_events"
+        ).fetchone()  # type: ignore[misc]
+    return Summary(
+        events,
+        rows,
+        dead_letters,
+        {k: levels.get(k, 0) for k in ("LOW", "MEDIUM", "HIGH")},
+        top,
+        rows / float(span) if span else 0.0,
+        float(p50 or 0) * 1000,
+        float(p99 or 0) * 1000,
+        seconds,
+    )
 
 
 def _wait_rows(settings: Settings, expected: int, timeout_s: float) -> int:
@@ -88,8 +110,16 @@ def _wait_rows(settings: Settings, expected: int, timeout_s: float) -> int:
     return rows
 
 
-def run_demo(events: int, users: int, processes: int, seed: int, root: Path,
-             metrics_port: int, keep_running: bool, console: object) -> Summary:
+def run_demo(
+    events: int,
+    users: int,
+    processes: int,
+    seed: int,
+    root: Path,
+    metrics_port: int,
+    keep_running: bool,
+    console: object,
+) -> Summary:
     from rich.console import Console
     from rich.progress import Progress
 
@@ -102,31 +132,45 @@ def run_demo(events: int, users: int, processes: int, seed: int, root: Path,
     job: subprocess.Popen[bytes] | None = None
     try:
         bootstrap(settings)
-        con.print(f"  Kafka {env['KAFKA_BOOTSTRAP_SERVERS']}  Postgres {env['DATABASE_URL']}  "
-                  f"Redis {env['REDIS_URL']}")
+        con.print(
+            f"  Kafka {env['KAFKA_BOOTSTRAP_SERVERS']}  Postgres {env['DATABASE_URL']}  "
+            f"Redis {env['REDIS_URL']}"
+        )
         log_path = root / "job.log"
         with open(log_path, "ab") as log_file:
-            job = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", "--processes",
-                                    str(processes)], env=env, stdout=log_file,
-                                   stderr=subprocess.STDOUT)
+            job = subprocess.Popen(
+                [sys.executable, "-m", "flows.cli", "run", "--processes", str(processes)],
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
         ports = ", ".join(str(metrics_port + i) for i in range(processes))
-        con.print(f"[bold]Job started[/] ({processes} process(es)); metrics on "
-                  f"http://127.0.0.1:{ports}/metrics ; log {log_path}")
+        con.print(
+            f"[bold]Job started[/] ({processes} process(es)); metrics on "
+            f"http://127.0.0.1:{ports}/metrics ; log {log_path}"
+        )
         workload = generate(events=events, users=users, seed=seed)
         started = time.monotonic()
         with Progress(console=con, transient=True) as progress:
             task = progress.add_task("producing", total=len(workload.messages))
-            produce_all(settings.kafka.bootstrap_servers, settings.kafka.transactions_topic,
-                        workload.messages, progress=lambda n: progress.advance(task, n))
-        con.print(f"Produced {len(workload.messages):,} events "
-                  f"({workload.malformed} malformed, {len(workload.labels)} injected fraud)")
+            produce_all(
+                settings.kafka.bootstrap_servers,
+                settings.kafka.transactions_topic,
+                workload.messages,
+                progress=lambda n: progress.advance(task, n),
+            )
+        con.print(
+            f"Produced {len(workload.messages):,} events "
+            f"({workload.malformed} malformed, {len(workload.labels)} injected fraud)"
+        )
         with con.status("waiting for the job to score every event..."):
             rows = _wait_rows(settings, workload.valid, timeout_s=300)
             if job.poll() is not None:
                 raise RuntimeError(f"the job exited with code {job.returncode}; see {log_path}")
         elapsed = time.monotonic() - started
-        dead = count_topic(settings.kafka.bootstrap_servers, settings.kafka.dlq_topic,
-                           settings.kafka.partitions)
+        dead = count_topic(
+            settings.kafka.bootstrap_servers, settings.kafka.dlq_topic, settings.kafka.partitions
+        )
         summary = summarise(settings, len(workload.messages), dead, elapsed)
         if rows < workload.valid:
             con.print(f"[red]only {rows} of {workload.valid} events were scored in time[/]")

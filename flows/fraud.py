@@ -62,23 +62,26 @@ class Providers:
     clock: Callable[[], float] = time.time
 
 
-def build_flow(source: Source[Any], sinks: FlowSinks, settings: Settings,
-               providers: Providers | None = None) -> Dataflow:
+def build_flow(
+    source: Source[Any], sinks: FlowSinks, settings: Settings, providers: Providers | None = None
+) -> Dataflow:
     """The dataflow over any source of Kafka messages and any sinks."""
     p = providers or Providers()
-    limits = ValidationLimits(settings.validation.max_bytes, 32,
-                              timedelta(seconds=settings.validation.max_future_skew_s))
-    state_limits = StateLimits(settings.state.window_s, settings.state.max_events,
-                               settings.state.max_devices)
+    limits = ValidationLimits(
+        settings.validation.max_bytes, 32, timedelta(seconds=settings.validation.max_future_skew_s)
+    )
+    state_limits = StateLimits(settings.state.window_s, settings.state.max_events, settings.state.max_devices)
     flow = Dataflow("fraudstream")
     raw = op.input("transactions", flow, source)
     checked = validate("validate", raw, limits, p.clock)
     op.output("dead_letters", checked.errs, sinks.dead_letters)
     by_user = op.key_on("by_user", checked.oks, lambda acc: acc.event.user_id)
-    featured = op.key_rm("unkey", profile_users("user_state", by_user, state_limits,
-                                                settings.state.ttl_s, p.clock))
-    scorer = Scorer(p.models, p.blocklists, settings.rules, settings.ensemble,
-                    settings.scoring.max_batch_size, p.clock)
+    featured = op.key_rm(
+        "unkey", profile_users("user_state", by_user, state_limits, settings.state.ttl_s, p.clock)
+    )
+    scorer = Scorer(
+        p.models, p.blocklists, settings.rules, settings.ensemble, settings.scoring.max_batch_size, p.clock
+    )
     scored = score("score", featured, scorer)
     op.output("scored_events", scored, sinks.scored)
     op.output("risk", scored, sinks.risk)
@@ -95,11 +98,14 @@ def _encode_dead_letter(d: DeadLetter) -> tuple[bytes | None, bytes, int | None]
 
 def kafka_source(settings: Settings) -> KafkaSource:
     k = settings.kafka
-    return KafkaSource([k.bootstrap_servers], [k.transactions_topic],
-                       starting_offset=OFFSET_BEGINNING if k.start_offset == "earliest"
-                       else OFFSET_END,
-                       add_config=dict(k.client_config), batch_size=k.source_batch_size,
-                       raise_on_errors=False)
+    return KafkaSource(
+        [k.bootstrap_servers],
+        [k.transactions_topic],
+        starting_offset=OFFSET_BEGINNING if k.start_offset == "earliest" else OFFSET_END,
+        add_config=dict(k.client_config),
+        batch_size=k.source_batch_size,
+        raise_on_errors=False,
+    )
 
 
 def kafka_sinks(settings: Settings) -> FlowSinks:
@@ -107,8 +113,9 @@ def kafka_sinks(settings: Settings) -> FlowSinks:
     policy = RetryPolicy(s.max_retries, s.retry_backoff_s)
 
     def to_kafka(name: str, topic: str, encode: Callable[[Any], Any]) -> DeliveredKafkaSink[Any]:
-        return DeliveredKafkaSink(name, k.bootstrap_servers, topic, encode, policy,
-                                  s.delivery_timeout_s, k.client_config)
+        return DeliveredKafkaSink(
+            name, k.bootstrap_servers, topic, encode, policy, s.delivery_timeout_s, k.client_config
+        )
 
     return FlowSinks(
         scored=PostgresSink(settings.database_url, policy),
@@ -122,5 +129,6 @@ def kafka_flow(settings: Settings | None = None) -> Dataflow:
     """The production flow: Kafka in, Postgres/Redis/Kafka out."""
     settings = settings or load_settings()
     blocklists = RedisBlocklists(settings.redis_url, settings.redis.blocklist_refresh_s)
-    return build_flow(kafka_source(settings), kafka_sinks(settings), settings,
-                      Providers(blocklists=blocklists.current))
+    return build_flow(
+        kafka_source(settings), kafka_sinks(settings), settings, Providers(blocklists=blocklists.current)
+    )

@@ -9,12 +9,23 @@ from confluent_kafka import KafkaError, Message, Producer
 __all__ = ["produce_all"]
 
 
-def produce_all(bootstrap: str, topic: str, messages: Iterable[tuple[bytes | None, bytes]],
-                client_config: dict[str, str] | None = None,
-                progress: Callable[[int], None] | None = None) -> int:
+def produce_all(
+    bootstrap: str,
+    topic: str,
+    messages: Iterable[tuple[bytes | None, bytes]],
+    client_config: dict[str, str] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> int:
     """Produce every ``(key, value)``; raise if any is not acknowledged. Returns the count."""
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 10, "acks": "all",
-                         "compression.type": "lz4", **(client_config or {})})
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 10,
+            "acks": "all",
+            "compression.type": "lz4",
+            **(client_config or {}),
+        }
+    )
     errors: list[KafkaError] = []
 
     def report(err: KafkaError | None, _msg: Message) -> None:
@@ -38,6 +49,8 @@ def produce_all(bootstrap: str, topic: str, messages: Iterable[tuple[bytes | Non
     if progress:
         progress(sent % 1000)
     if remaining or errors:
-        raise RuntimeError(f"{len(errors) + remaining} of {sent} messages to {topic!r} were not "
-                           f"delivered (first error: {errors[0] if errors else 'timeout'})")
+        raise RuntimeError(
+            f"{len(errors) + remaining} of {sent} messages to {topic!r} were not "
+            f"delivered (first error: {errors[0] if errors else 'timeout'})"
+        )
     return sent

@@ -34,10 +34,11 @@ log = logging.getLogger(__name__)
 def bootstrap(settings: Settings) -> None:
     """Create missing topics and apply SQL migrations before consuming."""
     k = settings.kafka
-    created = ensure_topics(k.bootstrap_servers, {k.transactions_topic: k.partitions,
-                                                   k.alerts_topic: k.partitions,
-                                                   k.dlq_topic: k.partitions},
-                            k.client_config)
+    created = ensure_topics(
+        k.bootstrap_servers,
+        {k.transactions_topic: k.partitions, k.alerts_topic: k.partitions, k.dlq_topic: k.partitions},
+        k.client_config,
+    )
     if created:
         log.info("created topics %s", ", ".join(created))
     applied = apply_migrations(settings.database_url)
@@ -45,8 +46,12 @@ def bootstrap(settings: Settings) -> None:
         log.info("applied migrations %s", ", ".join(applied))
 
 
-def run_process(process_id: int | None, addresses: list[str] | None,
-                workers_per_process: int = 1, settings: Settings | None = None) -> None:
+def run_process(
+    process_id: int | None,
+    addresses: list[str] | None,
+    workers_per_process: int = 1,
+    settings: Settings | None = None,
+) -> None:
     """Run this process's share of the job (blocks until the flow stops)."""
     from bytewax.errors import BytewaxRuntimeError
     from bytewax.run import cli_main
@@ -66,16 +71,21 @@ def run_process(process_id: int | None, addresses: list[str] | None,
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
     try:
-        cli_main(kafka_flow(settings), workers_per_process=workers_per_process,
-                 process_id=process_id, addresses=addresses)
+        cli_main(
+            kafka_flow(settings),
+            workers_per_process=workers_per_process,
+            process_id=process_id,
+            addresses=addresses,
+        )
     except (KeyboardInterrupt, BytewaxRuntimeError):
         if not stopping.is_set():
             raise
         log.info("stopped by signal")
 
 
-def run_job(settings: Settings, processes: int = 1, workers_per_process: int = 1,
-            config_path: str | None = None) -> int:
+def run_job(
+    settings: Settings, processes: int = 1, workers_per_process: int = 1, config_path: str | None = None
+) -> int:
     """Bootstrap, then run ``processes`` cluster processes until one exits."""
     bootstrap(settings)
     if processes == 1:
@@ -87,10 +97,23 @@ def run_job(settings: Settings, processes: int = 1, workers_per_process: int = 1
     env = dict(os.environ)
     if config_path:
         env["FRAUDSTREAM_CONFIG"] = config_path
-    procs = [subprocess.Popen([sys.executable, "-m", "flows.worker", "--process-id", str(i),
-                               "--addresses", f.name, "--workers", str(workers_per_process)],
-                              env=env)
-             for i in range(processes)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "flows.worker",
+                "--process-id",
+                str(i),
+                "--addresses",
+                f.name,
+                "--workers",
+                str(workers_per_process),
+            ],
+            env=env,
+        )
+        for i in range(processes)
+    ]
     stop = False
 
     def forward(signum: int, _frame: object) -> None:

@@ -27,17 +27,32 @@ from datetime import UTC, datetime, timedelta, timezone
 __all__ = ["CITIES", "SCENARIO_RULES", "Workload", "generate"]
 
 CITIES: tuple[tuple[str, str, float, float, float], ...] = (
-    ("New York", "US", 40.7128, -74.0060, -5), ("Chicago", "US", 41.8781, -87.6298, -6),
-    ("Toronto", "CA", 43.6532, -79.3832, -5), ("London", "GB", 51.5074, -0.1278, 0),
-    ("Paris", "FR", 48.8566, 2.3522, 1), ("Berlin", "DE", 52.5200, 13.4050, 1),
-    ("Tokyo", "JP", 35.6762, 139.6503, 9), ("Sydney", "AU", -33.8688, 151.2093, 10),
-    ("Sao Paulo", "BR", -23.5505, -46.6333, -3), ("Mumbai", "IN", 19.0760, 72.8777, 5.5),
+    ("New York", "US", 40.7128, -74.0060, -5),
+    ("Chicago", "US", 41.8781, -87.6298, -6),
+    ("Toronto", "CA", 43.6532, -79.3832, -5),
+    ("London", "GB", 51.5074, -0.1278, 0),
+    ("Paris", "FR", 48.8566, 2.3522, 1),
+    ("Berlin", "DE", 52.5200, 13.4050, 1),
+    ("Tokyo", "JP", 35.6762, 139.6503, 9),
+    ("Sydney", "AU", -33.8688, 151.2093, 10),
+    ("Sao Paulo", "BR", -23.5505, -46.6333, -3),
+    ("Mumbai", "IN", 19.0760, 72.8777, 5.5),
 )
-_BLOCKED = (("Pyongyang", "KP", 39.0392, 125.7625, 9), ("Tehran", "IR", 35.6892, 51.3890, 3.5),
-            ("Damascus", "SY", 33.5138, 36.2765, 3))
-_MERCHANTS = (("grocery", "FreshMart"), ("restaurant", "Luigi's"), ("transport", "MetroCab"),
-              ("electronics", "Volt Store"), ("fuel", "GasGo"), ("pharmacy", "CarePlus"),
-              ("travel", "SkyFly"), ("online", "ShopNow"))
+_BLOCKED = (
+    ("Pyongyang", "KP", 39.0392, 125.7625, 9),
+    ("Tehran", "IR", 35.6892, 51.3890, 3.5),
+    ("Damascus", "SY", 33.5138, 36.2765, 3),
+)
+_MERCHANTS = (
+    ("grocery", "FreshMart"),
+    ("restaurant", "Luigi's"),
+    ("transport", "MetroCab"),
+    ("electronics", "Volt Store"),
+    ("fuel", "GasGo"),
+    ("pharmacy", "CarePlus"),
+    ("travel", "SkyFly"),
+    ("online", "ShopNow"),
+)
 
 SCENARIO_RULES: dict[str, frozenset[str]] = {
     "card_testing": frozenset({"velocity_check"}),
@@ -86,19 +101,33 @@ class _User:
     t: datetime
 
 
-def _event(rng: random.Random, user: _User, ts: datetime, amount: float, *,
-           city: tuple[str, str, float, float, float] | None = None,
-           device: str | None = None, event_id: str) -> dict[str, object]:
+def _event(
+    rng: random.Random,
+    user: _User,
+    ts: datetime,
+    amount: float,
+    *,
+    city: tuple[str, str, float, float, float] | None = None,
+    device: str | None = None,
+    event_id: str,
+) -> dict[str, object]:
     name, country, lat, lon, offset = city or user.city
     category, merchant = rng.choice(_MERCHANTS)
     local = ts.astimezone(timezone(timedelta(hours=offset)))
     return {
-        "event_id": event_id, "user_id": user.user_id, "amount": round(amount, 2),
-        "currency": "USD", "timestamp": local.isoformat(),
-        "merchant_name": merchant, "merchant_category": category,
-        "location": {"latitude": round(lat + rng.uniform(-0.05, 0.05), 5),
-                     "longitude": round(lon + rng.uniform(-0.05, 0.05), 5),
-                     "country": country, "city": name},
+        "event_id": event_id,
+        "user_id": user.user_id,
+        "amount": round(amount, 2),
+        "currency": "USD",
+        "timestamp": local.isoformat(),
+        "merchant_name": merchant,
+        "merchant_category": category,
+        "location": {
+            "latitude": round(lat + rng.uniform(-0.05, 0.05), 5),
+            "longitude": round(lon + rng.uniform(-0.05, 0.05), 5),
+            "country": country,
+            "city": name,
+        },
         "device_id": device or rng.choice(user.devices),
         "ip_address": f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}",
     }
@@ -111,14 +140,26 @@ def _daytime(rng: random.Random, user: _User, day: datetime) -> datetime:
     return day + timedelta(hours=local_hour - offset)
 
 
-def generate(events: int = 20_000, users: int = 2_000, fraud_share: float = 0.05,
-             malformed: int = 40, seed: int = 7,
-             start: datetime = datetime(2025, 6, 2, tzinfo=UTC)) -> Workload:
+def generate(
+    events: int = 20_000,
+    users: int = 2_000,
+    fraud_share: float = 0.05,
+    malformed: int = 40,
+    seed: int = 7,
+    start: datetime = datetime(2025, 6, 2, tzinfo=UTC),
+) -> Workload:
     """About ``events`` valid events from ``users`` users, ``fraud_share`` of them injected."""
     rng = random.Random(seed)
-    people = [_User(f"user-{i:06d}", rng.choice(CITIES),
-                    [f"dev-{i:06d}-{d}" for d in range(rng.choice((1, 1, 2)))],
-                    rng.lognormvariate(3.3, 0.5), start) for i in range(users)]
+    people = [
+        _User(
+            f"user-{i:06d}",
+            rng.choice(CITIES),
+            [f"dev-{i:06d}-{d}" for d in range(rng.choice((1, 1, 2)))],
+            rng.lognormvariate(3.3, 0.5),
+            start,
+        )
+        for i in range(users)
+    ]
     out: list[tuple[datetime, str, dict[str, object]]] = []
     labels: dict[str, str] = {}
     per_user = max(1, events // users)
@@ -136,9 +177,11 @@ def generate(events: int = 20_000, users: int = 2_000, fraud_share: float = 0.05
     for idx, user in enumerate(people):
         # Normal history: distinct days so purchases are >= 20 minutes apart.
         n = max(1, int(rng.gauss(per_user, per_user / 4)))
-        times = sorted(_daytime(rng, user, start + timedelta(days=d % 14)) +
-                       timedelta(minutes=rng.choice((0, 25, 50)) * (d // 14))
-                       for d in range(n))
+        times = sorted(
+            _daytime(rng, user, start + timedelta(days=d % 14))
+            + timedelta(minutes=rng.choice((0, 25, 50)) * (d // 14))
+            for d in range(n)
+        )
         for ts in times:
             add(ts, user, rng.lognormvariate(0, 0.35) * user.typical)
         last = times[-1]
@@ -148,15 +191,18 @@ def generate(events: int = 20_000, users: int = 2_000, fraud_share: float = 0.05
         base = last + timedelta(hours=2)
         if scenario == "card_testing":
             for k in range(8):
-                add(base + timedelta(seconds=30 * k), user, rng.uniform(1, 5),
-                    "card_testing" if k >= 5 else None)
+                add(
+                    base + timedelta(seconds=30 * k),
+                    user,
+                    rng.uniform(1, 5),
+                    "card_testing" if k >= 5 else None,
+                )
         elif scenario == "spending_spike":
             add(base, user, user.typical * 10, "spending_spike")
         elif scenario == "cloned_card":
             far = max(CITIES, key=lambda c: abs(c[3] - user.city[3]) + abs(c[2] - user.city[2]))
             add(base, user, user.typical)
-            add(base + timedelta(minutes=rng.uniform(20, 40)), user, user.typical,
-                "cloned_card", city=far)
+            add(base + timedelta(minutes=rng.uniform(20, 40)), user, user.typical, "cloned_card", city=far)
         elif scenario in ("night_owl", "takeover"):
             day = (base + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
             night = day + timedelta(hours=rng.uniform(2, 4) if scenario == "night_owl" else 3)
@@ -164,8 +210,7 @@ def generate(events: int = 20_000, users: int = 2_000, fraud_share: float = 0.05
             if scenario == "night_owl":
                 add(night, user, user.typical, "night_owl")
             else:
-                add(night, user, max(user.typical * 20, 1500.0), "takeover",
-                    device=f"dev-new-{idx}")
+                add(night, user, max(user.typical * 20, 1500.0), "takeover", device=f"dev-new-{idx}")
         else:
             add(base, user, user.typical, "blocked_country", city=rng.choice(_BLOCKED))
     out.sort(key=lambda item: item[0])

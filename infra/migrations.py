@@ -37,8 +37,10 @@ def apply_migrations(database_url: str) -> list[str]:
                     continue
                 with conn.transaction():
                     conn.execute(sql.encode())
-                    conn.execute("INSERT INTO schema_migrations (name, sha256) VALUES (%s, %s)",
-                                 (name, hashlib.sha256(sql.encode()).hexdigest()))
+                    conn.execute(
+                        "INSERT INTO schema_migrations (name, sha256) VALUES (%s, %s)",
+                        (name, hashlib.sha256(sql.encode()).hexdigest()),
+                    )
                 applied.append(name)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))

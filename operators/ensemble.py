@@ -29,7 +29,8 @@ class EnsembleConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     weights: dict[str, float] = Field(
-        default_factory=lambda: {"rules": 0.85, "isolation_forest": 0.10, "autoencoder": 0.05})
+        default_factory=lambda: {"rules": 0.85, "isolation_forest": 0.10, "autoencoder": 0.05}
+    )
     medium_threshold: float = Field(40.0, gt=0, le=100)
     high_threshold: float = Field(70.0, gt=0, le=100)
 
@@ -60,8 +61,9 @@ def rules_score(hits: Sequence[RuleHit]) -> float:
     return float(min(100, sum(h.points for h in hits)))
 
 
-def combine(hits: Sequence[RuleHit], model_scores: Mapping[str, float | None],
-            cfg: EnsembleConfig) -> Verdict:
+def combine(
+    hits: Sequence[RuleHit], model_scores: Mapping[str, float | None], cfg: EnsembleConfig
+) -> Verdict:
     """One event's verdict from its rule hits and model scores."""
     scores: dict[str, float | None] = {"rules": rules_score(hits)}
     scores.update({name: model_scores.get(name) for name in ("isolation_forest", "autoencoder")})
@@ -75,6 +77,5 @@ def combine(hits: Sequence[RuleHit], model_scores: Mapping[str, float | None],
     if any(h.force_high for h in hits):
         score = max(score, cfg.high_threshold)
     score = round(min(100.0, max(0.0, score)), 2)
-    level = ("HIGH" if score >= cfg.high_threshold
-             else "MEDIUM" if score >= cfg.medium_threshold else "LOW")
+    level = "HIGH" if score >= cfg.high_threshold else "MEDIUM" if score >= cfg.medium_threshold else "LOW"
     return Verdict(score, level, _DECISION[level], level == "HIGH", scores)

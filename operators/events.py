@@ -110,8 +110,15 @@ def _reason(exc: msgspec.DecodeError) -> str:
 
 def _has_nul(event: TransactionEvent) -> str | None:
     """Postgres text and jsonb cannot hold NUL; name the first field with one."""
-    for name in ("event_id", "user_id", "merchant_name", "merchant_category",
-                 "device_id", "ip_address", "user_agent"):
+    for name in (
+        "event_id",
+        "user_id",
+        "merchant_name",
+        "merchant_category",
+        "device_id",
+        "ip_address",
+        "user_agent",
+    ):
         value = getattr(event, name)
         if value is not None and "\x00" in value:
             return name

@@ -72,8 +72,7 @@ def compute_features(state: UserState, event: TransactionEvent, ts: float) -> Fe
     if event.location is not None:
         for seen in reversed(prior):
             if seen.lat is not None and seen.lon is not None:
-                distance = haversine_km(seen.lat, seen.lon,
-                                        event.location.latitude, event.location.longitude)
+                distance = haversine_km(seen.lat, seen.lon, event.location.latitude, event.location.longitude)
                 since_loc = ts - seen.ts
                 speed = distance / max(since_loc / 3600.0, 1.0 / 60.0)
                 break
@@ -115,5 +114,6 @@ def _value(features: Features, name: str) -> float:
 
 def feature_matrix(rows: list[Features]) -> np.ndarray:
     """Stack features into a ``float32`` matrix with ``FEATURE_NAMES`` columns."""
-    return np.array([[_value(f, n) for n in FEATURE_NAMES] for f in rows],
-                    dtype=np.float32).reshape(len(rows), len(FEATURE_NAMES))
+    return np.array([[_value(f, n) for n in FEATURE_NAMES] for f in rows], dtype=np.float32).reshape(
+        len(rows), len(FEATURE_NAMES)
+    )

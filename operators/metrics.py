@@ -25,35 +25,42 @@ __all__ = [
 ]
 
 _SCORE_BUCKETS = tuple(float(b) for b in range(10, 101, 10))
-_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                    10.0, 30.0, 60.0)
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
-EVENTS = Counter("fraudstream_events", "Input events by outcome (scored, dead_lettered).",
-                 ["outcome"])
-DLQ_EVENTS = Counter("fraudstream_dlq_events", "Events sent to the dead-letter topic, by field.",
-                     ["field"])
+EVENTS = Counter("fraudstream_events", "Input events by outcome (scored, dead_lettered).", ["outcome"])
+DLQ_EVENTS = Counter("fraudstream_dlq_events", "Events sent to the dead-letter topic, by field.", ["field"])
 ALERTS = Counter("fraudstream_alerts", "Scored events at MEDIUM or HIGH risk, by level.", ["level"])
 RULE_HITS = Counter("fraudstream_rule_hits", "Rule hits, by rule.", ["rule"])
-FRAUD_SCORE = Histogram("fraudstream_fraud_score", "Ensemble fraud score (0-100).",
-                        buckets=_SCORE_BUCKETS)
-COMPONENT_SCORE = Histogram("fraudstream_component_score", "Component scores (0-100).",
-                            ["component"], buckets=_SCORE_BUCKETS)
+FRAUD_SCORE = Histogram("fraudstream_fraud_score", "Ensemble fraud score (0-100).", buckets=_SCORE_BUCKETS)
+COMPONENT_SCORE = Histogram(
+    "fraudstream_component_score", "Component scores (0-100).", ["component"], buckets=_SCORE_BUCKETS
+)
 END_TO_END_LATENCY = Histogram(
     "fraudstream_end_to_end_latency_seconds",
     "From the broker's message timestamp to the record being written by a sink.",
-    ["sink"], buckets=_LATENCY_BUCKETS)
-STAGE_SECONDS = Histogram("fraudstream_stage_seconds", "Wall time of one batch in a stage.",
-                          ["stage"], buckets=_LATENCY_BUCKETS)
-BATCH_SIZE = Histogram("fraudstream_batch_size", "Records per batch, by stage.", ["stage"],
-                       buckets=(1, 4, 16, 64, 256, 1024, 4096, 16384))
+    ["sink"],
+    buckets=_LATENCY_BUCKETS,
+)
+STAGE_SECONDS = Histogram(
+    "fraudstream_stage_seconds", "Wall time of one batch in a stage.", ["stage"], buckets=_LATENCY_BUCKETS
+)
+BATCH_SIZE = Histogram(
+    "fraudstream_batch_size",
+    "Records per batch, by stage.",
+    ["stage"],
+    buckets=(1, 4, 16, 64, 256, 1024, 4096, 16384),
+)
 USER_STATES = Gauge("fraudstream_user_states", "Users with live state in this process.")
 SINK_RECORDS = Counter("fraudstream_sink_records", "Records delivered, by sink.", ["sink"])
 SINK_RETRIES = Counter("fraudstream_sink_retries", "Retried sink writes, by sink.", ["sink"])
-SINK_UNAVAILABLE = Gauge("fraudstream_sink_unavailable",
-                         "1 while a sink is failing and being retried.", ["sink"])
+SINK_UNAVAILABLE = Gauge(
+    "fraudstream_sink_unavailable", "1 while a sink is failing and being retried.", ["sink"]
+)
 BLOCKLIST_SIZE = Gauge("fraudstream_blocklist_entries", "Entries in live blocklists.", ["list"])
-BLOCKLIST_STALE = Gauge("fraudstream_blocklist_stale",
-                        "1 when the last blocklist refresh from Redis failed (last lists kept).")
-BLOCKLIST_REFRESH_FAILURES = Counter("fraudstream_blocklist_refresh_failures",
-                                     "Failed blocklist refreshes from Redis.")
+BLOCKLIST_STALE = Gauge(
+    "fraudstream_blocklist_stale", "1 when the last blocklist refresh from Redis failed (last lists kept)."
+)
+BLOCKLIST_REFRESH_FAILURES = Counter(
+    "fraudstream_blocklist_refresh_failures", "Failed blocklist refreshes from Redis."
+)
 MODEL_INFO = Gauge("fraudstream_model_info", "1 for the model version in use.", ["version"])

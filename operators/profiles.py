@@ -34,14 +34,18 @@ def update_profile(state: UserState, acc: Accepted, limits: StateLimits) -> Feat
     ev = acc.event
     features = compute_features(state, ev, acc.ts)
     loc = ev.location
-    state.push(Seen(acc.ts, ev.amount, loc.latitude if loc else None,
-                    loc.longitude if loc else None), ev.device_id, limits)
+    state.push(
+        Seen(acc.ts, ev.amount, loc.latitude if loc else None, loc.longitude if loc else None),
+        ev.device_id,
+        limits,
+    )
     return Featured(acc, features)
 
 
 class UserProfileLogic(StatefulBatchLogic[Accepted, Featured, UserState]):
-    def __init__(self, state: UserState, limits: StateLimits, ttl_s: float,
-                 clock: Callable[[], float]) -> None:
+    def __init__(
+        self, state: UserState, limits: StateLimits, ttl_s: float, clock: Callable[[], float]
+    ) -> None:
         self.state = state
         self.limits = limits
         self.ttl_s = ttl_s
@@ -63,8 +67,13 @@ class UserProfileLogic(StatefulBatchLogic[Accepted, Featured, UserState]):
         return self.state.snapshot()
 
 
-def profile_users(step_id: str, up: KeyedStream[Accepted], limits: StateLimits,
-                  ttl_s: float, clock: Callable[[], float] = time.time) -> KeyedStream[Featured]:
+def profile_users(
+    step_id: str,
+    up: KeyedStream[Accepted],
+    limits: StateLimits,
+    ttl_s: float,
+    clock: Callable[[], float] = time.time,
+) -> KeyedStream[Featured]:
     """Attach per-user features to every event, keeping each user's state."""
 
     def build(resume: UserState | None) -> UserProfileLogic:

@@ -150,8 +150,7 @@ def _hit(ctx: RuleContext, name: str, reason: str) -> RuleHit:
 def velocity_check(ev: TransactionEvent, f: Features, ctx: RuleContext) -> RuleHit | None:
     limit = ctx.config.velocity_check.max_events
     if f.events_10m > limit:
-        return _hit(ctx, "velocity_check",
-                    f"{f.events_10m} transactions in 10 minutes (limit {limit})")
+        return _hit(ctx, "velocity_check", f"{f.events_10m} transactions in 10 minutes (limit {limit})")
     return None
 
 
@@ -159,43 +158,51 @@ def high_amount(ev: TransactionEvent, f: Features, ctx: RuleContext) -> RuleHit 
     cfg = ctx.config.high_amount
     mean = f.user_mean_amount
     if f.user_event_count >= cfg.min_history and mean and ev.amount > cfg.multiplier * mean:
-        return _hit(ctx, "high_amount",
-                    f"amount {ev.amount:.2f} {ev.currency} is {ev.amount / mean:.1f}x "
-                    f"the user's average of {mean:.2f}")
+        return _hit(
+            ctx,
+            "high_amount",
+            f"amount {ev.amount:.2f} {ev.currency} is {ev.amount / mean:.1f}x "
+            f"the user's average of {mean:.2f}",
+        )
     return None
 
 
 def impossible_travel(ev: TransactionEvent, f: Features, ctx: RuleContext) -> RuleHit | None:
     cfg = ctx.config.impossible_travel
-    if (f.distance_km is not None and f.seconds_since_last_location is not None
-            and f.distance_km > cfg.max_km and f.seconds_since_last_location <= cfg.within_s):
+    if (
+        f.distance_km is not None
+        and f.seconds_since_last_location is not None
+        and f.distance_km > cfg.max_km
+        and f.seconds_since_last_location <= cfg.within_s
+    ):
         minutes = f.seconds_since_last_location / 60.0
-        return _hit(ctx, "impossible_travel",
-                    f"{f.distance_km:.0f} km from the previous transaction "
-                    f"{minutes:.0f} minutes earlier")
+        return _hit(
+            ctx,
+            "impossible_travel",
+            f"{f.distance_km:.0f} km from the previous transaction {minutes:.0f} minutes earlier",
+        )
     return None
 
 
 def unusual_hours(ev: TransactionEvent, f: Features, ctx: RuleContext) -> RuleHit | None:
     cfg = ctx.config.unusual_hours
     if cfg.start_hour <= f.hour_of_day < cfg.end_hour:
-        return _hit(ctx, "unusual_hours",
-                    f"made at {ev.timestamp.strftime('%H:%M')} local time")
+        return _hit(ctx, "unusual_hours", f"made at {ev.timestamp.strftime('%H:%M')} local time")
     return None
 
 
 def new_device(ev: TransactionEvent, f: Features, ctx: RuleContext) -> RuleHit | None:
     cfg = ctx.config.new_device
     if f.device_known is False and f.known_devices > 0 and ev.amount > cfg.min_amount:
-        return _hit(ctx, "new_device",
-                    f"first use of device {ev.device_id!r} for {ev.amount:.2f} {ev.currency}")
+        return _hit(
+            ctx, "new_device", f"first use of device {ev.device_id!r} for {ev.amount:.2f} {ev.currency}"
+        )
     return None
 
 
 def country_blacklist(ev: TransactionEvent, f: Features | None, ctx: RuleContext) -> RuleHit | None:
     country = ev.location.country if ev.location else None
-    if country and (country in ctx.config.country_blacklist.countries
-                    or country in ctx.blocklists.countries):
+    if country and (country in ctx.config.country_blacklist.countries or country in ctx.blocklists.countries):
         return _hit(ctx, "country_blacklist", f"transaction from {country}, a blocked country")
     return None
 

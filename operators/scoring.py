@@ -43,9 +43,14 @@ class ScoredEvent(msgspec.Struct, frozen=True):
         return self.verdict.risk_level != "LOW"
 
 
-def score_batch(batch: Sequence[Featured], models: ModelSet, rules: RulesConfig,
-                blocklists: Blocklists, ensemble: EnsembleConfig,
-                now: float) -> list[ScoredEvent]:
+def score_batch(
+    batch: Sequence[Featured],
+    models: ModelSet,
+    rules: RulesConfig,
+    blocklists: Blocklists,
+    ensemble: EnsembleConfig,
+    now: float,
+) -> list[ScoredEvent]:
     """Score a batch: one model call per component for the whole batch."""
     if not batch:
         return []
@@ -57,18 +62,33 @@ def score_batch(batch: Sequence[Featured], models: ModelSet, rules: RulesConfig,
         acc = item.accepted
         hits = evaluate_rules(acc.event, item.features, ctx)
         verdict = combine(hits, {name: float(s[i]) for name, s in model_scores.items()}, ensemble)
-        out.append(ScoredEvent(acc.event, item.features, hits, verdict, models.version,
-                               scored_at, acc.ingest_ms,
-                               round((now - acc.received_at) * 1000.0, 3)))
+        out.append(
+            ScoredEvent(
+                acc.event,
+                item.features,
+                hits,
+                verdict,
+                models.version,
+                scored_at,
+                acc.ingest_ms,
+                round((now - acc.received_at) * 1000.0, 3),
+            )
+        )
     return out
 
 
 class Scorer:
     """The callable ``flat_map_batch`` runs: current models and blocklists per batch."""
 
-    def __init__(self, models: Callable[[], ModelSet], blocklists: Callable[[], Blocklists],
-                 rules: RulesConfig, ensemble: EnsembleConfig, max_batch_size: int,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        models: Callable[[], ModelSet],
+        blocklists: Callable[[], Blocklists],
+        rules: RulesConfig,
+        ensemble: EnsembleConfig,
+        max_batch_size: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.models = models
         self.blocklists = blocklists
         self.rules = rules
@@ -79,7 +99,7 @@ class Scorer:
     def __call__(self, batch: list[Featured]) -> list[ScoredEvent]:
         out: list[ScoredEvent] = []
         for start in range(0, len(batch), self.max_batch_size):
-            chunk = batch[start:start + self.max_batch_size]
+            chunk = batch[start : start + self.max_batch_size]
             began = time.perf_counter()
             models, lists = self.models(), self.blocklists()
             scored = score_batch(chunk, models, self.rules, lists, self.ensemble, self.clock())

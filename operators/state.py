@@ -69,8 +69,7 @@ class UserState:
         """Recent events at or before ``ts``, oldest first."""
         return self.recent[: bisect.bisect_right(self.recent, ts, key=lambda s: s.ts)]
 
-    def push(self, seen: Seen, device_id: str | None = None,
-             limits: StateLimits = StateLimits()) -> None:
+    def push(self, seen: Seen, device_id: str | None = None, limits: StateLimits = StateLimits()) -> None:
         """Add one event; keeps ``recent`` sorted by event time even when out of order."""
         bisect.insort(self.recent, seen, key=lambda s: s.ts)
         self.count += 1
@@ -94,5 +93,12 @@ class UserState:
 
     def snapshot(self) -> UserState:
         """An independent copy, safe to hand to Bytewax's recovery store."""
-        return UserState(list(self.recent), self.count, self.mean, self.m2,
-                         list(self.devices), self.first_seen, self.touched_at)
+        return UserState(
+            list(self.recent),
+            self.count,
+            self.mean,
+            self.m2,
+            list(self.devices),
+            self.first_seen,
+            self.touched_at,
+        )

@@ -83,8 +83,16 @@ def _ingest_ms(msg: RawMessage) -> int | None:
 def dead_letter(msg: RawMessage, error: str, now: float) -> DeadLetter:
     value, encoding = _text(msg.value or b"")
     key = _text(msg.key)[0] if msg.key is not None else None
-    return DeadLetter(value, encoding, error, msg.topic, msg.partition, msg.offset,
-                      datetime.fromtimestamp(now, UTC).isoformat(), key)
+    return DeadLetter(
+        value,
+        encoding,
+        error,
+        msg.topic,
+        msg.partition,
+        msg.offset,
+        datetime.fromtimestamp(now, UTC).isoformat(),
+        key,
+    )
 
 
 def error_field(error: str) -> str:
@@ -96,8 +104,7 @@ def error_field(error: str) -> str:
     return re.split(r"[.\[:]", error, maxsplit=1)[0] or "payload"
 
 
-def check_message(msg: RawMessage, limits: ValidationLimits,
-                  now: float) -> Accepted | DeadLetter:
+def check_message(msg: RawMessage, limits: ValidationLimits, now: float) -> Accepted | DeadLetter:
     """One message to an :class:`Accepted` event or a :class:`DeadLetter`."""
     result = decode_event(msg.value, limits, datetime.fromtimestamp(now, UTC))
     if isinstance(result, InvalidEvent):
@@ -105,9 +112,12 @@ def check_message(msg: RawMessage, limits: ValidationLimits,
     return Accepted(result, result.timestamp.timestamp(), _ingest_ms(msg), now)
 
 
-def validate(step_id: str, up: Stream[RawMessage | KafkaError],
-             limits: ValidationLimits,
-             clock: Callable[[], float] = time.time) -> ValidatedStreams:
+def validate(
+    step_id: str,
+    up: Stream[RawMessage | KafkaError],
+    limits: ValidationLimits,
+    clock: Callable[[], float] = time.time,
+) -> ValidatedStreams:
     """Split raw messages into valid events and dead letters (nothing is dropped).
 
     Consumer errors from the source carry no event: they are logged and counted.

@@ -46,8 +46,9 @@ def new_settings(stack: StackInfo, name: str, **overrides: Any) -> Settings:
     env["DATABASE_URL"] = env["DATABASE_URL"].rsplit("/", 1)[0] + f"/{db}"
     env["METRICS_PORT"] = "0"
     data = load_settings(env=env).model_dump()
-    data["kafka"].update(transactions_topic=f"tx-{tag}", alerts_topic=f"alerts-{tag}",
-                         dlq_topic=f"dlq-{tag}", partitions=4)
+    data["kafka"].update(
+        transactions_topic=f"tx-{tag}", alerts_topic=f"alerts-{tag}", dlq_topic=f"dlq-{tag}", partitions=4
+    )
     for key, value in overrides.items():
         node = data
         *path, last = key.split("__")
@@ -63,8 +64,13 @@ def make_settings(stack: StackInfo, request: pytest.FixtureRequest) -> Callable[
     return lambda **overrides: new_settings(stack, request.node.name, **overrides)
 
 
-def event(event_id: str, user_id: str = "u1", amount: float = 25.0,
-          ts: str | datetime = "2025-06-02T12:00:00+00:00", **extra: Any) -> dict[str, Any]:
+def event(
+    event_id: str,
+    user_id: str = "u1",
+    amount: float = 25.0,
+    ts: str | datetime = "2025-06-02T12:00:00+00:00",
+    **extra: Any,
+) -> dict[str, Any]:
     """A valid input event as a dict (tests tweak it)."""
     if isinstance(ts, datetime):
         ts = ts.astimezone(UTC).isoformat() if ts.tzinfo else ts.isoformat()

@@ -12,7 +12,8 @@ import models
 import operators
 
 MODULES = sorted(
-    m.name for pkg in (operators, flows, models, infra)
+    m.name
+    for pkg in (operators, flows, models, infra)
     for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + ".")
     if m.name not in {"flows.worker"}
 )

@@ -35,9 +35,15 @@ class DeliveryError(SinkError):
 
 
 class _Partition(StatelessSinkPartition[T], Generic[T]):
-    def __init__(self, name: str, topic: str, config: dict[str, str | int | bool],
-                 encode: Callable[[T], KafkaRecord], policy: RetryPolicy,
-                 timeout_s: float) -> None:
+    def __init__(
+        self,
+        name: str,
+        topic: str,
+        config: dict[str, str | int | bool],
+        encode: Callable[[T], KafkaRecord],
+        policy: RetryPolicy,
+        timeout_s: float,
+    ) -> None:
         self.name, self.topic, self.encode = name, topic, encode
         self.policy, self.timeout_s = policy, timeout_s
         self.producer = Producer(config)
@@ -52,13 +58,15 @@ class _Partition(StatelessSinkPartition[T], Generic[T]):
                 last_error.append(err)
             elif record[2] is not None:
                 metrics.END_TO_END_LATENCY.labels(self.name).observe(
-                    max(0.0, time.time() - record[2] / 1000.0))
+                    max(0.0, time.time() - record[2] / 1000.0)
+                )
 
         for record in records:
             while True:
                 try:
-                    self.producer.produce(self.topic, key=record[0], value=record[1],
-                                          on_delivery=partial(report, record))
+                    self.producer.produce(
+                        self.topic, key=record[0], value=record[1], on_delivery=partial(report, record)
+                    )
                     break
                 except BufferError:
                     self.producer.poll(0.05)
@@ -79,13 +87,22 @@ class _Partition(StatelessSinkPartition[T], Generic[T]):
                 break
             metrics.SINK_RETRIES.labels(self.name).inc()
             metrics.SINK_UNAVAILABLE.labels(self.name).set(1)
-            log.warning("%s: %d of %d messages to %r not delivered (%s); retry %d/%d",
-                        self.name, len(failed), len(pending), self.topic, err, attempt + 1,
-                        self.policy.max_retries)
+            log.warning(
+                "%s: %d of %d messages to %r not delivered (%s); retry %d/%d",
+                self.name,
+                len(failed),
+                len(pending),
+                self.topic,
+                err,
+                attempt + 1,
+                self.policy.max_retries,
+            )
             self.policy.sleep(self.policy.delay(attempt))
             pending = failed
-        raise DeliveryError(f"{self.name}: {len(failed)} messages to topic {self.topic!r} not "
-                            f"delivered after {self.policy.max_retries + 1} attempts: {err}")
+        raise DeliveryError(
+            f"{self.name}: {len(failed)} messages to topic {self.topic!r} not "
+            f"delivered after {self.policy.max_retries + 1} attempts: {err}"
+        )
 
     def close(self) -> None:
         self.producer.flush(self.timeout_s)
@@ -94,9 +111,16 @@ class _Partition(StatelessSinkPartition[T], Generic[T]):
 class DeliveredKafkaSink(DynamicSink[T], Generic[T]):
     """Produce ``encode(item)`` for every item to ``topic``, confirming delivery."""
 
-    def __init__(self, name: str, brokers: str, topic: str, encode: Callable[[T], KafkaRecord],
-                 policy: RetryPolicy | None = None, timeout_s: float = 30.0,
-                 client_config: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        brokers: str,
+        topic: str,
+        encode: Callable[[T], KafkaRecord],
+        policy: RetryPolicy | None = None,
+        timeout_s: float = 30.0,
+        client_config: dict[str, str] | None = None,
+    ) -> None:
         self.name, self.topic, self.encode = name, topic, encode
         self.policy = policy or RetryPolicy()
         self.timeout_s = timeout_s
@@ -110,5 +134,4 @@ class DeliveredKafkaSink(DynamicSink[T], Generic[T]):
         self.config.update(client_config or {})
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _Partition[T]:
-        return _Partition(self.name, self.topic, dict(self.config), self.encode, self.policy,
-                          self.timeout_s)
+        return _Partition(self.name, self.topic, dict(self.config), self.encode, self.policy, self.timeout_s)

@@ -23,12 +23,12 @@ __all__ = ["PostgresSink"]
 _STAGE = "scored_events_stage"
 _COLS = sql.SQL(", ").join(sql.Identifier(c) for c in SCORED_EVENT_COLUMNS)
 _CREATE_STAGE = sql.SQL(
-    "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE scored_events INCLUDING DEFAULTS) "
-    "ON COMMIT DELETE ROWS").format(sql.Identifier(_STAGE))
+    "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE scored_events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+).format(sql.Identifier(_STAGE))
 _COPY = sql.SQL("COPY {} ({}) FROM STDIN").format(sql.Identifier(_STAGE), _COLS)
 _INSERT = sql.SQL(
-    "INSERT INTO scored_events ({cols}) SELECT {cols} FROM {stage} "
-    "ON CONFLICT (event_id) DO NOTHING").format(cols=_COLS, stage=sql.Identifier(_STAGE))
+    "INSERT INTO scored_events ({cols}) SELECT {cols} FROM {stage} ON CONFLICT (event_id) DO NOTHING"
+).format(cols=_COLS, stage=sql.Identifier(_STAGE))
 
 
 class _Partition(StatelessSinkPartition[ScoredEvent]):
@@ -62,13 +62,17 @@ class _Partition(StatelessSinkPartition[ScoredEvent]):
     def write_batch(self, items: list[ScoredEvent]) -> None:
         began = time.perf_counter()
         rows = [scored_event_row(s) for s in items]
-        inserted = retrying("postgres", self.policy, lambda: self._write(rows),
-                            (psycopg.OperationalError, psycopg.InterfaceError), self._reset)
+        inserted = retrying(
+            "postgres",
+            self.policy,
+            lambda: self._write(rows),
+            (psycopg.OperationalError, psycopg.InterfaceError),
+            self._reset,
+        )
         now = time.time()
         for s in items:
             if s.ingest_ms is not None:
-                metrics.END_TO_END_LATENCY.labels("postgres").observe(
-                    max(0.0, now - s.ingest_ms / 1000.0))
+                metrics.END_TO_END_LATENCY.labels("postgres").observe(max(0.0, now - s.ingest_ms / 1000.0))
         metrics.SINK_RECORDS.labels("postgres").inc(inserted)
         metrics.STAGE_SECONDS.labels("sink_postgres").observe(time.perf_counter() - began)
         metrics.BATCH_SIZE.labels("sink_postgres").observe(len(items))

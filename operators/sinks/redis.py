@@ -25,14 +25,17 @@ class _Partition(StatelessSinkPartition[ScoredEvent]):
         pipe = self.client.pipeline(transaction=False)
         for user_id, s in latest.items():
             key = RISK_KEY.format(user_id=user_id)
-            pipe.hset(key, mapping={
-                "score": s.verdict.fraud_score,
-                "level": s.verdict.risk_level,
-                "decision": s.verdict.decision,
-                "event_id": s.event.event_id,
-                "event_time": s.event.timestamp.isoformat(),
-                "updated_at": s.scored_at.isoformat(),
-            })
+            pipe.hset(
+                key,
+                mapping={
+                    "score": s.verdict.fraud_score,
+                    "level": s.verdict.risk_level,
+                    "decision": s.verdict.decision,
+                    "event_id": s.event.event_id,
+                    "event_time": s.event.timestamp.isoformat(),
+                    "updated_at": s.scored_at.isoformat(),
+                },
+            )
             pipe.expire(key, self.ttl_s)
         pipe.execute()
 

@@ -20,8 +20,13 @@ class SinkError(RuntimeError):
 
 
 class RetryPolicy:
-    def __init__(self, max_retries: int = 5, backoff_s: float = 0.5, max_backoff_s: float = 30.0,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        max_retries: int = 5,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 30.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
@@ -31,9 +36,13 @@ class RetryPolicy:
         return float(min(self.max_backoff_s, self.backoff_s * 2**attempt))
 
 
-def retrying(sink: str, policy: RetryPolicy, attempt: Callable[[], T],
-             errors: tuple[type[BaseException], ...],
-             reset: Callable[[], None] = lambda: None) -> T:
+def retrying(
+    sink: str,
+    policy: RetryPolicy,
+    attempt: Callable[[], T],
+    errors: tuple[type[BaseException], ...],
+    reset: Callable[[], None] = lambda: None,
+) -> T:
     """Run ``attempt`` until it succeeds; after ``max_retries`` failures raise :class:`SinkError`.
 
     ``reset`` runs after each failure (e.g. drop a broken connection).
@@ -44,13 +53,20 @@ def retrying(sink: str, policy: RetryPolicy, attempt: Callable[[], T],
         except errors as exc:
             reset()
             if n >= policy.max_retries:
-                raise SinkError(f"{sink}: giving up after {n + 1} attempts: "
-                                f"{type(exc).__name__}: {exc}") from exc
+                raise SinkError(
+                    f"{sink}: giving up after {n + 1} attempts: {type(exc).__name__}: {exc}"
+                ) from exc
             metrics.SINK_RETRIES.labels(sink).inc()
             metrics.SINK_UNAVAILABLE.labels(sink).set(1)
-            log.warning("%s: write failed (%s: %s); retry %d/%d in %.1fs", sink,
-                        type(exc).__name__, str(exc).strip()[:200], n + 1, policy.max_retries,
-                        policy.delay(n))
+            log.warning(
+                "%s: write failed (%s: %s); retry %d/%d in %.1fs",
+                sink,
+                type(exc).__name__,
+                str(exc).strip()[:200],
+                n + 1,
+                policy.max_retries,
+                policy.delay(n),
+            )
             policy.sleep(policy.delay(n))
         else:
             metrics.SINK_UNAVAILABLE.labels(sink).set(0)

@@ -14,8 +14,15 @@ def test_shipped_yaml_is_valid_and_equals_the_defaults():
 def test_contract_environment_variables_override_the_file(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("kafka:\n  bootstrap_servers: file:9092\nmetrics:\n  port: 1000\n")
-    s = load_settings(cfg, env={"KAFKA_BOOTSTRAP_SERVERS": "env:9092", "DATABASE_URL": "postgresql://x/y",
-                                "REDIS_URL": "redis://r:1/0", "METRICS_PORT": "2000"})
+    s = load_settings(
+        cfg,
+        env={
+            "KAFKA_BOOTSTRAP_SERVERS": "env:9092",
+            "DATABASE_URL": "postgresql://x/y",
+            "REDIS_URL": "redis://r:1/0",
+            "METRICS_PORT": "2000",
+        },
+    )
     assert s.kafka.bootstrap_servers == "env:9092"
     assert (s.database_url, s.redis_url, s.metrics.port) == ("postgresql://x/y", "redis://r:1/0", 2000)
 
@@ -23,22 +30,29 @@ def test_contract_environment_variables_override_the_file(tmp_path):
 def test_config_path_from_environment_and_nested_overrides(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("rules:\n  velocity_check:\n    max_events: 9\n")
-    s = load_settings(env={"FRAUDSTREAM_CONFIG": str(cfg),
-                           "FRAUDSTREAM__RULES__HIGH_AMOUNT__MULTIPLIER": "4.5",
-                           "FRAUDSTREAM__KAFKA__ALERTS_TOPIC": "my-alerts"})
+    s = load_settings(
+        env={
+            "FRAUDSTREAM_CONFIG": str(cfg),
+            "FRAUDSTREAM__RULES__HIGH_AMOUNT__MULTIPLIER": "4.5",
+            "FRAUDSTREAM__KAFKA__ALERTS_TOPIC": "my-alerts",
+        }
+    )
     assert s.rules.velocity_check.max_events == 9
     assert s.rules.high_amount.multiplier == 4.5
     assert s.kafka.alerts_topic == "my-alerts"
 
 
-@pytest.mark.parametrize(("yaml_text", "field"), [
-    ("rules:\n  velocity_check:\n    max_events: 0\n", "rules.velocity_check.max_events"),
-    ("rules:\n  velocity_chek: {}\n", "rules.velocity_chek"),
-    ("ensemble:\n  medium_threshold: 90\n", "ensemble"),
-    ("kafka:\n  start_offset: middle\n", "kafka.start_offset"),
-    ("rules:\n  country_blacklist:\n    countries: [xx1]\n", "rules.country_blacklist.countries"),
-    ("scoring:\n  max_batch_size: -1\n", "scoring.max_batch_size"),
-])
+@pytest.mark.parametrize(
+    ("yaml_text", "field"),
+    [
+        ("rules:\n  velocity_check:\n    max_events: 0\n", "rules.velocity_check.max_events"),
+        ("rules:\n  velocity_chek: {}\n", "rules.velocity_chek"),
+        ("ensemble:\n  medium_threshold: 90\n", "ensemble"),
+        ("kafka:\n  start_offset: middle\n", "kafka.start_offset"),
+        ("rules:\n  country_blacklist:\n    countries: [xx1]\n", "rules.country_blacklist.countries"),
+        ("scoring:\n  max_batch_size: -1\n", "scoring.max_batch_size"),
+    ],
+)
 def test_bad_config_names_the_field(tmp_path, yaml_text, field):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text(yaml_text)

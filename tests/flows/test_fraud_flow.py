@@ -16,15 +16,24 @@ from operators.rules import Blocklists
 from tests.conftest import encode, event
 
 
-def run(messages: list[tuple[bytes | None, bytes]], workers: int = 1,
-        providers: Providers | None = None, settings: Settings | None = None,
-        batch_size: int = 500) -> dict[str, list[Any]]:
-    msgs = [KafkaSourceMessage(k, v, topic="tx", partition=0, offset=i, timestamp=(1, 1_700_000_000_000))
-            for i, (k, v) in enumerate(messages)]
+def run(
+    messages: list[tuple[bytes | None, bytes]],
+    workers: int = 1,
+    providers: Providers | None = None,
+    settings: Settings | None = None,
+    batch_size: int = 500,
+) -> dict[str, list[Any]]:
+    msgs = [
+        KafkaSourceMessage(k, v, topic="tx", partition=0, offset=i, timestamp=(1, 1_700_000_000_000))
+        for i, (k, v) in enumerate(messages)
+    ]
     out: dict[str, list[Any]] = {k: [] for k in ("scored", "alerts", "risk", "dlq")}
-    flow = build_flow(TestingSource(msgs, batch_size=batch_size),
-                      FlowSinks(*(TestingSink(out[k]) for k in ("scored", "alerts", "risk", "dlq"))),
-                      settings or Settings(), providers)
+    flow = build_flow(
+        TestingSource(msgs, batch_size=batch_size),
+        FlowSinks(*(TestingSink(out[k]) for k in ("scored", "alerts", "risk", "dlq"))),
+        settings or Settings(),
+        providers,
+    )
     if workers == 1:
         run_main(flow)
     else:
@@ -84,24 +93,38 @@ def test_dead_letters_keep_the_bytes_the_reason_and_the_source_position(workload
     assert {d.offset for d in outputs["dlq"]} == offsets
     for d in outputs["dlq"]:
         assert d.topic == "tx" and d.partition == 0 and d.failed_at
-        assert d.error.split(":")[0] in {"payload", "amount", "timestamp", "currency",
-                                          "location.latitude", "event_id"}
+        assert d.error.split(":")[0] in {
+            "payload",
+            "amount",
+            "timestamp",
+            "currency",
+            "location.latitude",
+            "event_id",
+        }
     binary = [d for d in outputs["dlq"] if d.value_encoding == "base64"]
     assert binary, "non-UTF-8 payloads are kept as base64"
 
 
 def test_two_workers_give_the_same_per_user_results(workload, outputs):
     two = run(workload.messages, workers=2)
+
     def key(s):
-        return (s.event.event_id, s.verdict.fraud_score, tuple(h.rule for h in s.hits),
-                s.features.events_24h, s.features.user_event_count)
+        return (
+            s.event.event_id,
+            s.verdict.fraud_score,
+            tuple(h.rule for h in s.hits),
+            s.features.events_24h,
+            s.features.user_event_count,
+        )
+
     assert sorted(map(key, two["scored"])) == sorted(map(key, outputs["scored"]))
 
 
 def test_blocklist_changes_apply_to_later_batches():
     lists = {"current": Blocklists()}
-    msgs = [(b"u1", encode(event(f"e{i}", device_id="dev-x", ts=f"2025-06-02T12:{i:02d}:00Z")))
-            for i in range(6)]
+    msgs = [
+        (b"u1", encode(event(f"e{i}", device_id="dev-x", ts=f"2025-06-02T12:{i:02d}:00Z"))) for i in range(6)
+    ]
 
     def blocklists() -> Blocklists:
         return lists["current"]
@@ -114,6 +137,7 @@ def test_blocklist_changes_apply_to_later_batches():
         if calls["n"] == 2:
             lists["current"] = Blocklists(devices=frozenset({"dev-x"}))
         from models.base import RULES_ONLY
+
         return RULES_ONLY
 
     out = run(msgs, providers=Providers(models=models, blocklists=blocklists), batch_size=3)["scored"]

@@ -22,13 +22,18 @@ from infra.stack import free_port
 
 def job_env(settings: Settings, metrics_port: int, **extra: str) -> dict[str, str]:
     k = settings.kafka
-    return {**os.environ,
-            "KAFKA_BOOTSTRAP_SERVERS": k.bootstrap_servers, "DATABASE_URL": settings.database_url,
-            "REDIS_URL": settings.redis_url, "METRICS_PORT": str(metrics_port),
-            "FRAUDSTREAM__KAFKA__TRANSACTIONS_TOPIC": k.transactions_topic,
-            "FRAUDSTREAM__KAFKA__ALERTS_TOPIC": k.alerts_topic,
-            "FRAUDSTREAM__KAFKA__DLQ_TOPIC": k.dlq_topic,
-            "FRAUDSTREAM__KAFKA__PARTITIONS": str(k.partitions), **extra}
+    return {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": k.bootstrap_servers,
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "METRICS_PORT": str(metrics_port),
+        "FRAUDSTREAM__KAFKA__TRANSACTIONS_TOPIC": k.transactions_topic,
+        "FRAUDSTREAM__KAFKA__ALERTS_TOPIC": k.alerts_topic,
+        "FRAUDSTREAM__KAFKA__DLQ_TOPIC": k.dlq_topic,
+        "FRAUDSTREAM__KAFKA__PARTITIONS": str(k.partitions),
+        **extra,
+    }
 
 
 @dataclass
@@ -56,7 +61,9 @@ class Job:
         """Samples summed over every process of the job."""
         totals: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
         for i in range(self.processes):
-            text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port + i}/metrics", timeout=5).read()
+            text = urllib.request.urlopen(
+                f"http://127.0.0.1:{self.metrics_port + i}/metrics", timeout=5
+            ).read()
             for family in text_string_to_metric_families(text.decode()):
                 for s in family.samples:
                     key = (s.name, tuple(sorted(s.labels.items())))
@@ -68,8 +75,12 @@ def start_job(settings: Settings, processes: int, log_dir: Path, **extra_env: st
     port = free_port() if processes == 1 else _free_range(processes)
     log = log_dir / f"job-{processes}p-{port}.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", "--processes", str(processes)],
-                                env=job_env(settings, port, **extra_env), stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "flows.cli", "run", "--processes", str(processes)],
+            env=job_env(settings, port, **extra_env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     job = Job(proc, settings, processes, port, log)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -93,6 +104,7 @@ def _free_range(n: int) -> int:
 
 def _is_free(port: int) -> bool:
     import socket
+
     with socket.socket() as s:
         try:
             s.bind(("127.0.0.1", port))
@@ -117,9 +129,13 @@ def wait_rows(job: Job, expected: int, timeout_s: float = 120) -> int:
     return rows
 
 
-def consume(bootstrap: str, topic: str, partitions: int, expected: int, timeout_s: float = 30) -> list[tuple[bytes | None, dict]]:
+def consume(
+    bootstrap: str, topic: str, partitions: int, expected: int, timeout_s: float = 30
+) -> list[tuple[bytes | None, dict]]:
     """Read a topic until ``expected`` records arrived (or the timeout), then 1 s more."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "test-reader", "enable.auto.commit": False})
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "test-reader", "enable.auto.commit": False}
+    )
     consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     out: list[tuple[bytes | None, dict]] = []
     deadline = time.monotonic() + timeout_s

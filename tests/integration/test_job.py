@@ -35,14 +35,24 @@ def _run(make_settings, tmp_path_factory, workload: Workload, processes: int) ->
         rows = wait_rows(job, workload.valid)
         time.sleep(1.0)  # let metrics and the last sink batches settle
         with psycopg.connect(settings.database_url) as conn:
-            scored = {r[0]: r[1:] for r in conn.execute(
-                "SELECT event_id, fraud_score, risk_level, triggered_rules, (features->>'events_24h')::int,"
-                " (features->>'user_event_count')::int, user_id FROM scored_events")}
+            scored = {
+                r[0]: r[1:]
+                for r in conn.execute(
+                    "SELECT event_id, fraud_score, risk_level, triggered_rules, (features->>'events_24h')::int,"
+                    " (features->>'user_event_count')::int, user_id FROM scored_events"
+                )
+            }
         alerts_expected = sum(1 for v in scored.values() if v[1] != "LOW")
         alerts = consume(k.bootstrap_servers, k.alerts_topic, k.partitions, alerts_expected)
         dead = consume(k.bootstrap_servers, k.dlq_topic, k.partitions, workload.malformed)
-        return {"rows": rows, "scored": scored, "alerts": alerts, "dead": dead, "metrics": job.metrics(),
-                "settings": settings}
+        return {
+            "rows": rows,
+            "scored": scored,
+            "alerts": alerts,
+            "dead": dead,
+            "metrics": job.metrics(),
+            "settings": settings,
+        }
     finally:
         job.stop()
 
@@ -50,8 +60,10 @@ def _run(make_settings, tmp_path_factory, workload: Workload, processes: int) ->
 @pytest.fixture(scope="module")
 def runs(stack, tmp_path_factory, workload) -> dict[int, dict[str, Any]]:
     """The same workload through a 1-process and a 2-process job."""
-    return {p: _run(lambda p=p: new_settings(stack, f"job{p}"), tmp_path_factory, workload, p)  # type: ignore[misc]
-            for p in (1, 2)}
+    return {
+        p: _run(lambda p=p: new_settings(stack, f"job{p}"), tmp_path_factory, workload, p)  # type: ignore[misc]
+        for p in (1, 2)
+    }
 
 
 @pytest.mark.parametrize("processes", [1, 2])
@@ -129,28 +141,38 @@ def test_redis_blocklist_change_takes_effect_mid_stream(make_settings, tmp_path)
     client = redis.Redis.from_url(settings.redis_url)
     job: Job = start_job(settings, 1, tmp_path, FRAUDSTREAM__REDIS__BLOCKLIST_REFRESH_S="0.2")
     try:
-        first = [(b"bl", encode(event(f"a{i}", "bl-user", device_id=device, ts=f"2025-06-02T0{i}:30:00+09:00")))
-                 for i in range(5)]
+        first = [
+            (b"bl", encode(event(f"a{i}", "bl-user", device_id=device, ts=f"2025-06-02T0{i}:30:00+09:00")))
+            for i in range(5)
+        ]
         produce_all(k.bootstrap_servers, k.transactions_topic, first)
         assert wait_rows(job, 5) == 5
         client.sadd(BLOCKLIST_KEYS["devices"], device)
         time.sleep(1.0)
-        second = [(b"bl", encode(event(f"b{i}", "bl-user", device_id=device, ts=f"2025-06-02T1{i}:30:00+09:00")))
-                  for i in range(5)]
+        second = [
+            (b"bl", encode(event(f"b{i}", "bl-user", device_id=device, ts=f"2025-06-02T1{i}:30:00+09:00")))
+            for i in range(5)
+        ]
         produce_all(k.bootstrap_servers, k.transactions_topic, second)
         assert wait_rows(job, 10) == 10
     finally:
         job.stop()
         client.srem(BLOCKLIST_KEYS["devices"], device)
     with psycopg.connect(settings.database_url) as conn:
-        rows = dict(conn.execute("SELECT event_id, triggered_rules ? 'device_blacklist' AND risk_level = 'HIGH' "
-                                 "FROM scored_events").fetchall())
+        rows = dict(
+            conn.execute(
+                "SELECT event_id, triggered_rules ? 'device_blacklist' AND risk_level = 'HIGH' "
+                "FROM scored_events"
+            ).fetchall()
+        )
     assert rows == {**{f"a{i}": False for i in range(5)}, **{f"b{i}": True for i in range(5)}}
 
 
 @pytest.mark.parametrize("processes", [1, 2])
 def test_dlq_metric_counts_by_field(runs, workload, processes):
     m = runs[processes]["metrics"]
-    by_field = {dict(labels)["field"]: v for (name, labels), v in m.items() if name == "fraudstream_dlq_events_total"}
+    by_field = {
+        dict(labels)["field"]: v for (name, labels), v in m.items() if name == "fraudstream_dlq_events_total"
+    }
     assert sum(by_field.values()) == workload.malformed
     assert set(by_field) <= {"payload", "amount", "timestamp", "currency", "location", "event_id"}

@@ -46,19 +46,23 @@ def test_a_blocklist_hit_is_high_on_its_own_even_with_calm_models():
     assert low_points.risk_level == "HIGH" and low_points.fraud_score == 70.0
 
 
-@given(st.lists(st.integers(0, 100), max_size=6), st.none() | st.floats(0, 100),
-       st.none() | st.floats(0, 100))
+@given(
+    st.lists(st.integers(0, 100), max_size=6), st.none() | st.floats(0, 100), st.none() | st.floats(0, 100)
+)
 def test_score_is_always_in_range(points, iso, ae):
     v = combine([hit(p) for p in points], {"isolation_forest": iso, "autoencoder": ae}, CFG)
     assert 0.0 <= v.fraud_score <= 100.0
     assert v.risk_level in {"LOW", "MEDIUM", "HIGH"}
 
 
-@pytest.mark.parametrize("bad", [
-    {"weights": {"rules": 0}},
-    {"weights": {"rules": 1, "gbm": 1}},
-    {"medium_threshold": 80, "high_threshold": 70},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"weights": {"rules": 0}},
+        {"weights": {"rules": 1, "gbm": 1}},
+        {"medium_threshold": 80, "high_threshold": 70},
+    ],
+)
 def test_invalid_ensemble_config_is_rejected(bad):
     with pytest.raises(ValidationError):
         EnsembleConfig.model_validate(bad)

@@ -10,16 +10,26 @@ from operators.state import Seen, UserState
 T0 = datetime(2025, 6, 2, 12, tzinfo=UTC)
 
 
-def ev(minutes: float = 0, amount: float = 10.0, loc: Location | None = None, device: str | None = None,
-       tz: timezone = UTC) -> TransactionEvent:
-    return TransactionEvent("e", "u", amount, (T0 + timedelta(minutes=minutes)).astimezone(tz),
-                            location=loc, device_id=device)
+def ev(
+    minutes: float = 0,
+    amount: float = 10.0,
+    loc: Location | None = None,
+    device: str | None = None,
+    tz: timezone = UTC,
+) -> TransactionEvent:
+    return TransactionEvent(
+        "e", "u", amount, (T0 + timedelta(minutes=minutes)).astimezone(tz), location=loc, device_id=device
+    )
 
 
 def push(state: UserState, e: TransactionEvent) -> None:
     loc = e.location
-    state.push(Seen(e.timestamp.timestamp(), e.amount, loc.latitude if loc else None,
-                    loc.longitude if loc else None), e.device_id)
+    state.push(
+        Seen(
+            e.timestamp.timestamp(), e.amount, loc.latitude if loc else None, loc.longitude if loc else None
+        ),
+        e.device_id,
+    )
 
 
 def test_first_event_has_missing_history_features():
@@ -35,9 +45,9 @@ def test_window_counts_include_the_event_and_respect_boundaries():
     for m in (-1500, -61, -59, -11, -9, -1):
         push(s, ev(m))
     f = compute_features(s, ev(0), T0.timestamp())
-    assert f.events_10m == 3   # -9, -1 and the event itself
-    assert f.events_1h == 5    # -59, -11, -9, -1, self
-    assert f.events_24h == 6   # -1500 min is more than a day ago
+    assert f.events_10m == 3  # -9, -1 and the event itself
+    assert f.events_1h == 5  # -59, -11, -9, -1, self
+    assert f.events_24h == 6  # -1500 min is more than a day ago
 
 
 def test_distance_and_speed_from_the_previous_located_event():

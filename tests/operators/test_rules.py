@@ -13,20 +13,42 @@ NYC = Location(40.7128, -74.0060, "US", "New York")
 LONDON = Location(51.5074, -0.1278, "GB", "London")
 
 
-def make(minutes: float = 0, amount: float = 20.0, loc: Location | None = NYC,
-         device: str | None = "d1", user: str = "u1", tz: timezone = UTC) -> TransactionEvent:
-    return TransactionEvent(f"e{minutes}", user, amount,
-                            (T0 + timedelta(minutes=minutes)).astimezone(tz),
-                            location=loc, device_id=device)
+def make(
+    minutes: float = 0,
+    amount: float = 20.0,
+    loc: Location | None = NYC,
+    device: str | None = "d1",
+    user: str = "u1",
+    tz: timezone = UTC,
+) -> TransactionEvent:
+    return TransactionEvent(
+        f"e{minutes}",
+        user,
+        amount,
+        (T0 + timedelta(minutes=minutes)).astimezone(tz),
+        location=loc,
+        device_id=device,
+    )
 
 
-def fired(history: list[TransactionEvent], e: TransactionEvent, config: RulesConfig | None = None,
-          lists: Blocklists | None = None) -> dict[str, str]:
+def fired(
+    history: list[TransactionEvent],
+    e: TransactionEvent,
+    config: RulesConfig | None = None,
+    lists: Blocklists | None = None,
+) -> dict[str, str]:
     state = UserState()
     for h in history:
         loc = h.location
-        state.push(Seen(h.timestamp.timestamp(), h.amount, loc.latitude if loc else None,
-                        loc.longitude if loc else None), h.device_id)
+        state.push(
+            Seen(
+                h.timestamp.timestamp(),
+                h.amount,
+                loc.latitude if loc else None,
+                loc.longitude if loc else None,
+            ),
+            h.device_id,
+        )
     f = compute_features(state, e, e.timestamp.timestamp())
     ctx = RuleContext(config or RulesConfig(), lists or Blocklists())
     return {h.rule: h.reason for h in evaluate_rules(e, f, ctx)}
@@ -37,12 +59,12 @@ def test_ordinary_purchase_fires_nothing():
 
 
 def test_velocity_fires_above_the_limit_within_ten_minutes():
-    history = [make(-9 + i) for i in range(4)]          # 4 + current = 5: not more than 5
+    history = [make(-9 + i) for i in range(4)]  # 4 + current = 5: not more than 5
     assert "velocity_check" not in fired(history, make(0))
-    history = [make(-9 + i) for i in range(5)]          # 6 in 10 minutes
+    history = [make(-9 + i) for i in range(5)]  # 6 in 10 minutes
     hits = fired(history, make(0))
     assert hits["velocity_check"] == "6 transactions in 10 minutes (limit 5)"
-    spread = [make(-30 + i * 5) for i in range(5)]      # same count over 30 minutes
+    spread = [make(-30 + i * 5) for i in range(5)]  # same count over 30 minutes
     assert "velocity_check" not in fired(spread, make(0))
 
 
@@ -54,7 +76,7 @@ def test_velocity_threshold_comes_from_config():
 def test_high_amount_needs_history_and_three_times_the_mean():
     assert "high_amount" not in fired([make(-60, 10), make(-30, 10)], make(0, 500))  # 2 < min_history
     history = [make(-90, 10), make(-60, 20), make(-30, 30)]
-    assert "high_amount" not in fired(history, make(0, 60))      # exactly 3x
+    assert "high_amount" not in fired(history, make(0, 60))  # exactly 3x
     assert fired(history, make(0, 61))["high_amount"].startswith("amount 61.00 USD is 3.0x")
 
 
@@ -69,7 +91,7 @@ def test_impossible_travel_distance_and_time_window():
 def test_unusual_hours_use_the_events_local_time():
     tokyo = timezone(timedelta(hours=9))  # 12:00 UTC is 21:00 in Tokyo
     assert "unusual_hours" not in fired([], make(0, tz=tokyo))
-    la = timezone(timedelta(hours=-8))    # 12:00 UTC + 13h = 01:00 next day UTC = 17:00 LA
+    la = timezone(timedelta(hours=-8))  # 12:00 UTC + 13h = 01:00 next day UTC = 17:00 LA
     assert "unusual_hours" not in fired([], make(13 * 60, tz=la))
     kiritimati = timezone(timedelta(hours=14))  # 12:00 UTC = 02:00 local
     assert fired([], make(0, tz=kiritimati))["unusual_hours"] == "made at 02:00 local time"
@@ -81,14 +103,16 @@ def test_new_device_needs_a_known_device_and_a_large_amount():
     assert "new_device" in fired(history, make(0, 600, device="d2"))
     assert "new_device" not in fired(history, make(0, 400, device="d2"))
     assert "new_device" not in fired(history, make(0, 600, device="d1"))
-    assert "new_device" not in fired([], make(0, 600, device="d2"))   # first event ever
+    assert "new_device" not in fired([], make(0, 600, device="d2"))  # first event ever
 
 
 def test_country_blacklist_from_config_and_from_redis_lists():
     pyongyang = Location(39.03, 125.76, "KP")
     assert "country_blacklist" in fired([], make(0, loc=pyongyang))
     assert "country_blacklist" not in fired([], make(0, loc=LONDON))
-    assert "country_blacklist" in fired([], make(0, loc=LONDON), lists=Blocklists(countries=frozenset({"GB"})))
+    assert "country_blacklist" in fired(
+        [], make(0, loc=LONDON), lists=Blocklists(countries=frozenset({"GB"}))
+    )
 
 
 def test_device_and_user_blocklists():
@@ -107,13 +131,16 @@ def test_every_rule_has_a_config_section():
     assert set(RULES) == set(RulesConfig.model_fields)
 
 
-@pytest.mark.parametrize("bad", [
-    {"velocity_check": {"max_events": 0}},
-    {"high_amount": {"multiplier": 0.5}},
-    {"country_blacklist": {"countries": ["kp"]}},
-    {"unusual_hours": {"points": 101}},
-    {"velocity_chek": {}},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"velocity_check": {"max_events": 0}},
+        {"high_amount": {"multiplier": 0.5}},
+        {"country_blacklist": {"countries": ["kp"]}},
+        {"unusual_hours": {"points": 101}},
+        {"velocity_chek": {}},
+    ],
+)
 def test_invalid_rule_config_is_rejected(bad):
     with pytest.raises(ValidationError):
         RulesConfig.model_validate(bad)

@@ -53,8 +53,11 @@ def test_snapshot_is_independent_and_picklable():
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.floats(0, 1e7), st.floats(0, 1e6), st.sampled_from("abcdefghijklmnopqrst")),
-                max_size=300))
+@given(
+    st.lists(
+        st.tuples(st.floats(0, 1e7), st.floats(0, 1e6), st.sampled_from("abcdefghijklmnopqrst")), max_size=300
+    )
+)
 def test_state_size_is_bounded_whatever_the_input(pushes):
     limits = StateLimits(window_s=3600.0, max_events=16, max_devices=4)
     s = UserState()

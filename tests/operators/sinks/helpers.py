@@ -21,10 +21,28 @@ def scored_events(n: int, users: int = 3, prefix: str = "e") -> list[ScoredEvent
     for i in range(n):
         ts = T0 + timedelta(minutes=i)
         country = "KP" if i % 5 == 4 else "US"
-        ev = TransactionEvent(f"{prefix}{i}", f"user-{i % users}", 10.0 + i + 0.005, ts,
-                              location=Location(40.7, -74.0, country, "City"), device_id="d1",
-                              merchant_name="O'Hare \"Café\"\t\\x", attributes={"k": i})
-        featured.append(update_profile(states[i % users], Accepted(ev, ts.timestamp(),
-                                       int(ts.timestamp() * 1000), ts.timestamp()), StateLimits()))
-    return score_batch(featured, RULES_ONLY, RulesConfig(), Blocklists(), EnsembleConfig(),
-                       (T0 + timedelta(hours=1)).timestamp())
+        ev = TransactionEvent(
+            f"{prefix}{i}",
+            f"user-{i % users}",
+            10.0 + i + 0.005,
+            ts,
+            location=Location(40.7, -74.0, country, "City"),
+            device_id="d1",
+            merchant_name='O\'Hare "Café"\t\\x',
+            attributes={"k": i},
+        )
+        featured.append(
+            update_profile(
+                states[i % users],
+                Accepted(ev, ts.timestamp(), int(ts.timestamp() * 1000), ts.timestamp()),
+                StateLimits(),
+            )
+        )
+    return score_batch(
+        featured,
+        RULES_ONLY,
+        RulesConfig(),
+        Blocklists(),
+        EnsembleConfig(),
+        (T0 + timedelta(hours=1)).timestamp(),
+    )

@@ -28,7 +28,9 @@ def read_all(bootstrap: str, topic: str, partitions: int, expected: int) -> list
 def test_every_message_is_confirmed_and_readable(make_settings):
     s = make_settings()
     ensure_topics(s.kafka.bootstrap_servers, {s.kafka.alerts_topic: 2})
-    part = DeliveredKafkaSink("alerts", s.kafka.bootstrap_servers, s.kafka.alerts_topic, encode_alert).build("a", 0, 1)
+    part = DeliveredKafkaSink("alerts", s.kafka.bootstrap_servers, s.kafka.alerts_topic, encode_alert).build(
+        "a", 0, 1
+    )
     events = scored_events(40)
     part.write_batch(events)
     part.close()
@@ -36,8 +38,20 @@ def test_every_message_is_confirmed_and_readable(make_settings):
     assert sorted(a["event_id"] for _, a in got) == sorted(e.event.event_id for e in events)
     key, alert = next((k, a) for k, a in got if a["event_id"] == "e4")
     assert key == b"user-1"
-    assert set(alert) == {"event_id", "user_id", "fraud_score", "risk_level", "decision", "is_blocked",
-                          "triggered_rules", "reasons", "scores", "model_version", "event", "scored_at"}
+    assert set(alert) == {
+        "event_id",
+        "user_id",
+        "fraud_score",
+        "risk_level",
+        "decision",
+        "is_blocked",
+        "triggered_rules",
+        "reasons",
+        "scores",
+        "model_version",
+        "event",
+        "scored_at",
+    }
     assert alert["triggered_rules"] == ["country_blacklist"]
     assert alert["scores"] == {"rules": 85.0, "isolation_forest": None, "autoencoder": None}
     assert alert["event"]["location"]["country"] == "KP"
@@ -46,9 +60,17 @@ def test_every_message_is_confirmed_and_readable(make_settings):
 def test_undeliverable_messages_fail_loudly_instead_of_vanishing():
     dead = f"127.0.0.1:{free_port()}"
     sleeps: list[float] = []
-    sink = DeliveredKafkaSink("alerts", dead, "alerts", encode_alert,
-                              RetryPolicy(max_retries=1, backoff_s=0.01, sleep=sleeps.append), timeout_s=1.0)
+    sink = DeliveredKafkaSink(
+        "alerts",
+        dead,
+        "alerts",
+        encode_alert,
+        RetryPolicy(max_retries=1, backoff_s=0.01, sleep=sleeps.append),
+        timeout_s=1.0,
+    )
     part = sink.build("a", 0, 1)
-    with pytest.raises(DeliveryError, match=r"alerts: 3 messages to topic 'alerts' not delivered after 2 attempts"):
+    with pytest.raises(
+        DeliveryError, match=r"alerts: 3 messages to topic 'alerts' not delivered after 2 attempts"
+    ):
         part.write_batch(scored_events(3))
     assert sleeps == [0.01]

@@ -15,17 +15,21 @@ def test_rows_are_written_once_however_often_a_batch_is_redelivered(make_setting
     part = PostgresSink(settings.database_url).build("pg", 0, 1)
     events = scored_events(25)
     part.write_batch(events)
-    part.write_batch(events[:10])            # re-delivery after a crash
-    part.write_batch(events + events[-3:])   # duplicates inside one batch
+    part.write_batch(events[:10])  # re-delivery after a crash
+    part.write_batch(events + events[-3:])  # duplicates inside one batch
     part.close()
     with psycopg.connect(settings.database_url) as conn:
-        assert conn.execute("SELECT count(*), count(DISTINCT event_id) FROM scored_events").fetchone() == (25, 25)
+        assert conn.execute("SELECT count(*), count(DISTINCT event_id) FROM scored_events").fetchone() == (
+            25,
+            25,
+        )
         row = conn.execute(
             "SELECT amount::text, currency, country, merchant_name, triggered_rules, reasons, risk_level, "
             "decision, is_blocked, rules_score, isolation_forest_score, model_version, features->>'user_event_count', "
-            "attributes->>'k', ingested_at IS NOT NULL FROM scored_events WHERE event_id = 'e4'").fetchone()
+            "attributes->>'k', ingested_at IS NOT NULL FROM scored_events WHERE event_id = 'e4'"
+        ).fetchone()
     assert row[0] == "14.01"
-    assert row[1:4] == ("USD", "KP", "O'Hare \"Café\"\t\\x")
+    assert row[1:4] == ("USD", "KP", 'O\'Hare "Café"\t\\x')
     assert row[4] == ["country_blacklist"] and row[5] == ["transaction from KP, a blocked country"]
     assert row[6:9] == ("HIGH", "block", True)
     assert row[9] == 85.0 and row[10] is None and row[11] == "rules-only"
@@ -41,7 +45,9 @@ def test_migrations_are_idempotent(make_settings):
 def test_unreachable_database_is_retried_then_raised(make_settings):
     url = make_settings().database_url.replace("127.0.0.1:", "127.0.0.1:1")  # a closed port
     sleeps: list[float] = []
-    part = PostgresSink(url, RetryPolicy(max_retries=2, backoff_s=0.01, sleep=sleeps.append)).build("pg", 0, 1)
+    part = PostgresSink(url, RetryPolicy(max_retries=2, backoff_s=0.01, sleep=sleeps.append)).build(
+        "pg", 0, 1
+    )
     with pytest.raises(SinkError, match=r"postgres: giving up after 3 attempts: OperationalError"):
         part.write_batch(scored_events(2))
     assert sleeps == [0.01, 0.02]

@@ -33,6 +33,7 @@ __all__ = [
     "ValidationLimits",
     "decode_event",
     "encode_event",
+    "event_json_schema",
 ]
 
 MAX_AMOUNT = 9_999_999_999.99
@@ -179,3 +180,17 @@ def event_to_builtins(event: TransactionEvent) -> dict[str, Any]:
     """The event as plain JSON-ready Python objects."""
     result: dict[str, Any] = msgspec.to_builtins(event)
     return result
+
+
+def event_json_schema() -> dict[str, Any]:
+    """JSON Schema of the input event (published as ``docs/event.schema.json``).
+
+    The schema covers structure and ranges; the job also checks ISO 4217
+    membership, finiteness, NUL characters and the future-skew bound.
+    """
+    schema = msgspec.json.schema(TransactionEvent)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "fraudstream transaction event",
+        **schema,
+    }

@@ -125,3 +125,12 @@ def test_arbitrary_json_objects_never_raise(obj):
     result = decode_event(json.dumps(obj).encode(), now=NOW)
     if isinstance(result, InvalidEvent):
         assert result.error.split(":")[0]
+
+
+def test_published_json_schema_matches_the_code():
+    from pathlib import Path
+
+    from operators.events import event_json_schema
+
+    published = json.loads((Path(__file__).resolve().parents[2] / "docs" / "event.schema.json").read_text())
+    assert published == event_json_schema(), "regenerate docs/event.schema.json (see docs/contract.md)"

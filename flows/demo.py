@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from flows.config import Settings, load_settings
 from flows.produce import produce_all
 from flows.runner import bootstrap
 from flows.workload import generate
-from infra.stack import EmbeddedStack
+from infra.stack import EmbeddedStack, remove
 
 __all__ = ["Summary", "count_topic", "run_demo", "summarise"]
 
@@ -110,6 +111,23 @@ def _wait_rows(settings: Settings, expected: int, timeout_s: float) -> int:
     return rows
 
 
+def _wait_metrics(port: int, processes: int, job: subprocess.Popen[bytes], log_path: Path) -> None:
+    """Wait until every job process serves /metrics (it starts consuming right after)."""
+    deadline = time.monotonic() + 60
+    for i in range(processes):
+        while True:
+            if job.poll() is not None:
+                raise RuntimeError(f"the job exited with code {job.returncode}; see {log_path}")
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port + i}/metrics", timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the job did not start in 60 s; see {log_path}") from None
+                time.sleep(0.2)
+    time.sleep(1.0)
+
+
 def run_demo(
     events: int,
     users: int,
@@ -125,6 +143,8 @@ def run_demo(
 
     con: Console = console  # type: ignore[assignment]
     stack = EmbeddedStack(root, {"kafka": 0, "postgres": 0, "redis": 0})
+    stack.stop()
+    remove(root)  # every demo starts from empty topics and an empty database
     con.print("[bold]Starting the embedded stack[/] (Tansu broker, PostgreSQL, Redis)...")
     info = stack.start()
     env = {**os.environ, **info.env(), "METRICS_PORT": str(metrics_port)}
@@ -144,6 +164,7 @@ def run_demo(
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
             )
+        _wait_metrics(metrics_port, processes, job, log_path)
         ports = ", ".join(str(metrics_port + i) for i in range(processes))
         con.print(
             f"[bold]Job started[/] ({processes} process(es)); metrics on "

@@ -148,7 +148,8 @@ def generate(
     seed: int = 7,
     start: datetime = datetime(2025, 6, 2, tzinfo=UTC),
 ) -> Workload:
-    """About ``events`` valid events from ``users`` users, ``fraud_share`` of them injected."""
+    """About ``events`` valid events from ``users`` users; every ``1/fraud_share``-th user
+    carries one injected scenario, the scenarios taken in turn."""
     rng = random.Random(seed)
     people = [
         _User(
@@ -174,9 +175,13 @@ def generate(
             labels[eid] = scenario
 
     scenarios = list(SCENARIO_RULES)
+    injected = 0
+    stride = max(1, round(1 / fraud_share)) if fraud_share > 0 else 0
     for idx, user in enumerate(people):
         # Normal history: distinct days so purchases are >= 20 minutes apart.
-        n = max(1, int(rng.gauss(per_user, per_user / 4)))
+        injects = stride > 0 and idx % stride == stride - 1
+        # Injected users get enough history for the history-based rules to apply.
+        n = max(4 if injects else 1, int(rng.gauss(per_user, per_user / 4)))
         times = sorted(
             _daytime(rng, user, start + timedelta(days=d % 14))
             + timedelta(minutes=rng.choice((0, 25, 50)) * (d // 14))
@@ -185,9 +190,10 @@ def generate(
         for ts in times:
             add(ts, user, rng.lognormvariate(0, 0.35) * user.typical)
         last = times[-1]
-        if rng.random() >= fraud_share:
+        if not injects:
             continue
-        scenario = scenarios[idx % len(scenarios)]
+        scenario = scenarios[injected % len(scenarios)]
+        injected += 1
         base = last + timedelta(hours=2)
         if scenario == "card_testing":
             for k in range(8):

@@ -22,6 +22,8 @@ stack_app = typer.Typer(
     help="The embedded stack: Kafka-protocol broker, PostgreSQL, Redis.", no_args_is_help=True
 )
 app.add_typer(stack_app, name="stack")
+models_app = typer.Typer(help="Model versions: list and activate.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
 console = Console()
 
 STACK_ROOT = Path(".fraudstream/stack")
@@ -76,6 +78,7 @@ def demo(
     table.add_row("scored (rows in Postgres)", f"{summary.rows:,}")
     table.add_row("dead-lettered", f"{summary.dead_letters:,}")
     table.add_row("alerts", f"MEDIUM {summary.levels['MEDIUM']:,}  HIGH {summary.levels['HIGH']:,}")
+    table.add_row("model version", ", ".join(summary.model_versions))
     table.add_row("top rules", ", ".join(f"{r} {n}" for r, n in summary.top_rules) or "-")
     table.add_row("throughput", f"{summary.throughput:,.0f} events/s")
     table.add_row(
@@ -86,6 +89,98 @@ def demo(
     if not ok:
         console.print("[red]not every event was accounted for[/]")
     raise typer.Exit(0 if ok else 1)
+
+
+@app.command()
+def train(
+    source: Annotated[
+        list[str],
+        typer.Option(
+            "--source", "-s", help="events: .jsonl/.csv/.parquet (optionally .gz) or a postgresql:// URL"
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="model directory (versions + active)")],
+    activate: Annotated[bool, typer.Option(help="make the new version the active one")] = False,
+    attribute_features: Annotated[
+        str,
+        typer.Option(
+            help="comma-separated event attributes to use as features, e.g. "
+            "trip_distance,duration_minutes,fare_per_mile,trip_speed_mph"
+        ),
+    ] = "",
+    epochs: int = 40,
+    seed: int = 0,
+    device: str = "auto",
+) -> None:
+    """Train the autoencoder and Isolation Forest on events and write a versioned artifact."""
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    from models.training import TrainingConfig
+    from models.training import train as run_training
+    from operators.sources import EventReadReport, read_events
+
+    attrs = tuple(a.strip() for a in attribute_features.split(",") if a.strip())
+    config = TrainingConfig(attribute_features=attrs, seed=seed, epochs=epochs, device=device)
+    report = EventReadReport()
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"), console=console
+    ) as progress:
+        step = progress.add_task("reading events", total=None, info="")
+        epoch = progress.add_task("autoencoder epochs", total=epochs, info="", visible=False)
+
+        def on_epoch(n: int, loss: float) -> None:
+            progress.update(epoch, completed=n, visible=True, info=f"val loss {loss:.4f}")
+
+        try:
+            result = run_training(
+                read_events(source, report),
+                out,
+                config,
+                activate,
+                lambda msg: progress.update(step, description=msg),
+                on_epoch,
+            )
+        except (ValueError, OSError) as exc:
+            console.print(f"[red]error:[/] {exc}")
+            raise typer.Exit(2) from exc
+    console.print(
+        f"read {report.read:,} records, {report.invalid:,} invalid {report.errors if report.errors else ''}"
+    )
+    console.print(
+        f"trained version [bold]{result.version}[/] on {result.events:,} events, "
+        f"{len(result.columns)} features -> {out / result.version}" + (" (active)" if activate else "")
+    )
+
+
+@models_app.command("list")
+def models_list(path: Annotated[Path, typer.Argument(help="model directory")]) -> None:
+    """List model versions; the active one is marked."""
+    import json
+
+    from models.artifacts import ModelStore
+
+    store = ModelStore(path)
+    active = store.active()
+    for version in store.versions():
+        meta = json.loads((path / version / "metadata.json").read_text())
+        mark = "*" if version == active else " "
+        console.print(
+            f"{mark} {version}  {meta['created_at']}  {meta['training']['events']:,} events  "
+            f"{len(meta['features'])} features"
+        )
+
+
+@models_app.command("activate")
+def models_activate(path: Annotated[Path, typer.Argument(help="model directory")], version: str) -> None:
+    """Make VERSION the active model; running jobs switch to it without a restart."""
+    from models.artifacts import ArtifactError, ModelStore
+
+    try:
+        ModelStore(path).activate(version)
+    except ArtifactError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    console.print(f"active model: {version}")
 
 
 @stack_app.command("up")

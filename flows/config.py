@@ -80,6 +80,12 @@ class SinkSettings(_Section):
     delivery_timeout_s: float = Field(30.0, gt=0)
 
 
+class ModelSettings(_Section):
+    path: str | None = Field(None, description="Model directory (versions + `active` pointer).")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    refresh_s: float = Field(2.0, gt=0, description="How often the `active` pointer is re-read.")
+
+
 class Settings(_Section):
     """Everything the job reads at start-up."""
 
@@ -94,6 +100,7 @@ class Settings(_Section):
     sinks: SinkSettings = SinkSettings()
     rules: RulesConfig = RulesConfig()
     ensemble: EnsembleConfig = EnsembleConfig()
+    models: ModelSettings = ModelSettings()
 
 
 ENV_VARS: dict[str, tuple[str, ...]] = {
@@ -101,6 +108,7 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "DATABASE_URL": ("database_url",),
     "REDIS_URL": ("redis_url",),
     "METRICS_PORT": ("metrics", "port"),
+    "FRAUDSTREAM_MODEL_DIR": ("models", "path"),
 }
 """Contract environment variables and the setting each one overrides."""
 

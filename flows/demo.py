@@ -16,6 +16,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from confluent_kafka import Consumer, TopicPartition
@@ -40,6 +41,7 @@ class Summary:
     latency_p50_ms: float
     latency_p99_ms: float
     seconds: float
+    model_versions: list[str]
 
 
 def count_topic(
@@ -80,6 +82,10 @@ def summarise(settings: Settings, events: int, dead_letters: int, seconds: float
             "SELECT r, count(*) FROM scored_events, jsonb_array_elements_text(triggered_rules) r "
             "GROUP BY r ORDER BY 2 DESC, 1 LIMIT 8"
         ).fetchall()
+        versions = [
+            r[0]
+            for r in conn.execute("SELECT DISTINCT model_version FROM scored_events ORDER BY 1").fetchall()
+        ]
         span, p50, p99 = conn.execute(
             "SELECT extract(epoch FROM max(written_at) - min(ingested_at)), "
             "percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM written_at - ingested_at)),"
@@ -96,6 +102,7 @@ def summarise(settings: Settings, events: int, dead_letters: int, seconds: float
         float(p50 or 0) * 1000,
         float(p99 or 0) * 1000,
         seconds,
+        versions,
     )
 
 
@@ -128,6 +135,43 @@ def _wait_metrics(port: int, processes: int, job: subprocess.Popen[bytes], log_p
     time.sleep(1.0)
 
 
+def _train_demo_model(con: Any, models_dir: Path, events: int, users: int, seed: int) -> None:
+    """Train on a separate generated day, so the demo shows all three components."""
+    from models.training import TrainingConfig, train
+    from operators.events import TransactionEvent, decode_event
+
+    began = time.monotonic()
+    with con.status("training a small model on generated traffic..."):
+        history = generate(
+            events=min(events, 10_000), users=min(users, 1_000), malformed=0, seed=seed + 1_000
+        )
+        decoded = [decode_event(value) for _, value in history.messages]
+        result = train(
+            [e for e in decoded if isinstance(e, TransactionEvent)],
+            models_dir,
+            TrainingConfig(epochs=15, seed=seed),
+            activate=True,
+        )
+    con.print(
+        f"Trained model version [bold]{result.version}[/] in {time.monotonic() - began:.1f} s "
+        f"(autoencoder + isolation forest) -> {models_dir}"
+    )
+
+
+def _start_job(
+    env: dict[str, str], processes: int, metrics_port: int, log_path: Path
+) -> subprocess.Popen[bytes]:
+    with open(log_path, "ab") as log_file:
+        job = subprocess.Popen(
+            [sys.executable, "-m", "flows.cli", "run", "--processes", str(processes)],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    _wait_metrics(metrics_port, processes, job, log_path)
+    return job
+
+
 def run_demo(
     events: int,
     users: int,
@@ -147,7 +191,14 @@ def run_demo(
     remove(root)  # every demo starts from empty topics and an empty database
     con.print("[bold]Starting the embedded stack[/] (Tansu broker, PostgreSQL, Redis)...")
     info = stack.start()
-    env = {**os.environ, **info.env(), "METRICS_PORT": str(metrics_port)}
+    models_dir = root / "models"
+    _train_demo_model(con, models_dir, events, users, seed)
+    env = {
+        **os.environ,
+        **info.env(),
+        "METRICS_PORT": str(metrics_port),
+        "FRAUDSTREAM_MODEL_DIR": str(models_dir),
+    }
     settings = load_settings(env=env)
     job: subprocess.Popen[bytes] | None = None
     try:
@@ -157,14 +208,7 @@ def run_demo(
             f"Redis {env['REDIS_URL']}"
         )
         log_path = root / "job.log"
-        with open(log_path, "ab") as log_file:
-            job = subprocess.Popen(
-                [sys.executable, "-m", "flows.cli", "run", "--processes", str(processes)],
-                env=env,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
-        _wait_metrics(metrics_port, processes, job, log_path)
+        job = _start_job(env, processes, metrics_port, log_path)
         ports = ", ".join(str(metrics_port + i) for i in range(processes))
         con.print(
             f"[bold]Job started[/] ({processes} process(es)); metrics on "

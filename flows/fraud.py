@@ -13,10 +13,12 @@ checks and metrics).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import bytewax.operators as op
@@ -28,6 +30,7 @@ from bytewax.outputs import Sink
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 
 from flows.config import Settings, load_settings
+from models.artifacts import ActiveModels
 from models.base import RULES_ONLY, ModelSet
 from operators.blocklists import RedisBlocklists
 from operators.events import ValidationLimits
@@ -40,7 +43,17 @@ from operators.sinks.retry import RetryPolicy
 from operators.state import StateLimits
 from operators.validation import DeadLetter, validate
 
-__all__ = ["FlowSinks", "build_flow", "kafka_flow", "kafka_sinks", "kafka_source"]
+__all__ = [
+    "FlowSinks",
+    "Providers",
+    "build_flow",
+    "kafka_flow",
+    "kafka_sinks",
+    "kafka_source",
+    "model_provider",
+]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -129,6 +142,23 @@ def kafka_flow(settings: Settings | None = None) -> Dataflow:
     """The production flow: Kafka in, Postgres/Redis/Kafka out."""
     settings = settings or load_settings()
     blocklists = RedisBlocklists(settings.redis_url, settings.redis.blocklist_refresh_s)
-    return build_flow(
-        kafka_source(settings), kafka_sinks(settings), settings, Providers(blocklists=blocklists.current)
-    )
+    providers = Providers(models=model_provider(settings), blocklists=blocklists.current)
+    return build_flow(kafka_source(settings), kafka_sinks(settings), settings, providers)
+
+
+def model_provider(settings: Settings) -> Callable[[], ModelSet]:
+    """Hot-swapping models from ``models.path``, or rules only when none is configured."""
+    if settings.models.path is None:
+        log.warning(
+            "no model directory configured (models.path / FRAUDSTREAM_MODEL_DIR): scoring with rules only"
+        )
+        return lambda: RULES_ONLY
+    active = ActiveModels(Path(settings.models.path), settings.models.device, settings.models.refresh_s)
+    models = active()
+    if models is RULES_ONLY:
+        log.warning(
+            "no active model in %s yet: scoring with rules only until one is activated", settings.models.path
+        )
+    else:
+        log.info("scoring with model version %s", models.version)
+    return active

@@ -6,12 +6,16 @@ A scorer maps a feature matrix (rows = events, columns = ``FEATURE_NAMES``,
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, Self, runtime_checkable
 
 import numpy as np
+
+from operators.features import FEATURE_NAMES
+from operators.metrics import MODEL_SECONDS
 
 __all__ = ["COMPONENTS", "RULES_ONLY", "ModelSet", "Scorer"]
 
@@ -49,12 +53,19 @@ class ModelSet:
 
     version: str
     scorers: Mapping[str, Scorer] = field(default_factory=dict)
+    columns: tuple[str, ...] = FEATURE_NAMES
+    """Feature columns the scorers were trained on (``FEATURE_NAMES`` or ``attr:<name>``)."""
 
     def score(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        """Scores of every component for the batch ``x``."""
+        """Scores of every component for the batch ``x`` (columns = ``self.columns``)."""
         if len(x) == 0:
             return {name: np.empty(0, dtype=np.float32) for name in self.scorers}
-        return {name: scorer.score_batch(x) for name, scorer in self.scorers.items()}
+        out = {}
+        for name, scorer in self.scorers.items():
+            began = time.perf_counter()
+            out[name] = scorer.score_batch(x)
+            MODEL_SECONDS.labels(name).observe(time.perf_counter() - began)
+        return out
 
 
 RULES_ONLY = ModelSet(version="rules-only")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import math
 import statistics
+from collections.abc import Callable, Sequence
 
 import msgspec
 import numpy as np
@@ -18,7 +19,14 @@ from operators.events import TransactionEvent
 from operators.geo import haversine_km
 from operators.state import Seen, UserState
 
-__all__ = ["FEATURE_NAMES", "Features", "compute_features", "feature_matrix"]
+__all__ = [
+    "DERIVED_ATTRIBUTES",
+    "FEATURE_NAMES",
+    "Features",
+    "attribute_value",
+    "compute_features",
+    "feature_matrix",
+]
 
 
 class Features(msgspec.Struct, frozen=True, omit_defaults=False):
@@ -50,6 +58,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "days_since_last_event",
     "amount_mean_10",
     "amount_std_10",
+    "events_10m",
     "events_1h",
     "events_24h",
     "distance_km",
@@ -112,8 +121,50 @@ def _value(features: Features, name: str) -> float:
     return math.nan if value is None else float(value)
 
 
-def feature_matrix(rows: list[Features]) -> np.ndarray:
-    """Stack features into a ``float32`` matrix with ``FEATURE_NAMES`` columns."""
-    return np.array([[_value(f, n) for n in FEATURE_NAMES] for f in rows], dtype=np.float32).reshape(
-        len(rows), len(FEATURE_NAMES)
-    )
+def _number(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return math.nan
+    return float(value)
+
+
+def _ratio(num: float, den: float) -> float:
+    return num / den if den > 0 and math.isfinite(num) else math.nan
+
+
+DERIVED_ATTRIBUTES: dict[str, Callable[[TransactionEvent], float]] = {
+    "fare_per_mile": lambda ev: _ratio(
+        _number(ev.attributes.get("fare_amount", ev.amount)), _number(ev.attributes.get("trip_distance"))
+    ),
+    "trip_speed_mph": lambda ev: _ratio(
+        60.0 * _number(ev.attributes.get("trip_distance")), _number(ev.attributes.get("duration_minutes"))
+    ),
+}
+"""Domain features computed from ``attributes`` (taxi trips), by column name."""
+
+
+def attribute_value(event: TransactionEvent, column: str) -> float:
+    """Column ``attr:<name>``: a numeric attribute or a derived one (NaN if absent)."""
+    name = column.removeprefix("attr:")
+    derived = DERIVED_ATTRIBUTES.get(name)
+    return derived(event) if derived else _number(event.attributes.get(name))
+
+
+def feature_matrix(
+    rows: Sequence[Features],
+    events: Sequence[TransactionEvent] | None = None,
+    columns: Sequence[str] = FEATURE_NAMES,
+) -> np.ndarray:
+    """Stack features into a ``float32`` matrix (NaN = missing).
+
+    ``columns`` are ``FEATURE_NAMES`` entries or ``attr:<name>`` domain
+    attributes of the events (e.g. ``attr:trip_distance``, ``attr:fare_per_mile``).
+    """
+    matrix = np.empty((len(rows), len(columns)), dtype=np.float32)
+    for j, name in enumerate(columns):
+        if name.startswith("attr:"):
+            if events is None:
+                raise ValueError(f"column {name!r} needs the events")
+            matrix[:, j] = [attribute_value(ev, name) for ev in events]
+        else:
+            matrix[:, j] = [_value(f, name) for f in rows]
+    return matrix

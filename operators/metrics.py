@@ -16,6 +16,8 @@ __all__ = [
     "EVENTS",
     "FRAUD_SCORE",
     "MODEL_INFO",
+    "MODEL_LOAD_FAILURES",
+    "MODEL_SECONDS",
     "RULE_HITS",
     "SINK_RECORDS",
     "SINK_RETRIES",
@@ -63,4 +65,12 @@ BLOCKLIST_STALE = Gauge(
 BLOCKLIST_REFRESH_FAILURES = Counter(
     "fraudstream_blocklist_refresh_failures", "Failed blocklist refreshes from Redis."
 )
-MODEL_INFO = Gauge("fraudstream_model_info", "1 for the model version in use.", ["version"])
+MODEL_INFO = Gauge(
+    "fraudstream_model_info", "1 for the model version in use, 0 for replaced ones.", ["version"]
+)
+MODEL_LOAD_FAILURES = Counter(
+    "fraudstream_model_load_failures", "Model versions that could not be activated."
+)
+MODEL_SECONDS = Histogram(
+    "fraudstream_model_seconds", "Model inference time per batch.", ["component"], buckets=_LATENCY_BUCKETS
+)

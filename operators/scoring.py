@@ -54,7 +54,8 @@ def score_batch(
     """Score a batch: one model call per component for the whole batch."""
     if not batch:
         return []
-    model_scores = models.score(feature_matrix([f.features for f in batch]))
+    x = feature_matrix([f.features for f in batch], [f.accepted.event for f in batch], models.columns)
+    model_scores = models.score(x)
     ctx = RuleContext(rules, blocklists)
     scored_at = datetime.fromtimestamp(now, UTC)
     out = []

@@ -176,3 +176,46 @@ def test_dlq_metric_counts_by_field(runs, workload, processes):
     }
     assert sum(by_field.values()) == workload.malformed
     assert set(by_field) <= {"payload", "amount", "timestamp", "currency", "location", "event_id"}
+
+
+def test_model_hot_swap_mid_stream_loses_and_doubles_nothing(make_settings, tmp_path):
+    from models.artifacts import ModelStore
+    from models.training import TrainingConfig, train
+    from operators.events import TransactionEvent, decode_event
+
+    history = generate(events=3000, users=300, malformed=0, seed=21)
+    events = [e for e in (decode_event(v) for _, v in history.messages) if isinstance(e, TransactionEvent)]
+    config = TrainingConfig(epochs=3, n_estimators=20, device="cpu")
+    models = tmp_path / "models"
+    v1 = train(events[:1500], models, config, activate=True).version
+    v2 = train(events, models, config).version
+    settings = make_settings()
+    k = settings.kafka
+    job = start_job(
+        settings, 1, tmp_path, FRAUDSTREAM_MODEL_DIR=str(models), FRAUDSTREAM__MODELS__REFRESH_S="0.2"
+    )
+    first = [
+        (b"u", encode(event(f"a{i}", f"u{i % 7}", ts=f"2025-06-02T10:{i % 60:02d}:00Z"))) for i in range(300)
+    ]
+    second = [
+        (b"u", encode(event(f"b{i}", f"u{i % 7}", ts=f"2025-06-02T12:{i % 60:02d}:00Z"))) for i in range(300)
+    ]
+    try:
+        produce_all(k.bootstrap_servers, k.transactions_topic, first)
+        assert wait_rows(job, 300) == 300
+        ModelStore(models).activate(v2)
+        time.sleep(1.0)
+        produce_all(k.bootstrap_servers, k.transactions_topic, second)
+        assert wait_rows(job, 600) == 600
+        swapped = job.metrics()
+    finally:
+        job.stop()
+    with psycopg.connect(settings.database_url) as conn:
+        rows = conn.execute(
+            "SELECT left(event_id, 1), model_version, count(*), count(DISTINCT event_id), "
+            "bool_and(isolation_forest_score IS NOT NULL AND autoencoder_score IS NOT NULL) "
+            "FROM scored_events GROUP BY 1, 2 ORDER BY 1"
+        ).fetchall()
+    assert rows == [("a", v1, 300, 300, True), ("b", v2, 300, 300, True)]
+    assert swapped[("fraudstream_model_info", (("version", v2),))] == 1
+    assert swapped[("fraudstream_model_info", (("version", v1),))] == 0

@@ -1,0 +1,170 @@
+"""A PyTorch autoencoder scored by reconstruction error, calibrated to 0-100.
+
+Trained on (mostly normal) traffic; an event the network cannot reconstruct
+well is unusual. Inference runs batched under ``torch.inference_mode()`` on
+CUDA when available (``device="auto"``) and on the CPU otherwise. Weights are
+saved as a ``state_dict`` and loaded with ``weights_only=True`` (no pickle
+code execution).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from itertools import pairwise
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.calibration import QuantileCalibrator
+from models.preprocess import Preprocessor
+
+__all__ = ["AutoencoderScorer", "resolve_device"]
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` → CUDA if available, else CPU; ``cuda`` without a GPU is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} requested but CUDA is not available")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda[:N], got {device!r}")
+    return torch.device(device)
+
+
+def _network(n_features: int, hidden: tuple[int, ...]) -> nn.Sequential:
+    sizes = [n_features, *hidden]
+    layers: list[nn.Module] = []
+    for a, b in pairwise(sizes):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    back = sizes[::-1]
+    for i, (a, b) in enumerate(pairwise(back)):
+        layers.append(nn.Linear(a, b))
+        if i < len(back) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class AutoencoderScorer:
+    """Reconstruction-error anomaly scores (0-100)."""
+
+    name = "autoencoder"
+
+    def __init__(
+        self,
+        hidden: tuple[int, ...] = (32, 16, 6),
+        epochs: int = 40,
+        batch_size: int = 256,
+        lr: float = 2e-3,
+        holdout: float = 0.2,
+        seed: int = 0,
+        device: str = "auto",
+        on_epoch: Callable[[int, float], None] | None = None,
+    ) -> None:
+        if not hidden or any(h < 1 for h in hidden):
+            raise ValueError("hidden must be a non-empty tuple of positive layer sizes")
+        self.params: dict[str, Any] = {
+            "hidden": list(hidden),
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "holdout": holdout,
+            "seed": seed,
+        }
+        self.device = resolve_device(device)
+        self.pre: Preprocessor | None = None
+        self.net: nn.Sequential | None = None
+        self.calibrator: QuantileCalibrator | None = None
+        self.history: list[float] = []
+        self.on_epoch = on_epoch
+
+    def fit(self, x: np.ndarray) -> Self:
+        seed = int(self.params["seed"])
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(len(x))
+        cut = int(len(x) * (1 - self.params["holdout"]))
+        train, held = x[order[:cut]], x[order[cut:]]
+        self.pre = Preprocessor.fit(train)
+        torch.manual_seed(seed)
+        net = _network(x.shape[1], tuple(self.params["hidden"])).to(self.device)
+        opt = torch.optim.Adam(net.parameters(), lr=float(self.params["lr"]))
+        data = torch.from_numpy(self.pre.transform(train)).to(self.device)
+        val = torch.from_numpy(self.pre.transform(held)).to(self.device)
+        gen = torch.Generator().manual_seed(seed)
+        best, best_state = float("inf"), None
+        for _ in range(int(self.params["epochs"])):
+            net.train()
+            for idx in torch.randperm(len(data), generator=gen).split(int(self.params["batch_size"])):
+                batch = data[idx.to(self.device)]
+                loss = ((net(batch) - batch) ** 2).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            net.eval()
+            with torch.inference_mode():
+                val_loss = float(((net(val) - val) ** 2).mean())
+            self.history.append(val_loss)
+            if self.on_epoch is not None:
+                self.on_epoch(len(self.history), val_loss)
+            if val_loss < best:
+                best, best_state = val_loss, {k: v.clone() for k, v in net.state_dict().items()}
+        assert best_state is not None
+        net.load_state_dict(best_state)
+        self.net = net.eval()
+        self.calibrator = QuantileCalibrator.fit(self.raw(held))
+        return self
+
+    def raw(self, x: np.ndarray) -> np.ndarray:
+        """Mean squared reconstruction error per row (standardised space)."""
+        assert self.pre is not None and self.net is not None, "fit or load first"
+        if len(x) == 0:
+            return np.empty(0, dtype=np.float64)
+        with torch.inference_mode():
+            batch = torch.from_numpy(self.pre.transform(x)).to(self.device, non_blocking=True)
+            err = ((self.net(batch) - batch) ** 2).mean(dim=1)
+            return err.double().cpu().numpy()
+
+    def score_batch(self, x: np.ndarray) -> np.ndarray:
+        assert self.calibrator is not None, "fit or load first"
+        return self.calibrator.transform(self.raw(x))
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "params": self.params,
+            "device": str(self.device),
+            "best_val_loss": min(self.history) if self.history else None,
+        }
+
+    def save(self, path: Path) -> None:
+        assert self.pre is not None and self.net is not None and self.calibrator is not None
+        path.mkdir(parents=True, exist_ok=True)
+        torch.save({k: v.cpu() for k, v in self.net.state_dict().items()}, path / "autoencoder.pt")
+        (path / "autoencoder.json").write_text(
+            json.dumps(
+                {
+                    "params": self.params,
+                    "n_features": len(self.pre.medians),
+                    "preprocess": self.pre.to_json(),
+                    "calibration": self.calibrator.to_json(),
+                }
+            )
+        )
+
+    @classmethod
+    def load(cls, path: Path, device: str = "auto") -> Self:
+        meta = json.loads((path / "autoencoder.json").read_text())
+        params = dict(meta["params"])
+        params["hidden"] = tuple(params["hidden"])
+        scorer = cls(**params, device=device)
+        scorer.pre = Preprocessor.from_json(meta["preprocess"])
+        scorer.calibrator = QuantileCalibrator.from_json(meta["calibration"])
+        state = torch.load(path / "autoencoder.pt", map_location=scorer.device, weights_only=True)
+        net = _network(int(meta["n_features"]), params["hidden"])
+        net.load_state_dict(state)
+        scorer.net = net.to(scorer.device).eval()
+        return scorer

@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from flows.workload import generate
+from models.training import replay_features
+from operators.events import TransactionEvent, decode_event
+from operators.features import feature_matrix
+
+
+def events_of(
+    seed: int, events: int, users: int, fraud_share: float
+) -> tuple[list[TransactionEvent], dict[str, str]]:
+    w = generate(events=events, users=users, fraud_share=fraud_share, malformed=0, seed=seed)
+    decoded = [decode_event(v) for _, v in w.messages]
+    return [e for e in decoded if isinstance(e, TransactionEvent)], w.labels
+
+
+@pytest.fixture(scope="session")
+def training_events() -> list[TransactionEvent]:
+    return events_of(3, 12_000, 1_200, 0.05)[0]
+
+
+@pytest.fixture(scope="session")
+def training_matrix(training_events) -> np.ndarray:
+    features, ordered = replay_features(training_events)
+    return feature_matrix(features, ordered)

@@ -1,0 +1,24 @@
+import numpy as np
+from sklearn.ensemble import IsolationForest
+
+from models.isolation_forest import ForestArrays
+
+
+def test_tree_arrays_give_sklearns_scores_exactly():
+    rng = np.random.default_rng(1)
+    train = rng.normal(size=(3000, 7)).astype(np.float32)
+    forest = IsolationForest(n_estimators=60, max_samples=200, max_features=0.7, random_state=3).fit(train)
+    arrays = ForestArrays.from_sklearn(forest)
+    test = (rng.normal(size=(5000, 7)) * 3).astype(np.float32)
+    np.testing.assert_allclose(arrays.score_samples(test), forest.score_samples(test), rtol=0, atol=1e-12)
+
+
+def test_arrays_round_trip_without_pickle(tmp_path):
+    rng = np.random.default_rng(2)
+    forest = IsolationForest(n_estimators=10, random_state=0).fit(rng.normal(size=(500, 3)))
+    arrays = ForestArrays.from_sklearn(forest)
+    np.savez(tmp_path / "f.npz", **arrays.arrays())
+    with np.load(tmp_path / "f.npz", allow_pickle=False) as data:
+        loaded = ForestArrays.from_arrays(dict(data))
+    x = rng.normal(size=(100, 3))
+    np.testing.assert_array_equal(loaded.score_samples(x), arrays.score_samples(x))

@@ -118,19 +118,28 @@ class AutoencoderScorer:
         self.calibrator = QuantileCalibrator.fit(self.raw(held))
         return self
 
+    def _error(self, x: np.ndarray) -> torch.Tensor:
+        """Reconstruction error per row, computed on the scorer's device end to end."""
+        assert self.pre is not None and self.net is not None, "fit or load first"
+        batch = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device, non_blocking=True)
+        z = self.pre.transform_tensor(batch)
+        return ((self.net(z) - z) ** 2).mean(dim=1)
+
     def raw(self, x: np.ndarray) -> np.ndarray:
         """Mean squared reconstruction error per row (standardised space)."""
-        assert self.pre is not None and self.net is not None, "fit or load first"
         if len(x) == 0:
             return np.empty(0, dtype=np.float64)
         with torch.inference_mode():
-            batch = torch.from_numpy(self.pre.transform(x)).to(self.device, non_blocking=True)
-            err = ((self.net(batch) - batch) ** 2).mean(dim=1)
-            return err.double().cpu().numpy()
+            return self._error(x).double().cpu().numpy()
 
     def score_batch(self, x: np.ndarray) -> np.ndarray:
+        """Calibrated scores; preprocessing, network and calibration all run on the device."""
         assert self.calibrator is not None, "fit or load first"
-        return self.calibrator.transform(self.raw(x))
+        if len(x) == 0:
+            return np.empty(0, dtype=np.float32)
+        with torch.inference_mode():
+            scores = self.calibrator.transform_tensor(self._error(x).double())
+            return scores.float().cpu().numpy()
 
     def describe(self) -> dict[str, Any]:
         return {

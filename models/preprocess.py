@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 __all__ = ["Preprocessor"]
 
@@ -48,6 +49,21 @@ class Preprocessor:
             raise ValueError(f"expected {len(self.medians)} columns, got shape {x.shape}")
         filled = np.where(np.isfinite(x), x, self.medians)
         return ((_signed_log(filled) - self.means) / self.stds).astype(np.float32)
+
+    def transform_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`transform` in PyTorch (float32), on ``x``'s device."""
+        medians, means, stds = self._tensors(x.device)
+        filled = torch.where(torch.isfinite(x), x, medians)
+        return (torch.sign(filled) * torch.log1p(filled.abs()) - means) / stds
+
+    def _tensors(self, device: torch.device) -> tuple[torch.Tensor, ...]:
+        cache: dict[torch.device, tuple[torch.Tensor, ...]] = self.__dict__.setdefault("_device_cache", {})
+        if device not in cache:
+            cache[device] = tuple(
+                torch.as_tensor(a, dtype=torch.float32, device=device)
+                for a in (self.medians, self.means, self.stds)
+            )
+        return cache[device]
 
     def to_json(self) -> dict[str, Any]:
         return {"medians": self.medians.tolist(), "means": self.means.tolist(), "stds": self.stds.tolist()}

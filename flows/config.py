@@ -67,6 +67,9 @@ class ValidationSettings(_Section):
 
 class ScoringSettings(_Section):
     max_batch_size: int = Field(4096, ge=1)
+    max_wait_ms: float = Field(
+        0.0, ge=0, le=10_000, description="0: score what each activation brings, without waiting."
+    )
 
 
 class RedisSettings(_Section):

@@ -32,6 +32,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 from flows.config import Settings, load_settings
 from models.artifacts import ActiveModels
 from models.base import RULES_ONLY, ModelSet
+from operators.batching import micro_batch
 from operators.blocklists import RedisBlocklists
 from operators.events import ValidationLimits
 from operators.profiles import profile_users
@@ -76,9 +77,17 @@ class Providers:
 
 
 def build_flow(
-    source: Source[Any], sinks: FlowSinks, settings: Settings, providers: Providers | None = None
+    source: Source[Any],
+    sinks: FlowSinks,
+    settings: Settings,
+    providers: Providers | None = None,
+    workers: int = 1,
 ) -> Dataflow:
-    """The dataflow over any source of Kafka messages and any sinks."""
+    """The dataflow over any source of Kafka messages and any sinks.
+
+    ``workers`` (processes x workers per process) sets the micro-batch shards
+    when ``scoring.max_wait_ms`` > 0.
+    """
     p = providers or Providers()
     limits = ValidationLimits(
         settings.validation.max_bytes, 32, timedelta(seconds=settings.validation.max_future_skew_s)
@@ -92,10 +101,11 @@ def build_flow(
     featured = op.key_rm(
         "unkey", profile_users("user_state", by_user, state_limits, settings.state.ttl_s, p.clock)
     )
-    scorer = Scorer(
-        p.models, p.blocklists, settings.rules, settings.ensemble, settings.scoring.max_batch_size, p.clock
+    s = settings.scoring
+    batches = micro_batch("micro_batch", featured, s.max_batch_size, s.max_wait_ms, workers, p.clock)
+    scored = score(
+        "score", batches, Scorer(p.models, p.blocklists, settings.rules, settings.ensemble, p.clock)
     )
-    scored = score("score", featured, scorer)
     op.output("scored_events", scored, sinks.scored)
     op.output("risk", scored, sinks.risk)
     op.output("alerts", op.filter("alerts_only", scored, lambda s: s.is_alert), sinks.alerts)
@@ -138,12 +148,12 @@ def kafka_sinks(settings: Settings) -> FlowSinks:
     )
 
 
-def kafka_flow(settings: Settings | None = None) -> Dataflow:
+def kafka_flow(settings: Settings | None = None, workers: int = 1) -> Dataflow:
     """The production flow: Kafka in, Postgres/Redis/Kafka out."""
     settings = settings or load_settings()
     blocklists = RedisBlocklists(settings.redis_url, settings.redis.blocklist_refresh_s)
     providers = Providers(models=model_provider(settings), blocklists=blocklists.current)
-    return build_flow(kafka_source(settings), kafka_sinks(settings), settings, providers)
+    return build_flow(kafka_source(settings), kafka_sinks(settings), settings, providers, workers)
 
 
 def model_provider(settings: Settings) -> Callable[[], ModelSet]:

@@ -72,7 +72,7 @@ def run_process(
         signal.signal(sig, on_signal)
     try:
         cli_main(
-            kafka_flow(settings),
+            kafka_flow(settings, workers=len(addresses or [""]) * workers_per_process),
             workers_per_process=workers_per_process,
             process_id=process_id,
             addresses=addresses,

@@ -1,8 +1,7 @@
 """Micro-batch scoring: rules per event, every model once per batch, then the ensemble.
 
 ``score_batch`` is a plain function over plain data; ``score`` wires it into the
-dataflow with ``flat_map_batch``, so a batch is whatever Bytewax hands over in
-one activation (up to the source's poll size), cut to ``max_batch_size``.
+dataflow after :func:`operators.batching.micro_batch`.
 """
 
 from __future__ import annotations
@@ -79,7 +78,7 @@ def score_batch(
 
 
 class Scorer:
-    """The callable ``flat_map_batch`` runs: current models and blocklists per batch."""
+    """Scores one micro-batch with the current models and blocklists."""
 
     def __init__(
         self,
@@ -87,28 +86,21 @@ class Scorer:
         blocklists: Callable[[], Blocklists],
         rules: RulesConfig,
         ensemble: EnsembleConfig,
-        max_batch_size: int,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.models = models
         self.blocklists = blocklists
         self.rules = rules
         self.ensemble = ensemble
-        self.max_batch_size = max_batch_size
         self.clock = clock
 
     def __call__(self, batch: list[Featured]) -> list[ScoredEvent]:
-        out: list[ScoredEvent] = []
-        for start in range(0, len(batch), self.max_batch_size):
-            chunk = batch[start : start + self.max_batch_size]
-            began = time.perf_counter()
-            models, lists = self.models(), self.blocklists()
-            scored = score_batch(chunk, models, self.rules, lists, self.ensemble, self.clock())
-            metrics.STAGE_SECONDS.labels("score").observe(time.perf_counter() - began)
-            metrics.BATCH_SIZE.labels("score").observe(len(chunk))
-            _count(scored)
-            out.extend(scored)
-        return out
+        began = time.perf_counter()
+        scored = score_batch(batch, self.models(), self.rules, self.blocklists(), self.ensemble, self.clock())
+        metrics.STAGE_SECONDS.labels("score").observe(time.perf_counter() - began)
+        metrics.BATCH_SIZE.labels("score").observe(len(batch))
+        _count(scored)
+        return scored
 
 
 def _count(scored: list[ScoredEvent]) -> None:
@@ -124,6 +116,6 @@ def _count(scored: list[ScoredEvent]) -> None:
                 metrics.COMPONENT_SCORE.labels(name).observe(value)
 
 
-def score(step_id: str, up: Stream[Featured], scorer: Scorer) -> Stream[ScoredEvent]:
-    """Score micro-batches of featured events."""
-    return op.flat_map_batch(step_id, up, scorer)
+def score(step_id: str, batches: Stream[list[Featured]], scorer: Scorer) -> Stream[ScoredEvent]:
+    """Score each micro-batch (see :mod:`operators.batching`)."""
+    return op.flat_map(step_id, batches, scorer)

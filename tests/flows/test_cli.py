@@ -1,0 +1,28 @@
+import json
+
+from typer.testing import CliRunner
+
+from flows.cli import app
+from flows.workload import generate
+
+
+def test_train_then_list_and_activate(tmp_path):
+    events = tmp_path / "events.jsonl"
+    w = generate(events=1500, users=150, malformed=4, seed=2)
+    events.write_text("".join(v.decode(errors="replace") + "\n" for _, v in w.messages))
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", "-s", str(events), "-o", str(tmp_path / "m"), "--epochs", "2", "--activate"])
+    assert result.exit_code == 0, result.output
+    assert "4 invalid" in result.output and "(active)" in result.output
+    version = (tmp_path / "m" / "active").read_text().strip()
+    meta = json.loads((tmp_path / "m" / version / "metadata.json").read_text())
+    assert meta["training"]["events"] == w.valid
+    listed = runner.invoke(app, ["models", "list", str(tmp_path / "m")])
+    assert f"* {version}" in listed.output
+    bad = runner.invoke(app, ["models", "activate", str(tmp_path / "m"), "nope"])
+    assert bad.exit_code == 2 and "no metadata.json" in " ".join(bad.output.split())
+
+
+def test_train_reports_unreadable_sources(tmp_path):
+    result = CliRunner().invoke(app, ["train", "-s", str(tmp_path / "x.xlsx"), "-o", str(tmp_path / "m")])
+    assert result.exit_code == 2 and "unknown format" in result.output

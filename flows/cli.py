@@ -226,5 +226,15 @@ def check_config(config: ConfigOpt = None) -> None:
     console.print_json(settings.model_dump_json())
 
 
+def _register_data_commands() -> None:
+    from flows import cli_data
+
+    for fn in (cli_data.replay, cli_data.produce, cli_data.alerts, cli_data.evaluate):
+        app.command()(fn)
+
+
+_register_data_commands()
+
+
 if __name__ == "__main__":
     sys.exit(app())

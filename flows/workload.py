@@ -23,8 +23,13 @@ import json
 import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
+from typing import TYPE_CHECKING
 
-__all__ = ["CITIES", "SCENARIO_RULES", "Workload", "generate"]
+if TYPE_CHECKING:
+    from operators.tlc import Trip
+
+__all__ = ["CITIES", "SCENARIO_RULES", "Workload", "generate", "generate_trips"]
+
 
 CITIES: tuple[tuple[str, str, float, float, float], ...] = (
     ("New York", "US", 40.7128, -74.0060, -5),
@@ -225,3 +230,46 @@ def generate(
         pos = rng.randrange(len(messages) + 1)
         messages.insert(pos, (b"malformed", _MALFORMED[k % len(_MALFORMED)]))
     return Workload(messages, labels, malformed)
+
+
+def generate_trips(
+    count: int, seed: int = 0, start: datetime = datetime(2025, 6, 2, tzinfo=UTC)
+) -> list[Trip]:
+    """TLC-shaped yellow-taxi trips inside New York, for demos and tests without TLC files.
+
+    Fares follow the standard meter (2.50 + 2.50/mile + 0.50/minute, 20% tips on
+    cards); pickups are spread over one week, dropoffs within Manhattan-ish bounds.
+    """
+    from operators.tlc import NEW_YORK, Trip
+
+    rng = random.Random(seed)
+    trips = []
+    for row in range(1, count + 1):
+        pickup = (start + timedelta(seconds=rng.uniform(0, 7 * 86_400))).astimezone(NEW_YORK)
+        miles = round(max(0.1, rng.lognormvariate(0.6, 0.7)), 2)
+        minutes = max(1.0, miles * rng.uniform(2.5, 6.0))
+        fare = round(2.5 + 2.5 * miles + 0.5 * minutes, 2)
+        card = rng.random() < 0.7
+        tip = round(fare * 0.2, 2) if card else 0.0
+        trips.append(
+            Trip(
+                source=f"synthetic-{seed}",
+                row=row,
+                taxi="yellow",
+                vendor_id=rng.choice((1, 2)),
+                pickup=pickup,
+                dropoff=pickup + timedelta(minutes=minutes),
+                passenger_count=rng.choice((1, 1, 1, 2, 3)),
+                trip_distance=miles,
+                fare_amount=fare,
+                tip_amount=tip,
+                total_amount=round(fare + tip + 0.8, 2),
+                payment_type=1 if card else 2,
+                pickup_zone=None,
+                dropoff_zone=None,
+                latitude=round(rng.uniform(40.70, 40.80), 6),
+                longitude=round(rng.uniform(-74.02, -73.93), 6),
+                place="New York",
+            )
+        )
+    return trips

@@ -11,7 +11,9 @@ def test_train_then_list_and_activate(tmp_path):
     w = generate(events=1500, users=150, malformed=4, seed=2)
     events.write_text("".join(v.decode(errors="replace") + "\n" for _, v in w.messages))
     runner = CliRunner()
-    result = runner.invoke(app, ["train", "-s", str(events), "-o", str(tmp_path / "m"), "--epochs", "2", "--activate"])
+    result = runner.invoke(
+        app, ["train", "-s", str(events), "-o", str(tmp_path / "m"), "--epochs", "2", "--activate"]
+    )
     assert result.exit_code == 0, result.output
     assert "4 invalid" in result.output and "(active)" in result.output
     version = (tmp_path / "m" / "active").read_text().strip()

@@ -161,6 +161,8 @@ def test_per_user_state_follows_each_user():
 def test_waiting_micro_batches_score_everything_once(workload, outputs, workers):
     settings = Settings.model_validate({"scoring": {"max_batch_size": 64, "max_wait_ms": 5}})
     waited = run(workload.messages, workers=workers, settings=settings)
-    assert sorted(s.event.event_id for s in waited["scored"]) == sorted(s.event.event_id for s in outputs["scored"])
+    assert sorted(s.event.event_id for s in waited["scored"]) == sorted(
+        s.event.event_id for s in outputs["scored"]
+    )
     by_id = {s.event.event_id: s.verdict.fraud_score for s in outputs["scored"]}
     assert all(by_id[s.event.event_id] == s.verdict.fraud_score for s in waited["scored"])

@@ -1,0 +1,280 @@
+"""Data commands of the CLI: replay, produce, alerts, evaluate (registered in flows.cli)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from flows.config import ConfigError, Settings, load_settings
+
+console = Console()
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file")]
+
+
+def _settings(config: Path | None) -> Settings:
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def _rates(inject_rate: float, rate: list[str]) -> dict[str, float]:
+    from flows.injection import SCENARIOS
+
+    rates = dict.fromkeys(SCENARIOS, inject_rate)
+    for spec in rate:
+        name, _, value = spec.partition("=")
+        if name not in rates:
+            raise typer.BadParameter(
+                f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}", param_hint="--rate"
+            )
+        rates[name] = float(value)
+    return rates
+
+
+def replay(
+    files: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="TLC trip files (.csv, .csv.gz, .parquet) or, with --map, a labelled CSV/Parquet"
+        ),
+    ] = None,
+    config: ConfigOpt = None,
+    zones: Annotated[Path | None, typer.Option(help="TLC taxi_zone_lookup.csv (zone names)")] = None,
+    centroids: Annotated[
+        Path | None, typer.Option(help="zone centroids CSV: LocationID, latitude, longitude")
+    ] = None,
+    synthetic: Annotated[int, typer.Option(help="replay N generated TLC-shaped trips instead of files")] = 0,
+    column_map: Annotated[
+        str | None,
+        typer.Option(
+            "--map",
+            help="generic labelled file: user=COL,time=COL,"
+            "amount=COL[,label=,id=,lat=,lon=,merchant=,category=,device=]",
+        ),
+    ] = None,
+    timezone: Annotated[str, typer.Option(help="time zone of naive times in --map files")] = "UTC",
+    seed: Annotated[int, typer.Option(help="riders, devices and injected frauds derive from it")] = 0,
+    riders: Annotated[int, typer.Option(help="size of the rider pool")] = 100_000,
+    inject_rate: Annotated[float, typer.Option(help="rate of every fraud scenario (share of trips)")] = 0.002,
+    rate: Annotated[list[str], typer.Option(help="per scenario, e.g. --rate card_testing=0.01")] = [],  # noqa: B006
+    speed: Annotated[
+        float, typer.Option(help="0: as fast as possible; 1: real time; N: N x real time")
+    ] = 0.0,
+    limit: Annotated[int | None, typer.Option(help="stop after N events")] = None,
+    labels_out: Annotated[Path, typer.Option(help="labels file (JSON lines)")] = Path("replay-labels.jsonl"),
+) -> None:
+    """Replay NYC taxi trips (or a labelled CSV/Parquet) to the transactions topic in event-time order."""
+    from flows.injection import InjectionConfig, inject
+    from flows.replay import LEGIT, ColumnMap, Replayer, generic_events, time_sorted, tlc_events, to_items
+    from flows.workload import generate_trips
+    from infra.topics import ensure_topics
+    from operators.riders import RiderModel, trip_to_event
+    from operators.tlc import TripReadReport, ZoneTable
+
+    settings = _settings(config)
+    k = settings.kafka
+    report = TripReadReport()
+    files = files or []
+    if not files and not synthetic:
+        raise typer.BadParameter("give trip files or --synthetic N")
+    pairs: Iterator[tuple[dict[str, Any], str | None]]
+    if column_map:
+        cols = ColumnMap.parse(column_map, timezone)
+        pairs = (
+            (ev, (None if lab is None else (LEGIT if not lab else "labelled")))
+            for ev, lab in generic_events(files, cols)
+        )
+    else:
+        table = ZoneTable.load(zones, centroids) if (zones or centroids) else None
+        model = RiderModel(seed, riders)
+        base = (
+            (trip_to_event(t, model) for t in generate_trips(synthetic, seed))
+            if synthetic
+            else tlc_events(files, table, model, report)
+        )
+        pairs = inject(base, InjectionConfig(seed, _rates(inject_rate, rate)))
+    ensure_topics(k.bootstrap_servers, {k.transactions_topic: k.partitions}, k.client_config)
+    with console.status("reading and ordering by event time..."):
+        total, ordered = time_sorted(to_items(pairs))
+    if report.rows:
+        console.print(
+            f"read {report.rows:,} trips: {report.trips:,} kept; dropped {report.dropped or 'none'}; "
+            f"kept but odd {report.kept_odd or 'none'}"
+        )
+    replayer = Replayer(k.bootstrap_servers, k.transactions_topic, speed, k.client_config)
+    target = min(total, limit) if limit is not None else total
+    with (
+        open(labels_out, "w") as labels,
+        Progress(
+            TextColumn("replaying"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeRemainingColumn(),
+            console=console,
+        ) as progress,
+    ):
+        task = progress.add_task("replay", total=target, rate="")
+        began = time.monotonic()
+
+        def advance(n: int) -> None:
+            progress.advance(task, n)
+            done = progress.tasks[0].completed
+            progress.update(task, rate=f"{done / max(time.monotonic() - began, 1e-9):,.0f} ev/s")
+
+        summary = replayer.run(ordered, labels, limit, advance)
+    span = ""
+    if summary.first_event is not None and summary.last_event is not None:
+        fmt = "%Y-%m-%d %H:%M"
+        span = (
+            f", event time {time.strftime(fmt, time.gmtime(summary.first_event))} → "
+            f"{time.strftime(fmt, time.gmtime(summary.last_event))} UTC"
+        )
+    verb = "[yellow]interrupted[/] after" if summary.interrupted else "replayed"
+    console.print(
+        f"{verb} {summary.produced:,} of {target:,} events in {summary.seconds:.1f} s "
+        f"({summary.produced / max(summary.seconds, 1e-9):,.0f} ev/s){span}"
+    )
+    console.print(f"labels: {summary.labelled:,} frauds {summary.scenarios or ''} -> {labels_out}")
+    if summary.interrupted:
+        raise typer.Exit(130)
+
+
+def produce(
+    source: Annotated[
+        Path | None, typer.Argument(help="JSON-lines file of events; stdin when omitted")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Produce JSON-lines events (one per line) to the transactions topic, keyed by user_id."""
+    from flows.produce import produce_all
+
+    settings = _settings(config)
+    stream = open(source, "rb") if source else sys.stdin.buffer  # noqa: SIM115
+
+    def messages() -> Iterator[tuple[bytes | None, bytes]]:
+        for raw in stream:
+            line = raw.strip()
+            if not line:
+                continue
+            try:
+                key: bytes | None = str(json.loads(line)["user_id"]).encode()
+            except (ValueError, KeyError, TypeError):
+                key = None  # the job sends it to the dead-letter topic with the reason
+            yield key, line
+
+    sent = produce_all(
+        settings.kafka.bootstrap_servers,
+        settings.kafka.transactions_topic,
+        messages(),
+        settings.kafka.client_config,
+    )
+    console.print(f"produced {sent:,} events to {settings.kafka.transactions_topic}")
+
+
+def alerts(
+    config: ConfigOpt = None,
+    from_beginning: Annotated[bool, typer.Option(help="read the topic from its start")] = False,
+    limit: Annotated[int | None, typer.Option(help="stop after N alerts")] = None,
+    timeout: Annotated[float | None, typer.Option(help="stop after N seconds without alerts")] = None,
+) -> None:
+    """Tail the alerts topic as a readable table."""
+    from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
+
+    settings = _settings(config)
+    k = settings.kafka
+    consumer = Consumer(
+        {
+            "bootstrap.servers": k.bootstrap_servers,
+            "group.id": "fraudstream-alerts-cli",
+            "enable.auto.commit": False,
+            **k.client_config,
+        }
+    )
+    partitions = consumer.list_topics(k.alerts_topic, timeout=10).topics[k.alerts_topic].partitions
+    start = OFFSET_BEGINNING if from_beginning else OFFSET_END
+    consumer.assign([TopicPartition(k.alerts_topic, p, start) for p in partitions])
+    seen, idle_since = 0, time.monotonic()
+    header = f"{'scored at':19}  {'level':6} {'score':>5}  {'user':18} {'amount':>12}  rules / reasons"
+    console.print(header, style="bold")
+    try:
+        while limit is None or seen < limit:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                if timeout is not None and time.monotonic() - idle_since > timeout:
+                    break
+                continue
+            idle_since = time.monotonic()
+            a = json.loads(msg.value() or b"{}")
+            color = "red" if a["risk_level"] == "HIGH" else "yellow"
+            ev = a["event"]
+            console.print(
+                f"{a['scored_at'][:19]}  [{color}]{a['risk_level']:6}[/] {a['fraud_score']:5.1f}  "
+                f"{a['user_id'][:18]:18} {ev['amount']:>9.2f} {ev.get('currency', 'USD')}  "
+                f"{', '.join(a['triggered_rules'])}: {'; '.join(a['reasons'])}",
+                highlight=False,
+            )
+            seen += 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        consumer.close()
+
+
+def evaluate(
+    labels: Annotated[
+        list[Path],
+        typer.Option(
+            "--labels", "-l", help="labels file(s): JSON lines or CSV with event_id, is_fraud[, scenario]"
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="report folder")] = Path("evaluation"),
+    config: ConfigOpt = None,
+    k: Annotated[int, typer.Option(help="cards per day for card precision@k")] = 100,
+) -> None:
+    """Join scored_events with labels; write report.md, report.json and plots."""
+    from flows.evaluate import evaluate as run_evaluation
+    from flows.evaluate import fetch_scored, load_labels, write_report
+
+    settings = _settings(config)
+    import psycopg
+
+    with console.status("reading scored events and labels..."):
+        label_map = load_labels(labels)
+        try:
+            scored = fetch_scored(settings.database_url)
+        except psycopg.Error as exc:
+            console.print(f"[red]error:[/] cannot read scored_events: {str(exc).splitlines()[0]}")
+            raise typer.Exit(2) from exc
+    if not scored:
+        console.print("[red]error:[/] scored_events is empty")
+        raise typer.Exit(2)
+    report = run_evaluation(
+        scored, label_map, settings.ensemble.medium_threshold, settings.ensemble.high_threshold, k
+    )
+    files = write_report(report, scored, label_map, out)
+    table = Table(title="evaluation", show_header=False)
+    table.add_row("events / frauds", f"{report['events']:,} / {report['frauds']:,}")
+    table.add_row(
+        "ROC-AUC / average precision",
+        f"{report['roc_auc'] or 0:.4f} / {report['average_precision'] or 0:.4f}",
+    )
+    for name, t in report["thresholds"].items():
+        table.add_row(
+            name,
+            f"precision {t['precision'] or 0:.3f}  recall {t['recall'] or 0:.3f}  FPR {t['fpr'] or 0:.5f}",
+        )
+    table.add_row(f"card precision@{k}", f"{report['card_precision_at_k']['mean'] or 0:.4f}")
+    console.print(table)
+    console.print("wrote " + ", ".join(str(f) for f in files))

@@ -191,7 +191,8 @@ def write_report(
         "",
         f"ROC-AUC **{_fmt(report['roc_auc'])}**, average precision **{_fmt(report['average_precision'])}**, "
         f"card precision@{report['card_precision_at_k']['k']} per day "
-        f"**{_fmt(report['card_precision_at_k']['mean'])}**.",
+        f"**{_fmt(report['card_precision_at_k']['mean'])}** "
+        f"(best possible {_fmt(report['card_precision_at_k']['best_possible'])}).",
         "",
         "| threshold | tp | fp | fn | tn | precision | recall | FPR |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",

@@ -3,7 +3,8 @@
 Card precision@k follows the fraud-detection handbook of Le Borgne et al.: for
 each day, rank cards (users) by their highest fraud score that day, take the
 top ``k``, and count the share of them with at least one fraudulent
-transaction that day; report the mean over days.
+transaction that day; report the mean over days, and the best mean possible
+(days with fewer than ``k`` compromised cards cap it).
 
 >>> confusion([1, 0, 1, 0], [1, 1, 0, 0])
 {'tp': 1, 'fp': 1, 'fn': 1, 'tn': 1}
@@ -70,11 +71,17 @@ def card_precision_at_k(
             best[day][card] = score
         if label:
             fraud[day].add(card)
-    per_day = {}
+    per_day, ceiling = {}, []
     for day, card_scores in sorted(best.items()):
         top = sorted(card_scores.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
         per_day[day] = sum(1 for card, _ in top if card in fraud[day]) / k
-    return {"k": k, "mean": float(np.mean(list(per_day.values()))) if per_day else None, "per_day": per_day}
+        ceiling.append(min(len(fraud[day]), k) / k)
+    return {
+        "k": k,
+        "mean": float(np.mean(list(per_day.values()))) if per_day else None,
+        "best_possible": float(np.mean(ceiling)) if ceiling else None,
+        "per_day": per_day,
+    }
 
 
 def recall_by_group(

@@ -50,6 +50,7 @@ def test_card_precision_recall_by_scenario_and_rules(report):
     assert report["card_precision_at_k"] == {
         "k": 1,
         "mean": 1.0,
+        "best_possible": 1.0,
         "per_day": {"2025-01-01": 1.0, "2025-01-02": 1.0},
     }
     assert report["recall_by_scenario"] == {
@@ -65,7 +66,7 @@ def test_card_precision_recall_by_scenario_and_rules(report):
 
 def test_card_precision_with_k_larger_than_the_day():
     out = card_precision_at_k(["d", "d"], ["u1", "u2"], [1, 0], [0.9, 0.1], k=4)
-    assert out["per_day"] == {"d": 0.25}
+    assert out["per_day"] == {"d": 0.25} and out["best_possible"] == 0.25
 
 
 def test_report_files_are_written(report, tmp_path):

@@ -78,9 +78,19 @@ class RedisSettings(_Section):
 
 
 class SinkSettings(_Section):
-    max_retries: int = Field(5, ge=0)
-    retry_backoff_s: float = Field(0.5, gt=0)
-    delivery_timeout_s: float = Field(30.0, gt=0)
+    retry_backoff_s: float = Field(0.5, gt=0, description="First retry delay; doubles per failure.")
+    max_backoff_s: float = Field(5.0, gt=0)
+    give_up_after_s: float = Field(
+        600.0, gt=0, description="An outage longer than this fails the job loudly (it waits until then)."
+    )
+    delivery_timeout_s: float = Field(30.0, gt=0, description="Kafka delivery timeout per attempt.")
+
+
+class RecoverySettings(_Section):
+    dir: str | None = Field(None, description="Bytewax recovery directory (a persistent volume in k8s).")
+    partitions: int = Field(4, ge=1, description="Recovery partitions created in an empty directory.")
+    snapshot_interval_s: float = Field(5.0, gt=0, description="Epoch length: how often state is snapshot.")
+    backup_interval_s: float = Field(0.0, ge=0, description="Keep superseded snapshots this long (backups).")
 
 
 class ModelSettings(_Section):
@@ -104,6 +114,7 @@ class Settings(_Section):
     rules: RulesConfig = RulesConfig()
     ensemble: EnsembleConfig = EnsembleConfig()
     models: ModelSettings = ModelSettings()
+    recovery: RecoverySettings = RecoverySettings()
 
 
 ENV_VARS: dict[str, tuple[str, ...]] = {
@@ -112,6 +123,7 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "REDIS_URL": ("redis_url",),
     "METRICS_PORT": ("metrics", "port"),
     "FRAUDSTREAM_MODEL_DIR": ("models", "path"),
+    "FRAUDSTREAM_RECOVERY_DIR": ("recovery", "dir"),
 }
 """Contract environment variables and the setting each one overrides."""
 

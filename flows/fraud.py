@@ -23,7 +23,6 @@ from typing import Any
 
 import bytewax.operators as op
 import msgspec
-from bytewax.connectors.kafka import KafkaSource
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
@@ -41,6 +40,7 @@ from operators.rules import Blocklists
 from operators.scoring import ScoredEvent, Scorer, score
 from operators.sinks import DeliveredKafkaSink, PostgresSink, RiskSink
 from operators.sinks.retry import RetryPolicy
+from operators.sources import KafkaEventSource
 from operators.state import StateLimits
 from operators.validation import DeadLetter, validate
 
@@ -119,9 +119,9 @@ def _encode_dead_letter(d: DeadLetter) -> tuple[bytes | None, bytes, int | None]
     return (d.key.encode() if d.key is not None else None), _JSON.encode(d), None
 
 
-def kafka_source(settings: Settings) -> KafkaSource:
+def kafka_source(settings: Settings) -> KafkaEventSource:
     k = settings.kafka
-    return KafkaSource(
+    return KafkaEventSource(
         [k.bootstrap_servers],
         [k.transactions_topic],
         starting_offset=OFFSET_BEGINNING if k.start_offset == "earliest" else OFFSET_END,
@@ -133,7 +133,7 @@ def kafka_source(settings: Settings) -> KafkaSource:
 
 def kafka_sinks(settings: Settings) -> FlowSinks:
     k, s = settings.kafka, settings.sinks
-    policy = RetryPolicy(s.max_retries, s.retry_backoff_s)
+    policy = RetryPolicy(None, s.retry_backoff_s, s.max_backoff_s, s.give_up_after_s)
 
     def to_kafka(name: str, topic: str, encode: Callable[[Any], Any]) -> DeliveredKafkaSink[Any]:
         return DeliveredKafkaSink(

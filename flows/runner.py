@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 from prometheus_client import start_http_server
@@ -44,6 +45,36 @@ def bootstrap(settings: Settings) -> None:
     applied = apply_migrations(settings.database_url)
     if applied:
         log.info("applied migrations %s", ", ".join(applied))
+    prepare_recovery(settings)
+
+
+def prepare_recovery(settings: Settings) -> Path | None:
+    """Create the recovery partitions in an empty recovery directory (once, before any process)."""
+    from bytewax.recovery import init_db_dir
+
+    if settings.recovery.dir is None:
+        log.warning(
+            "no recovery directory (recovery.dir / FRAUDSTREAM_RECOVERY_DIR): a restart re-reads "
+            "the topic from kafka.start_offset and per-user state starts empty"
+        )
+        return None
+    folder = Path(settings.recovery.dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    if not any(folder.glob("part-*.sqlite3")):
+        init_db_dir(folder, settings.recovery.partitions)
+        log.info("created %d recovery partitions in %s", settings.recovery.partitions, folder)
+    else:
+        log.info("resuming from the recovery partitions in %s", folder)
+    return folder
+
+
+def _recovery_config(settings: Settings) -> object | None:
+    from bytewax.recovery import RecoveryConfig
+
+    r = settings.recovery
+    if r.dir is None:
+        return None
+    return RecoveryConfig(Path(r.dir), backup_interval=timedelta(seconds=r.backup_interval_s))
 
 
 def run_process(
@@ -76,6 +107,8 @@ def run_process(
             workers_per_process=workers_per_process,
             process_id=process_id,
             addresses=addresses,
+            epoch_interval=timedelta(seconds=settings.recovery.snapshot_interval_s),
+            recovery_config=_recovery_config(settings),
         )
     except (KeyboardInterrupt, BytewaxRuntimeError):
         if not stopping.is_set():

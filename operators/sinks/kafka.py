@@ -77,32 +77,37 @@ class _Partition(StatelessSinkPartition[T], Generic[T]):
 
     def write_batch(self, items: list[T]) -> None:
         pending = [self.encode(item) for item in items]
-        for attempt in range(self.policy.max_retries + 1):
+        failures, first = 0, 0.0
+        while True:
             failed, err = self._send(pending)
             metrics.SINK_RECORDS.labels(self.name).inc(len(pending) - len(failed))
             if not failed:
+                if failures:
+                    log.info("%s: delivered after %d failed attempts", self.name, failures)
                 metrics.SINK_UNAVAILABLE.labels(self.name).set(0)
                 return
-            if attempt == self.policy.max_retries:
-                break
+            failures += 1
+            first = first or self.policy.clock()
+            wait = self.policy.retry_after(failures, first)
+            if wait is None:
+                metrics.SINK_UNAVAILABLE.labels(self.name).set(0)
+                raise DeliveryError(
+                    f"{self.name}: {len(failed)} messages to topic {self.topic!r} not "
+                    f"delivered after {failures} attempts: {err}"
+                )
             metrics.SINK_RETRIES.labels(self.name).inc()
             metrics.SINK_UNAVAILABLE.labels(self.name).set(1)
             log.warning(
-                "%s: %d of %d messages to %r not delivered (%s); retry %d/%d",
+                "%s: %d of %d messages to %r not delivered (%s); retrying in %.1fs",
                 self.name,
                 len(failed),
                 len(pending),
                 self.topic,
                 err,
-                attempt + 1,
-                self.policy.max_retries,
+                wait,
             )
-            self.policy.sleep(self.policy.delay(attempt))
+            self.policy.sleep(wait)
             pending = failed
-        raise DeliveryError(
-            f"{self.name}: {len(failed)} messages to topic {self.topic!r} not "
-            f"delivered after {self.policy.max_retries + 1} attempts: {err}"
-        )
 
     def close(self) -> None:
         self.producer.flush(self.timeout_s)

@@ -53,6 +53,11 @@ class Job:
                 self.proc.kill()
                 self.proc.wait()
 
+    def kill9(self) -> None:
+        """SIGKILL every process of the job at once (supervisor and workers)."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
     def assert_alive(self) -> None:
         if self.proc.poll() is not None:
             raise AssertionError(f"job exited with {self.proc.returncode}:\n{self.log.read_text()[-4000:]}")
@@ -80,6 +85,7 @@ def start_job(settings: Settings, processes: int, log_dir: Path, **extra_env: st
             env=job_env(settings, port, **extra_env),
             stdout=out,
             stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     job = Job(proc, settings, processes, port, log)
     deadline = time.monotonic() + 60

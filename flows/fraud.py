@@ -143,7 +143,7 @@ def kafka_sinks(settings: Settings) -> FlowSinks:
     return FlowSinks(
         scored=PostgresSink(settings.database_url, policy),
         alerts=to_kafka("alerts", k.alerts_topic, encode_alert),
-        risk=RiskSink(settings.redis_url, settings.redis.risk_ttl_s, policy),
+        risk=RiskSink(settings.redis_url, settings.redis.risk_ttl_s, s.max_backoff_s),
         dead_letters=to_kafka("dead_letters", k.dlq_topic, _encode_dead_letter),
     )
 

@@ -141,6 +141,35 @@ class EmbeddedStack:
             return None
         return StackInfo(**json.loads(self.info_file.read_text()))
 
+    def stop_service(self, name: str) -> None:
+        """Stop one service (outage drills); :meth:`start_service` brings it back on its port."""
+        info = self._require()
+        self._kill({name: info.pids[name]})
+
+    def start_service(self, name: str) -> None:
+        info = self._require()
+        port = info.ports[name]
+        if name == "kafka":
+            info.pids[name] = self._start_kafka(port)  # memory-only: topics come back empty
+        elif name == "postgres":
+            info.pids[name] = self._start_postgres(port, info.database)
+        else:
+            info.pids[name] = self._start_redis(port)
+        self.info_file.write_text(json.dumps(asdict(info), indent=2))
+
+    def pause_service(self, name: str) -> None:
+        """Freeze one service (SIGSTOP): unreachable, data kept. :meth:`resume_service` thaws it."""
+        os.killpg(self._require().pids[name], signal.SIGSTOP)
+
+    def resume_service(self, name: str) -> None:
+        os.killpg(self._require().pids[name], signal.SIGCONT)
+
+    def _require(self) -> StackInfo:
+        info = self.info()
+        if info is None:
+            raise RuntimeError(f"no stack running under {self.root}")
+        return info
+
     def stop(self) -> None:
         info = self.info()
         if info is not None:
@@ -232,7 +261,8 @@ class EmbeddedStack:
                 capture_output=True,
                 user=user,
             )
-        (data / "postmaster.pid").unlink(missing_ok=True)
+        for stale in (data / "postmaster.pid", *data.glob(".s.PGSQL.*.lock")):
+            stale.unlink(missing_ok=True)  # left by a killed server; none is running here
         proc = self._spawn(
             "postgres",
             [
@@ -271,9 +301,11 @@ class EmbeddedStack:
         return proc.pid
 
     def _kill(self, pids: dict[str, int]) -> None:
-        for pid in pids.values():
+        for name, pid in pids.items():
+            # PostgreSQL: SIGINT is its fast shutdown (SIGTERM waits for clients to leave).
+            sig = signal.SIGINT if name == "postgres" else signal.SIGTERM
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGTERM)
+                os.killpg(pid, sig)
         deadline = time.monotonic() + 10
         for pid in pids.values():
             while _pid_alive(pid) and time.monotonic() < deadline:

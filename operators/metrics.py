@@ -19,6 +19,7 @@ __all__ = [
     "MODEL_LOAD_FAILURES",
     "MODEL_SECONDS",
     "RULE_HITS",
+    "SINK_DROPPED",
     "SINK_RECORDS",
     "SINK_RETRIES",
     "SINK_UNAVAILABLE",
@@ -54,6 +55,9 @@ BATCH_SIZE = Histogram(
 )
 USER_STATES = Gauge("fraudstream_user_states", "Users with live state in this process.")
 SINK_RECORDS = Counter("fraudstream_sink_records", "Records delivered, by sink.", ["sink"])
+SINK_DROPPED = Counter(
+    "fraudstream_sink_dropped", "Records a sink dropped by design (bounded buffers).", ["sink"]
+)
 SINK_RETRIES = Counter("fraudstream_sink_retries", "Retried sink writes, by sink.", ["sink"])
 SINK_UNAVAILABLE = Gauge(
     "fraudstream_sink_unavailable", "1 while a sink is failing and being retried.", ["sink"]

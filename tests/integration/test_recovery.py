@@ -19,6 +19,7 @@ from tests.integration.jobs import consume, start_job, wait_rows
 
 pytestmark = pytest.mark.integration
 
+
 @pytest.fixture(scope="module")
 def workload():
     w = generate(events=107_500, users=8_000, fraud_share=0.05, malformed=0, seed=17)

@@ -4,8 +4,7 @@ import redis
 from infra.stack import free_port
 from operators import metrics
 from operators.blocklists import BLOCKLIST_KEYS, RedisBlocklists
-from operators.sinks import RiskSink, SinkError
-from operators.sinks.retry import RetryPolicy
+from operators.sinks import RiskSink
 from tests.operators.sinks.helpers import scored_events
 
 pytestmark = pytest.mark.integration
@@ -24,14 +23,26 @@ def test_latest_risk_per_user_with_ttl(stack):
     part.close()
 
 
-def test_unreachable_redis_raises_after_retries():
+def test_unreachable_redis_keeps_the_latest_risk_bounded_and_writes_it_later(stack):
+    import redis as redis_lib
+
+    now = {"t": 0.0}
     part = RiskSink(
-        f"redis://127.0.0.1:{free_port()}/0",
-        60,
-        RetryPolicy(max_retries=1, backoff_s=0.01, sleep=lambda _: None),
+        f"redis://127.0.0.1:{free_port()}/0", 60, retry_s=5.0, max_pending=2, clock=lambda: now["t"]
     ).build("r", 0, 1)
-    with pytest.raises(SinkError, match="redis: giving up after 2 attempts"):
-        part.write_batch(scored_events(2))
+    dropped = metrics.SINK_DROPPED.labels("redis")._value.get()
+    part.write_batch(scored_events(9))  # 3 users, Redis unreachable: no exception
+    assert list(part.pending) == ["user-1", "user-2"]  # bounded: the least recent user dropped
+    assert metrics.SINK_DROPPED.labels("redis")._value.get() == dropped + 1
+    assert metrics.SINK_UNAVAILABLE.labels("redis")._value.get() == 1
+    part.client = redis_lib.Redis.from_url(stack.env()["REDIS_URL"])  # Redis is back
+    part.write_batch([])
+    assert part.pending  # not retried before retry_s
+    now["t"] = 5.0
+    part.write_batch([])
+    assert not part.pending and metrics.SINK_UNAVAILABLE.labels("redis")._value.get() == 0
+    assert part.client.hget("fraud:risk:user-2", "event_id") == b"e8"
+    part.close()
 
 
 def test_blocklists_refresh_on_interval_and_survive_an_outage(stack):

@@ -222,8 +222,11 @@ def stack_status() -> None:
 @app.command("check-config")
 def check_config(config: ConfigOpt = None) -> None:
     """Validate the configuration and print it."""
-    settings = _settings(config)
-    console.print_json(settings.model_dump_json())
+    import json
+
+    from flows.config import redacted
+
+    console.print_json(json.dumps(redacted(_settings(config))))
 
 
 def _register_data_commands() -> None:

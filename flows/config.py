@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from operators.ensemble import EnsembleConfig
 from operators.rules import RulesConfig
 
-__all__ = ["ENV_VARS", "ConfigError", "Settings", "load_settings"]
+__all__ = ["ENV_VARS", "ConfigError", "Settings", "load_settings", "redact_url", "redacted"]
 
 
 class _Section(BaseModel):
@@ -128,6 +128,35 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
 """Contract environment variables and the setting each one overrides."""
 
 _NESTED_PREFIX = "FRAUDSTREAM__"
+
+
+_SECRET_KEYS = ("password", "secret", "token", "key")
+
+
+def redact_url(url: str) -> str:
+    """Hide the password of a URL.
+
+    >>> redact_url("postgresql://app:s3cret@db:5432/fraud")
+    'postgresql://app:***@db:5432/fraud'
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    userinfo, _, host = rest.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in userinfo else url
+
+
+def redacted(settings: Settings) -> dict[str, Any]:
+    """The settings as plain data with passwords and secret client settings hidden (for printing)."""
+    data = settings.model_dump(mode="json")
+    data["database_url"] = redact_url(data["database_url"])
+    data["redis_url"] = redact_url(data["redis_url"])
+    data["kafka"]["client_config"] = {
+        k: "***" if any(s in k.lower() for s in _SECRET_KEYS) else v
+        for k, v in data["kafka"]["client_config"].items()
+    }
+    return data
 
 
 class ConfigError(ValueError):

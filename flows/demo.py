@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 from confluent_kafka import Consumer, TopicPartition
 
-from flows.config import Settings, load_settings
+from flows.config import Settings, load_settings, redact_url
 from flows.produce import produce_all
 from flows.runner import bootstrap
 from flows.workload import generate
@@ -204,8 +204,8 @@ def run_demo(
     try:
         bootstrap(settings)
         con.print(
-            f"  Kafka {env['KAFKA_BOOTSTRAP_SERVERS']}  Postgres {env['DATABASE_URL']}  "
-            f"Redis {env['REDIS_URL']}"
+            f"  Kafka {env['KAFKA_BOOTSTRAP_SERVERS']}  Postgres {redact_url(env['DATABASE_URL'])}  "
+            f"Redis {redact_url(env['REDIS_URL'])}"
         )
         log_path = root / "job.log"
         job = _start_job(env, processes, metrics_port, log_path)

@@ -9,6 +9,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_shipped_yaml_is_valid_and_equals_the_defaults():
     assert load_settings(ROOT / "fraudstream.yaml", env={}) == Settings()
+    text = (ROOT / "fraudstream.yaml").read_text()
+    for section in Settings.model_fields:
+        if section not in {"database_url", "redis_url"}:
+            assert f"\n{section}:" in text, f"fraudstream.yaml does not show the {section} section"
 
 
 def test_contract_environment_variables_override_the_file(tmp_path):
@@ -90,3 +94,19 @@ def test_cli_refuses_to_start_with_a_bad_config(tmp_path):
     result = CliRunner().invoke(app, ["check-config", "--config", str(cfg)])
     assert result.exit_code == 2
     assert "rules.high_amount.multiplier" in result.output
+
+
+def test_secrets_never_printed_by_check_config():
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    env = {
+        "DATABASE_URL": "postgresql://app:pg-s3cret@db:5432/fraud",
+        "REDIS_URL": "redis://:rd-s3cret@r:6379/0",
+        "FRAUDSTREAM__KAFKA__CLIENT_CONFIG": '{"sasl.password": "kf-s3cret", "security.protocol": "SASL_SSL"}',
+    }
+    result = CliRunner(env=env).invoke(app, ["check-config"])
+    assert result.exit_code == 0, result.output
+    assert "s3cret" not in result.output
+    assert "SASL_SSL" in result.output and "postgresql://app:***@db:5432/fraud" in result.output

@@ -1,0 +1,102 @@
+"""Bytes of per-user state, and the plateau the TTL gives.
+
+    python -m bench.state_memory [--users 100000,1000000] [--events-per-user 3]
+
+Builds each user's state with the job's own ``update_profile`` (events with a
+location and a device) and measures the Python heap (tracemalloc) per user.
+Memory is bounded by design: ``state.max_events`` recent events and
+``state.max_devices`` devices per user, and a user idle for ``state.ttl_s`` is
+dropped, so a process holds at most (users active within the TTL) x (bytes per
+user). The plateau part streams users through a TTL of ``--ttl-users`` arrivals
+and shows the live count and memory flattening.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import tracemalloc
+from datetime import UTC, datetime, timedelta
+
+from operators.events import Location, TransactionEvent
+from operators.profiles import update_profile
+from operators.state import StateLimits, UserState
+from operators.validation import Accepted
+
+T0 = datetime(2025, 6, 2, tzinfo=UTC)
+
+
+def _event(user: int, k: int) -> Accepted:
+    ts = T0 + timedelta(minutes=user % 1440 + 37 * k)
+    ev = TransactionEvent(
+        f"e{user}-{k}",
+        f"user-{user}",
+        25.0 + k,
+        ts,
+        location=Location(40.7, -74.0, "US"),
+        device_id=f"d{user % 3}",
+    )
+    return Accepted(ev, ts.timestamp(), None, ts.timestamp())
+
+
+def bytes_per_user(users: int, events: int) -> float:
+    gc.collect()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    states: dict[str, UserState] = {}
+    limits = StateLimits()
+    for u in range(users):
+        state = states.setdefault(f"user-{u}", UserState())
+        for k in range(events):
+            update_profile(state, _event(u, k), limits)
+    used = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    del states
+    return used / users
+
+
+def plateau(arrivals: int, ttl_users: int) -> list[tuple[int, int, float]]:
+    """Users arrive one after another; each stays ``ttl_users`` arrivals, then expires."""
+    tracemalloc.start()
+    states: dict[int, UserState] = {}
+    limits, out = StateLimits(), []
+    for u in range(arrivals):
+        state = states.setdefault(u, UserState())
+        update_profile(state, _event(u, 0), limits)
+        states.pop(u - ttl_users, None)  # the TTL notification of the oldest user
+        if (u + 1) % (arrivals // 8) == 0:
+            out.append((u + 1, len(states), tracemalloc.get_traced_memory()[0] / 2**20))
+    tracemalloc.stop()
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict[str, object]:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--users", default="100000,1000000")
+    parser.add_argument("--events-per-user", type=int, default=3)
+    parser.add_argument("--ttl-users", type=int, default=100_000)
+    parser.add_argument("--json")
+    args = parser.parse_args(argv)
+    result: dict[str, object] = {"events_per_user": args.events_per_user, "bytes_per_user": {}}
+    for n in (int(x) for x in args.users.split(",")):
+        b = bytes_per_user(n, args.events_per_user)
+        result["bytes_per_user"][n] = b  # type: ignore[index]
+        print(
+            f"{n:>9,} users x {args.events_per_user} events: {b:,.0f} bytes/user, {b * n / 2**20:,.0f} MiB",
+            flush=True,
+        )
+    arrivals = args.ttl_users * 8
+    result["plateau"] = plateau(arrivals, args.ttl_users)
+    for seen, live, mib in result["plateau"]:  # type: ignore[attr-defined]
+        print(f"after {seen:>9,} users: {live:>8,} live states, {mib:7.1f} MiB")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return result
+
+
+if __name__ == "__main__":
+    main()

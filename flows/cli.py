@@ -232,7 +232,7 @@ def check_config(config: ConfigOpt = None) -> None:
 def _register_data_commands() -> None:
     from flows import cli_data
 
-    for fn in (cli_data.replay, cli_data.produce, cli_data.alerts, cli_data.evaluate):
+    for fn in (cli_data.replay, cli_data.produce, cli_data.alerts, cli_data.evaluate, cli_data.explain):
         app.command()(fn)
 
 

@@ -278,3 +278,27 @@ def evaluate(
     table.add_row(f"card precision@{k}", f"{report['card_precision_at_k']['mean'] or 0:.4f}")
     console.print(table)
     console.print("wrote " + ", ".join(str(f) for f in files))
+
+
+def explain(
+    config: ConfigOpt = None,
+    idle_exit: Annotated[float | None, typer.Option(help="exit after N seconds without alerts")] = None,
+) -> None:
+    """Explain alerts with Claude (template fallback) into alert_explanations and alerts.explained."""
+    import logging
+    import signal
+    import threading
+
+    from prometheus_client import start_http_server
+
+    from flows.explainer import run_explainer
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = _settings(config)
+    if settings.metrics.port:
+        start_http_server(settings.metrics.port, addr=settings.metrics.host)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    count = run_explainer(settings, stop, idle_exit)
+    console.print(f"explained {count:,} alerts")

@@ -99,6 +99,22 @@ class ModelSettings(_Section):
     refresh_s: float = Field(2.0, gt=0, description="How often the `active` pointer is re-read.")
 
 
+class ExplainerSettings(_Section):
+    model: str = Field("claude-haiku-4-5", min_length=1)
+    max_tokens: int = Field(220, ge=16, le=4096)
+    timeout_s: float = Field(10.0, gt=0)
+    max_retries: int = Field(2, ge=0, le=10, description="SDK retries with backoff (honours retry-after).")
+    requests_per_s: float = Field(5.0, gt=0)
+    daily_token_budget: int = Field(500_000, ge=0, description="Input + output tokens per UTC day.")
+    levels: tuple[Literal["MEDIUM", "HIGH"], ...] = ("HIGH",)
+
+    concurrency: int = Field(4, ge=1, le=64)
+    output_topic: str = Field("alerts.explained", min_length=1)
+    group_id: str = Field("fraudstream-explainer", min_length=1)
+    max_chars: int = Field(800, ge=80)
+    history_events: int = Field(5, ge=0, le=50)
+
+
 class Settings(_Section):
     """Everything the job reads at start-up."""
 
@@ -115,6 +131,7 @@ class Settings(_Section):
     ensemble: EnsembleConfig = EnsembleConfig()
     models: ModelSettings = ModelSettings()
     recovery: RecoverySettings = RecoverySettings()
+    explainer: ExplainerSettings = ExplainerSettings()
 
 
 ENV_VARS: dict[str, tuple[str, ...]] = {

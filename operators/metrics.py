@@ -14,6 +14,10 @@ __all__ = [
     "DLQ_EVENTS",
     "END_TO_END_LATENCY",
     "EVENTS",
+    "EXPLANATIONS",
+    "EXPLANATION_FALLBACKS",
+    "EXPLANATION_SECONDS",
+    "EXPLANATION_TOKENS",
     "FRAUD_SCORE",
     "MODEL_INFO",
     "MODEL_LOAD_FAILURES",
@@ -69,6 +73,14 @@ BLOCKLIST_STALE = Gauge(
 BLOCKLIST_REFRESH_FAILURES = Counter(
     "fraudstream_blocklist_refresh_failures", "Failed blocklist refreshes from Redis."
 )
+EXPLANATIONS = Counter("fraudstream_explanations", "Alert explanations written, by source.", ["source"])
+EXPLANATION_FALLBACKS = Counter(
+    "fraudstream_explanation_fallbacks", "Template fallbacks, by reason.", ["reason"]
+)
+EXPLANATION_SECONDS = Histogram(
+    "fraudstream_explanation_seconds", "Time to get one explanation.", ["source"], buckets=_LATENCY_BUCKETS
+)
+EXPLANATION_TOKENS = Counter("fraudstream_explanation_tokens", "Tokens used by explanations.", ["kind"])
 MODEL_INFO = Gauge(
     "fraudstream_model_info", "1 for the model version in use, 0 for replaced ones.", ["version"]
 )

@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from flows.config import ConfigError, Settings, load_settings
+from flows.cli_data import ConfigOpt, console, settings_or_exit
 
 app = typer.Typer(
     help="Real-time fraud detection on Kafka with Bytewax.",
@@ -24,20 +23,7 @@ stack_app = typer.Typer(
 app.add_typer(stack_app, name="stack")
 models_app = typer.Typer(help="Model versions: list and activate.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
-console = Console()
-
 STACK_ROOT = Path(".fraudstream/stack")
-ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", help="YAML config file (default: $FRAUDSTREAM_CONFIG)")
-]
-
-
-def _settings(config: Path | None) -> Settings:
-    try:
-        return load_settings(config)
-    except ConfigError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
 
 
 @app.command()
@@ -50,7 +36,7 @@ def run(
     from flows.runner import run_job
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = _settings(config)
+    settings = settings_or_exit(config)
     try:
         code = run_job(settings, processes, workers, str(config) if config else None)
     except KeyboardInterrupt:
@@ -226,7 +212,7 @@ def check_config(config: ConfigOpt = None) -> None:
 
     from flows.config import redacted
 
-    console.print_json(json.dumps(redacted(_settings(config))))
+    console.print_json(json.dumps(redacted(settings_or_exit(config))))
 
 
 def _register_data_commands() -> None:

@@ -17,10 +17,13 @@ from rich.table import Table
 from flows.config import ConfigError, Settings, load_settings
 
 console = Console()
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file")]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="YAML config file (default: $FRAUDSTREAM_CONFIG)")
+]
 
 
-def _settings(config: Path | None) -> Settings:
+def settings_or_exit(config: Path | None) -> Settings:
+    """Validated settings, or a message naming the bad field and exit status 2."""
     try:
         return load_settings(config)
     except ConfigError as exc:
@@ -82,7 +85,7 @@ def replay(
     from operators.riders import RiderModel, trip_to_event
     from operators.tlc import TripReadReport, ZoneTable
 
-    settings = _settings(config)
+    settings = settings_or_exit(config)
     k = settings.kafka
     report = TripReadReport()
     files = files or []
@@ -160,7 +163,7 @@ def produce(
     """Produce JSON-lines events (one per line) to the transactions topic, keyed by user_id."""
     from flows.produce import produce_all
 
-    settings = _settings(config)
+    settings = settings_or_exit(config)
     stream = open(source, "rb") if source else sys.stdin.buffer  # noqa: SIM115
 
     def messages() -> Iterator[tuple[bytes | None, bytes]]:
@@ -192,7 +195,7 @@ def alerts(
     """Tail the alerts topic as a readable table."""
     from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
 
-    settings = _settings(config)
+    settings = settings_or_exit(config)
     k = settings.kafka
     consumer = Consumer(
         {
@@ -247,7 +250,7 @@ def evaluate(
     from flows.evaluate import evaluate as run_evaluation
     from flows.evaluate import fetch_scored, load_labels, write_report
 
-    settings = _settings(config)
+    settings = settings_or_exit(config)
     import psycopg
 
     with console.status("reading scored events and labels..."):
@@ -294,7 +297,7 @@ def explain(
     from flows.explainer import run_explainer
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = _settings(config)
+    settings = settings_or_exit(config)
     if settings.metrics.port:
         start_http_server(settings.metrics.port, addr=settings.metrics.host)
     stop = threading.Event()

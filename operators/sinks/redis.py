@@ -27,6 +27,18 @@ log = logging.getLogger(__name__)
 RISK_KEY = "fraud:risk:{user_id}"
 
 
+def _command(*args: bytes) -> bytes:
+    r"""One Redis command in RESP.
+
+    >>> _command(b"EXPIRE", b"k", b"60")
+    b'*3\r\n$6\r\nEXPIRE\r\n$1\r\nk\r\n$2\r\n60\r\n'
+    """
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        out.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+    return b"".join(out)
+
+
 class _Partition(StatelessSinkPartition[ScoredEvent]):
     def __init__(
         self, url: str, ttl_s: int, retry_s: float, max_pending: int, clock: Callable[[], float]
@@ -38,22 +50,49 @@ class _Partition(StatelessSinkPartition[ScoredEvent]):
         self.down_since: float | None = None
 
     def _write(self) -> None:
-        pipe = self.client.pipeline(transaction=False)
+        """HSET + EXPIRE per user, packed into one RESP payload and pipelined.
+
+        redis-py's generic command packing took a quarter of the job's time in
+        a profile; these two fixed commands are cheap to pack by hand.
+        """
+        ttl = str(self.ttl_s).encode()
+        parts: list[bytes] = []
         for user_id, s in self.pending.items():
-            key = RISK_KEY.format(user_id=user_id)
-            pipe.hset(
-                key,
-                mapping={
-                    "score": s.verdict.fraud_score,
-                    "level": s.verdict.risk_level,
-                    "decision": s.verdict.decision,
-                    "event_id": s.event.event_id,
-                    "event_time": s.event.timestamp.isoformat(),
-                    "updated_at": s.scored_at.isoformat(),
-                },
+            key = RISK_KEY.format(user_id=user_id).encode()
+            v = s.verdict
+            parts.append(
+                _command(
+                    b"HSET",
+                    key,
+                    b"score",
+                    repr(v.fraud_score).encode(),
+                    b"level",
+                    v.risk_level.encode(),
+                    b"decision",
+                    v.decision.encode(),
+                    b"event_id",
+                    s.event.event_id.encode(),
+                    b"event_time",
+                    s.event.timestamp.isoformat().encode(),
+                    b"updated_at",
+                    s.scored_at.isoformat().encode(),
+                )
             )
-            pipe.expire(key, self.ttl_s)
-        pipe.execute()
+            parts.append(_command(b"EXPIRE", key, ttl))
+        if not parts:
+            return
+        conn = self.client.connection_pool.get_connection()
+        try:
+            conn.send_packed_command([b"".join(parts)])
+            replies = [conn.read_response() for _ in parts]
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            self.client.connection_pool.release(conn)
+        errors = [r for r in replies if isinstance(r, Exception)]
+        if errors:
+            raise errors[0]
 
     def write_batch(self, items: list[ScoredEvent]) -> None:
         began = time.perf_counter()

@@ -11,7 +11,6 @@ raised.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import gzip
 import io
@@ -21,12 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bytewax.connectors.kafka import KafkaSource
-from bytewax.connectors.kafka import _KafkaSourcePartition as _BytewaxPartition
-
 from operators.events import InvalidEvent, TransactionEvent, decode_event
 
-__all__ = ["EventReadReport", "KafkaEventSource", "read_events", "row_to_event"]
+__all__ = ["EventReadReport", "read_events", "row_to_event"]
 
 _LOCATION = ("latitude", "longitude", "country", "city")
 
@@ -154,44 +150,3 @@ def read_events(
                 report.reject(result.error)
             else:
                 yield result
-
-
-# -- Kafka ---------------------------------------------------------------------
-
-
-class _Partition(_BytewaxPartition):
-    def _process_stats(self, json_stats: str) -> None:
-        # Bytewax indexes the statistics by topic and partition without checking
-        # they are there yet; right after (re)assignment they may not be, and the
-        # KeyError then escapes from consume() and kills the worker thread.
-        with contextlib.suppress(KeyError, ValueError):
-            super()._process_stats(json_stats)
-
-
-class KafkaEventSource(KafkaSource):
-    """Bytewax's ``KafkaSource`` (offsets kept by Bytewax recovery), hardened:
-    statistics arriving before the partition is known no longer crash the
-    worker, and an offset beyond a (re-created) topic's end restarts from its
-    beginning instead of skipping what was produced meanwhile."""
-
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _Partition:
-        idx, topic = for_part.split("-", 1)
-        config = {
-            "group.id": "BYTEWAX_IGNORED",
-            "enable.auto.commit": "false",
-            "bootstrap.servers": ",".join(self._brokers),
-            "enable.partition.eof": str(not self._tail),
-            "statistics.interval.ms": 1000,
-            "auto.offset.reset": "earliest",
-        }
-        config.update(self._add_config)
-        return _Partition(
-            step_id,
-            config,
-            topic,
-            int(idx),
-            self._starting_offset,
-            resume_state,
-            self._batch_size,
-            self._raise_on_errors,
-        )

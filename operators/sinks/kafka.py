@@ -20,7 +20,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaError, Message, Producer
 
 from operators import metrics
-from operators.sinks.retry import RetryPolicy, SinkError
+from operators.sinks.retry import RetryPolicy, SinkError, retrying
 
 __all__ = ["DeliveredKafkaSink", "DeliveryError", "KafkaRecord"]
 
@@ -32,6 +32,10 @@ KafkaRecord = tuple[bytes | None, bytes, int | None]
 
 class DeliveryError(SinkError):
     """Messages were not acknowledged by the broker after all retries."""
+
+
+class _Undelivered(Exception):
+    """Some messages of an attempt were not acknowledged (retried by :func:`retrying`)."""
 
 
 class _Partition(StatelessSinkPartition[T], Generic[T]):
@@ -77,37 +81,24 @@ class _Partition(StatelessSinkPartition[T], Generic[T]):
 
     def write_batch(self, items: list[T]) -> None:
         pending = [self.encode(item) for item in items]
-        failures, first = 0, 0.0
-        while True:
+        attempts = 0
+
+        def attempt() -> None:
+            nonlocal pending, attempts
+            attempts += 1
             failed, err = self._send(pending)
             metrics.SINK_RECORDS.labels(self.name).inc(len(pending) - len(failed))
-            if not failed:
-                if failures:
-                    log.info("%s: delivered after %d failed attempts", self.name, failures)
-                metrics.SINK_UNAVAILABLE.labels(self.name).set(0)
-                return
-            failures += 1
-            first = first or self.policy.clock()
-            wait = self.policy.retry_after(failures, first)
-            if wait is None:
-                metrics.SINK_UNAVAILABLE.labels(self.name).set(0)
-                raise DeliveryError(
-                    f"{self.name}: {len(failed)} messages to topic {self.topic!r} not "
-                    f"delivered after {failures} attempts: {err}"
-                )
-            metrics.SINK_RETRIES.labels(self.name).inc()
-            metrics.SINK_UNAVAILABLE.labels(self.name).set(1)
-            log.warning(
-                "%s: %d of %d messages to %r not delivered (%s); retrying in %.1fs",
-                self.name,
-                len(failed),
-                len(pending),
-                self.topic,
-                err,
-                wait,
-            )
-            self.policy.sleep(wait)
             pending = failed
+            if failed:
+                raise _Undelivered(f"{len(failed)} messages to topic {self.topic!r} not delivered: {err}")
+
+        try:
+            retrying(self.name, self.policy, attempt, (_Undelivered,))
+        except SinkError as exc:
+            raise DeliveryError(
+                f"{self.name}: {len(pending)} messages to topic {self.topic!r} not delivered after "
+                f"{attempts} attempts: {exc.__cause__}"
+            ) from exc
 
     def close(self) -> None:
         self.producer.flush(self.timeout_s)

@@ -10,7 +10,6 @@ deduplicates on the message key plus ``event_id``.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from functools import partial
@@ -24,7 +23,6 @@ from operators.sinks.retry import RetryPolicy, SinkError, retrying
 
 __all__ = ["DeliveredKafkaSink", "DeliveryError", "KafkaRecord"]
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
 KafkaRecord = tuple[bytes | None, bytes, int | None]
 """Key, value and the broker timestamp (ms) of the input it came from."""

@@ -7,6 +7,7 @@ dataflow after :func:`operators.batching.micro_batch`.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
@@ -104,16 +105,22 @@ class Scorer:
 
 
 def _count(scored: list[ScoredEvent]) -> None:
+    """Metrics of one batch: counters once per label, histograms per event."""
     metrics.EVENTS.labels("scored").inc(len(scored))
+    alerts = Counter(s.verdict.risk_level for s in scored if s.is_alert)
+    hits = Counter(hit.rule for s in scored for hit in s.hits)
+    for level, n in alerts.items():
+        metrics.ALERTS.labels(level).inc(n)
+    for rule, n in hits.items():
+        metrics.RULE_HITS.labels(rule).inc(n)
+    components = {
+        name: metrics.COMPONENT_SCORE.labels(name) for name in ("rules", "isolation_forest", "autoencoder")
+    }
     for s in scored:
         metrics.FRAUD_SCORE.observe(s.verdict.fraud_score)
-        if s.is_alert:
-            metrics.ALERTS.labels(s.verdict.risk_level).inc()
-        for hit in s.hits:
-            metrics.RULE_HITS.labels(hit.rule).inc()
         for name, value in s.verdict.scores.items():
             if value is not None:
-                metrics.COMPONENT_SCORE.labels(name).observe(value)
+                components[name].observe(value)
 
 
 def score(step_id: str, batches: Stream[list[Featured]], scorer: Scorer) -> Stream[ScoredEvent]:

@@ -9,7 +9,7 @@ import msgspec
 
 from operators.scoring import ScoredEvent
 
-__all__ = ["SCORED_EVENT_COLUMNS", "alert_record", "encode_alert", "scored_event_row"]
+__all__ = ["EVENT_COLUMNS", "SCORED_EVENT_COLUMNS", "alert_record", "encode_alert", "scored_event_row"]
 
 _JSON = msgspec.json.Encoder()
 
@@ -37,7 +37,7 @@ def encode_alert(s: ScoredEvent) -> tuple[bytes, bytes, int | None]:
     return s.event.user_id.encode(), _JSON.encode(alert_record(s)), s.ingest_ms
 
 
-SCORED_EVENT_COLUMNS: tuple[str, ...] = (
+EVENT_COLUMNS: tuple[str, ...] = (
     "event_id",
     "user_id",
     "amount",
@@ -53,6 +53,11 @@ SCORED_EVENT_COLUMNS: tuple[str, ...] = (
     "ip_address",
     "user_agent",
     "attributes",
+)
+"""The input event's columns in ``scored_events`` (``event_time`` holds ``timestamp``)."""
+
+SCORED_EVENT_COLUMNS: tuple[str, ...] = (
+    *EVENT_COLUMNS,
     "fraud_score",
     "risk_level",
     "decision",

@@ -109,23 +109,9 @@ def _raw_records(source: str) -> Iterator[bytes]:
 def _postgres(url: str) -> Iterator[bytes]:
     import psycopg
 
-    cols = (
-        "event_id",
-        "user_id",
-        "amount::float8",
-        "currency",
-        "event_time",
-        "merchant_name",
-        "merchant_category",
-        "latitude",
-        "longitude",
-        "country",
-        "city",
-        "device_id",
-        "ip_address",
-        "user_agent",
-        "attributes",
-    )
+    from operators.records import EVENT_COLUMNS
+
+    cols = tuple("amount::float8" if c == "amount" else c for c in EVENT_COLUMNS)
     names = [c.split("::")[0].replace("event_time", "timestamp") for c in cols]
     with psycopg.connect(url) as conn, conn.cursor(name="fraudstream_read") as cur:
         cur.execute(f"SELECT {', '.join(cols)} FROM scored_events ORDER BY event_time")

@@ -31,14 +31,46 @@ def run(
     config: ConfigOpt = None,
     processes: Annotated[int, typer.Option("--processes", "-p", min=1)] = 1,
     workers: Annotated[int, typer.Option("--workers-per-process", "-w", min=1)] = 1,
+    process_id: Annotated[
+        int | None,
+        typer.Option(
+            "--process-id",
+            "-i",
+            min=0,
+            envvar="FRAUDSTREAM_PROCESS_ID",
+            help="run as this member of a cluster started elsewhere (e.g. a StatefulSet pod ordinal)",
+        ),
+    ] = None,
+    addresses: Annotated[
+        str | None,
+        typer.Option(
+            "--addresses",
+            "-a",
+            envvar="FRAUDSTREAM_ADDRESSES",
+            help="comma-separated host:port of every cluster member, in process-id order",
+        ),
+    ] = None,
 ) -> None:
-    """Run the scoring job against the configured Kafka, Postgres and Redis."""
-    from flows.runner import run_job
+    """Run the scoring job against the configured Kafka, Postgres and Redis.
+
+    Either ``--processes N`` local processes, or one member of a cluster with
+    ``--process-id`` and ``--addresses`` (Kubernetes: one per pod)."""
+    from flows.runner import run_job, run_member
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = settings_or_exit(config)
+    if (process_id is None) != (addresses is None):
+        console.print("[red]--process-id and --addresses go together[/red]")
+        raise typer.Exit(2)
     try:
-        code = run_job(settings, processes, workers, str(config) if config else None)
+        if process_id is not None and addresses is not None:
+            members = [a.strip() for a in addresses.split(",") if a.strip()]
+            if process_id >= len(members):
+                console.print(f"[red]--process-id {process_id} but only {len(members)} addresses[/red]")
+                raise typer.Exit(2)
+            code = run_member(settings, process_id, members, workers)
+        else:
+            code = run_job(settings, processes, workers, str(config) if config else None)
     except KeyboardInterrupt:
         code = 0
     raise typer.Exit(code)

@@ -45,11 +45,29 @@ def _rates(inject_rate: float, rate: list[str]) -> dict[str, float]:
     return rates
 
 
+TRIP_SUFFIXES = (".csv", ".csv.gz", ".parquet")
+
+
+def expand_folders(paths: list[Path]) -> list[Path]:
+    """Files as given; a folder becomes its trip files in name order (TLC names sort by month)."""
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.is_file() and f.name.endswith(TRIP_SUFFIXES))
+            if not found:
+                raise typer.BadParameter(f"{p} holds no {', '.join(TRIP_SUFFIXES)} files")
+            out += found
+        else:
+            out.append(p)
+    return out
+
+
 def replay(
     files: Annotated[
         list[Path] | None,
         typer.Argument(
-            help="TLC trip files (.csv, .csv.gz, .parquet) or, with --map, a labelled CSV/Parquet"
+            help="TLC trip files (.csv, .csv.gz, .parquet; a folder means every such file in it) "
+            "or, with --map, a labelled CSV/Parquet"
         ),
     ] = None,
     config: ConfigOpt = None,
@@ -88,7 +106,7 @@ def replay(
     settings = settings_or_exit(config)
     k = settings.kafka
     report = TripReadReport()
-    files = files or []
+    files = expand_folders(files or [])
     if not files and not synthetic:
         raise typer.BadParameter("give trip files or --synthetic N")
     pairs: Iterator[tuple[dict[str, Any], str | None]]
@@ -299,6 +317,9 @@ def explain(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = settings_or_exit(config)
     if settings.metrics.port:
+        from operators.metrics import prime_explainer
+
+        prime_explainer()
         start_http_server(settings.metrics.port, addr=settings.metrics.host)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -27,13 +27,14 @@ from infra.migrations import apply_migrations
 from infra.stack import free_port
 from infra.topics import ensure_topics
 
-__all__ = ["bootstrap", "run_job", "run_process"]
+__all__ = ["bootstrap", "run_job", "run_member", "run_process"]
 
 log = logging.getLogger(__name__)
 
 
-def bootstrap(settings: Settings) -> None:
-    """Create missing topics and apply SQL migrations before consuming."""
+def bootstrap(settings: Settings, init_recovery: bool = True) -> None:
+    """Create missing topics and apply SQL migrations before consuming (both
+    safe to run from several processes at once)."""
     k = settings.kafka
     created = ensure_topics(
         k.bootstrap_servers,
@@ -45,7 +46,8 @@ def bootstrap(settings: Settings) -> None:
     applied = apply_migrations(settings.database_url)
     if applied:
         log.info("applied migrations %s", ", ".join(applied))
-    prepare_recovery(settings)
+    if init_recovery:
+        prepare_recovery(settings)
 
 
 def prepare_recovery(settings: Settings) -> Path | None:
@@ -82,17 +84,25 @@ def run_process(
     addresses: list[str] | None,
     workers_per_process: int = 1,
     settings: Settings | None = None,
+    port_offset: bool = True,
 ) -> None:
-    """Run this process's share of the job (blocks until the flow stops)."""
+    """Run this process's share of the job (blocks until the flow stops).
+
+    Metrics are served on ``METRICS_PORT + process_id`` when ``port_offset``
+    (several processes on one host), else on ``METRICS_PORT`` (one per pod)."""
     from bytewax.errors import BytewaxRuntimeError
     from bytewax.run import cli_main
 
     from flows.fraud import kafka_flow
+    from operators import metrics
+    from operators.rules import RULES
 
     settings = settings or load_settings()
     port = settings.metrics.port
     if port:
-        start_http_server(port + (process_id or 0), addr=settings.metrics.host)
+        metrics.prime(tuple(RULES))
+        offset = (process_id or 0) if port_offset else 0
+        start_http_server(port + offset, addr=settings.metrics.host)
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -114,6 +124,31 @@ def run_process(
         if not stopping.is_set():
             raise
         log.info("stopped by signal")
+
+
+def run_member(
+    settings: Settings,
+    process_id: int,
+    addresses: list[str],
+    workers_per_process: int = 1,
+    recovery_wait_s: float = 300.0,
+) -> int:
+    """Run one process of a cluster whose processes are started separately
+    (one per Kubernetes pod): every member bootstraps topics and tables (both
+    idempotent); process 0 alone creates the recovery partitions on the shared
+    recovery volume and the others wait for them."""
+    if not 0 <= process_id < len(addresses):
+        raise ValueError(f"process id {process_id} is not an index into {len(addresses)} addresses")
+    bootstrap(settings, init_recovery=process_id == 0)
+    if process_id != 0 and settings.recovery.dir is not None:
+        folder = Path(settings.recovery.dir)
+        deadline = time.monotonic() + recovery_wait_s
+        while not any(folder.glob("part-*.sqlite3")):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"process 0 did not create recovery partitions in {folder}")
+            time.sleep(1.0)
+    run_process(process_id, addresses, workers_per_process, settings, port_offset=False)
+    return 0
 
 
 def run_job(

@@ -29,6 +29,8 @@ __all__ = [
     "SINK_UNAVAILABLE",
     "STAGE_SECONDS",
     "USER_STATES",
+    "prime",
+    "prime_explainer",
 ]
 
 _SCORE_BUCKETS = tuple(float(b) for b in range(10, 101, 10))
@@ -90,3 +92,46 @@ MODEL_LOAD_FAILURES = Counter(
 MODEL_SECONDS = Histogram(
     "fraudstream_model_seconds", "Model inference time per batch.", ["component"], buckets=_LATENCY_BUCKETS
 )
+
+
+SINKS = ("postgres", "alerts", "dead_letters", "redis")
+STAGES = ("validate", "score", "sink_postgres", "sink_redis")
+COMPONENTS = ("rules", "isolation_forest", "autoencoder")
+
+
+def prime(rules: tuple[str, ...] = ()) -> None:
+    """Create every known label set at zero, so that dashboards and alerts see
+    ``0`` rather than "no data" before the first hit (a missing series also
+    breaks ``rate()`` on the first increment)."""
+    for outcome in ("scored", "dead_lettered", "consumer_error"):
+        EVENTS.labels(outcome)
+    for level in ("MEDIUM", "HIGH"):
+        ALERTS.labels(level)
+    for rule in rules:
+        RULE_HITS.labels(rule)
+    for sink in SINKS:
+        SINK_RECORDS.labels(sink)
+        SINK_RETRIES.labels(sink)
+        SINK_DROPPED.labels(sink)
+        SINK_UNAVAILABLE.labels(sink).set(0)
+    for sink in ("postgres", "alerts"):
+        END_TO_END_LATENCY.labels(sink)
+    for stage in STAGES:
+        STAGE_SECONDS.labels(stage)
+    for stage in ("score", "sink_postgres"):
+        BATCH_SIZE.labels(stage)
+    for component in COMPONENTS:
+        COMPONENT_SCORE.labels(component)
+    for component in ("isolation_forest", "autoencoder"):
+        MODEL_SECONDS.labels(component)
+
+
+def prime_explainer() -> None:
+    """Zero series for the explainer's labels (see :func:`prime`)."""
+    for source in ("claude", "template"):
+        EXPLANATIONS.labels(source)
+        EXPLANATION_SECONDS.labels(source)
+    for kind in ("input", "output"):
+        EXPLANATION_TOKENS.labels(kind)
+    for reason in ("no_api_key", "over_budget", "api_error", "timeout", "connection_error", "empty_response"):
+        EXPLANATION_FALLBACKS.labels(reason)

@@ -28,3 +28,25 @@ def test_train_then_list_and_activate(tmp_path):
 def test_train_reports_unreadable_sources(tmp_path):
     result = CliRunner().invoke(app, ["train", "-s", str(tmp_path / "x.xlsx"), "-o", str(tmp_path / "m")])
     assert result.exit_code == 2 and "unknown format" in result.output
+
+
+def test_cluster_member_options_go_together_and_the_id_must_index_the_addresses():
+    runner = CliRunner()
+    alone = runner.invoke(app, ["run", "--process-id", "0"], env={"METRICS_PORT": "0"})
+    assert alone.exit_code == 2 and "go together" in alone.output
+    beyond = runner.invoke(app, ["run", "-i", "2", "-a", "h0:2101,h1:2101"], env={"METRICS_PORT": "0"})
+    assert beyond.exit_code == 2 and "only 2 addresses" in beyond.output
+
+
+def test_replay_expands_folders_to_their_trip_files(tmp_path):
+    import pytest
+    import typer
+
+    from flows.cli_data import expand_folders
+
+    for name in ("b.parquet", "a.csv.gz", "notes.txt", "c.csv"):
+        (tmp_path / name).write_text("x")
+    assert [p.name for p in expand_folders([tmp_path])] == ["a.csv.gz", "b.parquet", "c.csv"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(typer.BadParameter, match=r"holds no \.csv"):
+        expand_folders([tmp_path / "empty"])

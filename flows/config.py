@@ -41,6 +41,13 @@ class KafkaSettings(_Section):
     partitions: int = Field(4, ge=1, description="Partitions of topics the job creates.")
     start_offset: Literal["earliest", "latest"] = "earliest"
     source_batch_size: int = Field(1000, ge=1)
+    fetch_wait_max_ms: int = Field(
+        10,
+        ge=0,
+        le=5_000,
+        description="Longest the broker may hold the job's fetch when no data is ready (librdkafka "
+        "fetch.wait.max.ms, default 500): the latency floor when traffic is light.",
+    )
     client_config: dict[str, str] = Field(
         default_factory=dict, description="Extra librdkafka settings for every client (SASL, TLS, ...)."
     )

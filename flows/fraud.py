@@ -125,7 +125,7 @@ def kafka_source(settings: Settings) -> KafkaEventSource:
         [k.bootstrap_servers],
         [k.transactions_topic],
         starting_offset=OFFSET_BEGINNING if k.start_offset == "earliest" else OFFSET_END,
-        add_config=dict(k.client_config),
+        add_config={"fetch.wait.max.ms": str(k.fetch_wait_max_ms), **k.client_config},
         batch_size=k.source_batch_size,
         raise_on_errors=False,
     )

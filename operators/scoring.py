@@ -116,11 +116,11 @@ def _count(scored: list[ScoredEvent]) -> None:
     components = {
         name: metrics.COMPONENT_SCORE.labels(name) for name in ("rules", "isolation_forest", "autoencoder")
     }
-    for s in scored:
-        metrics.FRAUD_SCORE.observe(s.verdict.fraud_score)
-        for name, value in s.verdict.scores.items():
-            if value is not None:
-                components[name].observe(value)
+    metrics.observe_many(metrics.FRAUD_SCORE, [s.verdict.fraud_score for s in scored])
+    for name, child in components.items():
+        values = [v for s in scored if (v := s.verdict.scores.get(name)) is not None]
+        if values:
+            metrics.observe_many(child, values)
 
 
 def score(step_id: str, batches: Stream[list[Featured]], scorer: Scorer) -> Stream[ScoredEvent]:

@@ -70,9 +70,10 @@ class _Partition(StatelessSinkPartition[ScoredEvent]):
             self._reset,
         )
         now = time.time()
-        for s in items:
-            if s.ingest_ms is not None:
-                metrics.END_TO_END_LATENCY.labels("postgres").observe(max(0.0, now - s.ingest_ms / 1000.0))
+        metrics.observe_many(
+            metrics.END_TO_END_LATENCY.labels("postgres"),
+            [max(0.0, now - s.ingest_ms / 1000.0) for s in items if s.ingest_ms is not None],
+        )
         metrics.SINK_RECORDS.labels("postgres").inc(inserted)
         metrics.STAGE_SECONDS.labels("sink_postgres").observe(time.perf_counter() - began)
         metrics.BATCH_SIZE.labels("sink_postgres").observe(len(items))

@@ -114,13 +114,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ae = AutoencoderScorer(hidden, epochs=2 if args.quick else 10, seed=0, device=device).fit(x)
             row[f"autoencoder_{device}_network_only"] = network_rate(ae, pool, size, budget)
 
-            if device.startswith("cuda"):
-
-                def fn(c: np.ndarray, ae: AutoencoderScorer = ae) -> None:
-                    ae.score_batch(c)
+            def fn(c: np.ndarray, ae: AutoencoderScorer = ae) -> None:
+                ae.score_batch(c)
+                if ae.device.type == "cuda":
                     torch.cuda.synchronize()
-            else:
-                fn = ae.score_batch
+
             row[f"autoencoder_{device}"] = rate(fn, pool, size, budget)
         results["rows"][size] = row
         print(f"batch {size:>6}: " + "  ".join(f"{k} {v:>12,.0f}/s" for k, v in row.items()), flush=True)

@@ -1,0 +1,22 @@
+"""``python -m bench <name> [options]``: job (whole-job throughput, latency,
+scoring and memory on the embedded stack), model_scoring, state_memory."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+BENCHES = {"job": "bench.job", "model_scoring": "bench.model_scoring", "state_memory": "bench.state_memory"}
+
+
+def main() -> None:
+    if len(sys.argv) < 2 or sys.argv[1] not in BENCHES:
+        print(__doc__, file=sys.stderr)
+        print(f"choose one of: {', '.join(BENCHES)}", file=sys.stderr)
+        raise SystemExit(2)
+    name = sys.argv[1]
+    importlib.import_module(BENCHES[name]).main(sys.argv[2:])
+
+
+if __name__ == "__main__":
+    main()

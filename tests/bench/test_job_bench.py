@@ -1,0 +1,58 @@
+"""The whole-job benchmark's quick mode, end to end on its own embedded stack.
+
+A smoke test: it checks the benchmark runs and that what it reports is complete and
+consistent (nothing lost in the latency runs), never how fast anything is."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.integration
+
+
+def test_quick_mode_reports_every_figure(tmp_path):
+    out, md, png = tmp_path / "bench.json", tmp_path / "bench.md", tmp_path / "latency.png"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "job",
+            "--quick",
+            "--json",
+            str(out),
+            "--markdown",
+            str(md),
+            "--plot",
+            str(png),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["command"].startswith("python -m bench job --quick")
+    assert r["machine"]["cores"] >= 1 and r["machine"]["postgres"]
+    assert r["raw_passthrough_per_s"]["median"] > 0
+    assert set(r["job"]) == {"1", "2"}
+    for d in r["job"].values():
+        assert d["events_per_s"]["median"] > 0 and d["ratio_to_raw"]["median"] > 0
+        assert set(d["stage_share"]) == {"validate", "score", "sink_postgres", "sink_redis"}
+        assert d["peak_rss_bytes_per_process"] > 50 * 2**20
+    (lat,) = r["latency"]
+    assert lat["rows"] == lat["expected_rows"], "the latency run lost events"
+    assert lat["to_row_ms"]["p50"] <= lat["to_row_ms"]["p99"] <= lat["to_row_ms"]["max"]
+    assert r["scoring"]["batched_per_s"] > 0 and r["scoring"]["per_event_per_s"] > 0
+    assert r["state_bytes_per_user"]["20000"] > 0
+    text = md.read_text()
+    assert "| full job, 2 process(es) |" in text and "ratio to raw pass-through" in text
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -125,6 +125,7 @@ def settings_for(info: StackInfo, name: str, **scoring: Any) -> Settings:
         transactions_topic=f"tx-{tag}",
         alerts_topic=f"alerts-{tag}",
         dlq_topic=f"dlq-{tag}",
+        decisions_topic=f"decisions-{tag}",
         partitions=PARTITIONS,
     )
     data["scoring"].update(scoring)
@@ -184,6 +185,7 @@ def start_job(settings: Settings, processes: int, models: Path | None, log_dir: 
         "FRAUDSTREAM__KAFKA__TRANSACTIONS_TOPIC": k.transactions_topic,
         "FRAUDSTREAM__KAFKA__ALERTS_TOPIC": k.alerts_topic,
         "FRAUDSTREAM__KAFKA__DLQ_TOPIC": k.dlq_topic,
+        "FRAUDSTREAM__KAFKA__DECISIONS_TOPIC": k.decisions_topic,
         "FRAUDSTREAM__KAFKA__PARTITIONS": str(k.partitions),
         "FRAUDSTREAM__SCORING__MAX_BATCH_SIZE": str(settings.scoring.max_batch_size),
         "FRAUDSTREAM__SCORING__MAX_WAIT_MS": str(settings.scoring.max_wait_ms),

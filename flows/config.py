@@ -38,6 +38,12 @@ class KafkaSettings(_Section):
     transactions_topic: str = Field("transactions", min_length=1)
     alerts_topic: str = Field("alerts", min_length=1)
     dlq_topic: str = Field("transactions.dlq", min_length=1)
+    decisions_topic: str = Field(
+        "decisions",
+        min_length=1,
+        description="Every decision, keyed by event_id (the gateway's replies); compact it in production.",
+    )
+    publish_decisions: bool = True
     partitions: int = Field(4, ge=1, description="Partitions of topics the job creates.")
     start_offset: Literal["earliest", "latest"] = "earliest"
     source_batch_size: int = Field(1000, ge=1)

@@ -35,7 +35,7 @@ from operators.batching import micro_batch
 from operators.blocklists import RedisBlocklists
 from operators.events import ValidationLimits
 from operators.profiles import profile_users
-from operators.records import encode_alert
+from operators.records import encode_alert, encode_decision
 from operators.rules import Blocklists
 from operators.scoring import ScoredEvent, Scorer, score
 from operators.sinks import DeliveredKafkaSink, PostgresSink, RiskSink
@@ -59,12 +59,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class FlowSinks:
-    """Where the job's four outputs go."""
+    """Where the job's outputs go (``decisions``: every decision, for the gateway)."""
 
     scored: Sink[ScoredEvent]
     alerts: Sink[ScoredEvent]
     risk: Sink[ScoredEvent]
     dead_letters: Sink[DeadLetter]
+    decisions: Sink[ScoredEvent] | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,8 @@ def build_flow(
     op.output("scored_events", scored, sinks.scored)
     op.output("risk", scored, sinks.risk)
     op.output("alerts", op.filter("alerts_only", scored, lambda s: s.is_alert), sinks.alerts)
+    if sinks.decisions is not None:
+        op.output("decisions", scored, sinks.decisions)
     return flow
 
 
@@ -145,6 +148,7 @@ def kafka_sinks(settings: Settings) -> FlowSinks:
         alerts=to_kafka("alerts", k.alerts_topic, encode_alert),
         risk=RiskSink(settings.redis_url, settings.redis.risk_ttl_s, s.max_backoff_s),
         dead_letters=to_kafka("dead_letters", k.dlq_topic, _encode_dead_letter),
+        decisions=to_kafka("decisions", k.decisions_topic, encode_decision) if k.publish_decisions else None,
     )
 
 

@@ -38,7 +38,12 @@ def bootstrap(settings: Settings, init_recovery: bool = True) -> None:
     k = settings.kafka
     created = ensure_topics(
         k.bootstrap_servers,
-        {k.transactions_topic: k.partitions, k.alerts_topic: k.partitions, k.dlq_topic: k.partitions},
+        {
+            k.transactions_topic: k.partitions,
+            k.alerts_topic: k.partitions,
+            k.dlq_topic: k.partitions,
+            **({k.decisions_topic: k.partitions} if k.publish_decisions else {}),
+        },
         k.client_config,
     )
     if created:

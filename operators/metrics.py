@@ -98,7 +98,7 @@ MODEL_SECONDS = Histogram(
 )
 
 
-SINKS = ("postgres", "alerts", "dead_letters", "redis")
+SINKS = ("postgres", "alerts", "dead_letters", "redis", "decisions")
 STAGES = ("validate", "score", "sink_postgres", "sink_redis")
 COMPONENTS = ("rules", "isolation_forest", "autoencoder")
 

@@ -9,7 +9,15 @@ import msgspec
 
 from operators.scoring import ScoredEvent
 
-__all__ = ["EVENT_COLUMNS", "SCORED_EVENT_COLUMNS", "alert_record", "encode_alert", "scored_event_row"]
+__all__ = [
+    "EVENT_COLUMNS",
+    "SCORED_EVENT_COLUMNS",
+    "alert_record",
+    "decision_record",
+    "encode_alert",
+    "encode_decision",
+    "scored_event_row",
+]
 
 _JSON = msgspec.json.Encoder()
 
@@ -35,6 +43,29 @@ def alert_record(s: ScoredEvent) -> dict[str, Any]:
 
 def encode_alert(s: ScoredEvent) -> tuple[bytes, bytes, int | None]:
     return s.event.user_id.encode(), _JSON.encode(alert_record(s)), s.ingest_ms
+
+
+def decision_record(s: ScoredEvent) -> dict[str, Any]:
+    """Every decision, compact (no event echo): what a synchronous caller needs."""
+    v = s.verdict
+    return {
+        "event_id": s.event.event_id,
+        "user_id": s.event.user_id,
+        "fraud_score": v.fraud_score,
+        "risk_level": v.risk_level,
+        "decision": v.decision,
+        "is_blocked": v.is_blocked,
+        "triggered_rules": [h.rule for h in s.hits],
+        "reasons": [h.reason for h in s.hits],
+        "scores": v.scores,
+        "model_version": s.model_version,
+        "scored_at": s.scored_at,
+        "processing_ms": s.processing_ms,
+    }
+
+
+def encode_decision(s: ScoredEvent) -> tuple[bytes, bytes, int | None]:
+    return s.event.event_id.encode(), _JSON.encode(decision_record(s)), s.ingest_ms
 
 
 EVENT_COLUMNS: tuple[str, ...] = (

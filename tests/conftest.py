@@ -47,7 +47,11 @@ def new_settings(stack: StackInfo, name: str, **overrides: Any) -> Settings:
     env["METRICS_PORT"] = "0"
     data = load_settings(env=env).model_dump()
     data["kafka"].update(
-        transactions_topic=f"tx-{tag}", alerts_topic=f"alerts-{tag}", dlq_topic=f"dlq-{tag}", partitions=4
+        transactions_topic=f"tx-{tag}",
+        alerts_topic=f"alerts-{tag}",
+        dlq_topic=f"dlq-{tag}",
+        decisions_topic=f"decisions-{tag}",
+        partitions=4,
     )
     for key, value in overrides.items():
         node = data

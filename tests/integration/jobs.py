@@ -31,6 +31,7 @@ def job_env(settings: Settings, metrics_port: int, **extra: str) -> dict[str, st
         "FRAUDSTREAM__KAFKA__TRANSACTIONS_TOPIC": k.transactions_topic,
         "FRAUDSTREAM__KAFKA__ALERTS_TOPIC": k.alerts_topic,
         "FRAUDSTREAM__KAFKA__DLQ_TOPIC": k.dlq_topic,
+        "FRAUDSTREAM__KAFKA__DECISIONS_TOPIC": k.decisions_topic,
         "FRAUDSTREAM__KAFKA__PARTITIONS": str(k.partitions),
         **extra,
     }

@@ -45,11 +45,13 @@ def _run(make_settings, tmp_path_factory, workload: Workload, processes: int) ->
         alerts_expected = sum(1 for v in scored.values() if v[1] != "LOW")
         alerts = consume(k.bootstrap_servers, k.alerts_topic, k.partitions, alerts_expected)
         dead = consume(k.bootstrap_servers, k.dlq_topic, k.partitions, workload.malformed)
+        decisions = consume(k.bootstrap_servers, k.decisions_topic, k.partitions, workload.valid)
         return {
             "rows": rows,
             "scored": scored,
             "alerts": alerts,
             "dead": dead,
+            "decisions": decisions,
             "metrics": job.metrics(),
             "settings": settings,
         }
@@ -89,6 +91,18 @@ def test_alerts_topic_holds_every_medium_and_high_event(runs, processes):
     assert len(got) == len(expected)
     assert all(a["risk_level"] in {"MEDIUM", "HIGH"} and a["reasons"] for a in got)
     assert all(key == a["user_id"].encode() for key, a in run["alerts"])
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_decisions_topic_holds_every_decision_keyed_by_event_id(runs, processes):
+    run = runs[processes]
+    got = {a["event_id"]: (key, a) for key, a in run["decisions"]}
+    assert len(run["decisions"]) == len(got) == len(run["scored"])
+    for event_id, (key, d) in got.items():
+        row = run["scored"][event_id]
+        assert key == event_id.encode()
+        assert (d["fraud_score"], d["risk_level"], d["triggered_rules"]) == (row[0], row[1], row[2])
+        assert d["decision"] in {"approve", "review", "block"} and "event" not in d
 
 
 @pytest.mark.parametrize("processes", [1, 2])

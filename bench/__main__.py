@@ -1,12 +1,18 @@
 """``python -m bench <name> [options]``: job (whole-job throughput, latency,
-scoring and memory on the embedded stack), model_scoring, state_memory."""
+scoring and memory on the embedded stack), gateway (score-call latency vs a
+per-request scorer), model_scoring, state_memory."""
 
 from __future__ import annotations
 
 import importlib
 import sys
 
-BENCHES = {"job": "bench.job", "model_scoring": "bench.model_scoring", "state_memory": "bench.state_memory"}
+BENCHES = {
+    "job": "bench.job",
+    "gateway": "bench.gateway",
+    "model_scoring": "bench.model_scoring",
+    "state_memory": "bench.state_memory",
+}
 
 
 def main() -> None:

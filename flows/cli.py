@@ -247,6 +247,36 @@ def check_config(config: ConfigOpt = None) -> None:
     console.print_json(json.dumps(redacted(settings_or_exit(config))))
 
 
+@app.command()
+def gateway(
+    config: ConfigOpt = None,
+    host: Annotated[str | None, typer.Option(help="default: gateway.host")] = None,
+    port: Annotated[int | None, typer.Option(help="default: gateway.port")] = None,
+) -> None:
+    """HTTP gateway: ingestion and synchronous score calls into the stream (OpenAPI docs at /docs)."""
+    from flows.config import ConfigError
+    from flows.gateway import run_gateway
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = settings_or_exit(config)
+    try:
+        run_gateway(settings, host, port)
+    except ConfigError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+
+
+@app.command("gateway-key")
+def gateway_key(name: Annotated[str, typer.Argument(help="who the key is for, e.g. pos-terminals")]) -> None:
+    """Make a new API key: prints the key once, and the entry (name + SHA-256) for gateway.keys_file."""
+    from operators.apikeys import hash_key, new_key
+
+    key = new_key()
+    print(f"key (give it to the client; it is not stored): {key}")
+    print("add to the keys file:")
+    print(f"  - name: {name}\n    sha256: {hash_key(key)}")
+
+
 def _register_data_commands() -> None:
     from flows import cli_data
 

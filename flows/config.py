@@ -128,6 +128,25 @@ class ExplainerSettings(_Section):
     history_events: int = Field(5, ge=0, le=50)
 
 
+class GatewaySettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    score_budget_ms: float = Field(
+        250.0, gt=0, le=10_000, description="How long a score call waits for the job's decision."
+    )
+    max_budget_ms: float = Field(2_000.0, gt=0, le=60_000, description="Cap on a caller's ?budget_ms.")
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Larger requests get 413.")
+    max_batch: int = Field(1_000, ge=1, description="Events per ingestion request.")
+    require_auth: bool = True
+    keys_file: str | None = Field(
+        None,
+        description="YAML list of API keys by name and SHA-256 (fraudstream gateway-key); re-read on change. "
+        "Required while require_auth is true.",
+    )
+    rate_per_s: float = Field(200.0, gt=0, description="Requests per second per API key (per replica).")
+    rate_burst: int = Field(400, ge=1)
+
+
 class Settings(_Section):
     """Everything the job reads at start-up."""
 
@@ -145,6 +164,7 @@ class Settings(_Section):
     models: ModelSettings = ModelSettings()
     recovery: RecoverySettings = RecoverySettings()
     explainer: ExplainerSettings = ExplainerSettings()
+    gateway: GatewaySettings = GatewaySettings()
 
 
 ENV_VARS: dict[str, tuple[str, ...]] = {

@@ -200,6 +200,7 @@ def _prometheus_config(tmp: Path, job_ports: list[int], explainer_port: int) -> 
     config = yaml.safe_load((PROM_DIR / "prometheus.yml").read_text())
     config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
     targets = {"fraudstream": job_ports, "fraudstream-explainer": [explainer_port]}
+    config["scrape_configs"] = [s for s in config["scrape_configs"] if s["job_name"] in targets]
     for scrape in config["scrape_configs"]:
         scrape["static_configs"] = [{"targets": [f"127.0.0.1:{p}" for p in targets[scrape["job_name"]]]}]
     rule_files = []

@@ -1,0 +1,335 @@
+"""The real gateway (uvicorn subprocess) in front of the real job on the embedded
+stack, called over HTTP."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import yaml
+
+from flows.config import Settings
+from infra.stack import free_port
+from infra.topics import ensure_topics
+from operators.apikeys import KeyRing, RateLimiter, hash_key, new_key
+from tests.conftest import event, new_settings
+from tests.integration.jobs import Job, consume, job_env, start_job
+
+KEY, OTHER = new_key(), new_key()
+
+
+# --- pure parts ---------------------------------------------------------------------------------
+
+
+def test_keys_are_stored_hashed_several_and_revocable(tmp_path):
+    path = tmp_path / "keys.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {"keys": [{"name": "a", "sha256": hash_key(KEY)}, {"name": "b", "sha256": hash_key(OTHER)}]}
+        )
+    )
+    ring = KeyRing(path)
+    assert (ring.name_of(KEY), ring.name_of(OTHER), ring.name_of("nope"), ring.name_of(None)) == (
+        "a",
+        "b",
+        None,
+        None,
+    )
+    assert KEY not in path.read_text()
+    time.sleep(0.01)
+    path.write_text(yaml.safe_dump({"keys": [{"name": "a", "sha256": hash_key(KEY), "revoked": True}]}))
+    os.utime(path, (time.time() + 5, time.time() + 5))
+    assert ring.name_of(KEY) is None
+
+
+def test_rate_limiter_allows_the_burst_then_the_rate():
+    now = [0.0]
+    limiter = RateLimiter(rate=10, burst=3, clock=lambda: now[0])
+    assert [limiter.acquire("k") for _ in range(3)] == [0, 0, 0]
+    assert limiter.acquire("k") == pytest.approx(0.1)
+    assert limiter.acquire("other") == 0
+    now[0] += 0.1
+    assert limiter.acquire("k") == 0
+
+
+# --- the real thing -----------------------------------------------------------------------------
+
+
+@dataclass
+class Gateway:
+    url: str
+    settings: Settings
+    job: Job | None
+    proc: subprocess.Popen[bytes]
+    keys_file: Path
+    log: Path
+
+    def client(self, key: str | None = KEY) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"X-API-Key": key} if key else {}, timeout=10)
+
+
+def _start_gateway(
+    settings: Settings, tmp: Path, keys_file: Path, **env: str
+) -> tuple[subprocess.Popen[bytes], str, Path]:
+    port = free_port()
+    log = tmp / f"gateway-{port}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "flows.cli", "gateway", "--port", str(port)],
+            env={**job_env(settings, free_port()), "FRAUDSTREAM__GATEWAY__KEYS_FILE": str(keys_file), **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(log.read_text()[-3000:])
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return proc, url, log
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"gateway not ready: {log.read_text()[-3000:]}")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def gw(stack, tmp_path_factory) -> Iterator[Gateway]:
+    tmp = tmp_path_factory.mktemp("gateway")
+    settings = new_settings(stack, "gateway")
+    keys_file = tmp / "keys.yaml"
+    keys_file.write_text(
+        yaml.safe_dump(
+            {
+                "keys": [
+                    {"name": "main", "sha256": hash_key(KEY)},
+                    {"name": "other", "sha256": hash_key(OTHER)},
+                ]
+            }
+        )
+    )
+    job = start_job(settings, 1, tmp)
+    proc, url, log = _start_gateway(settings, tmp, keys_file, FRAUDSTREAM__GATEWAY__SCORE_BUDGET_MS="3000")
+    try:
+        yield Gateway(url, settings, job, proc, keys_file, log)
+    finally:
+        _stop(proc)
+        job.stop()
+
+
+def _ev(**changes: Any) -> dict[str, Any]:
+    return event(
+        f"gw-{uuid.uuid4().hex[:10]}", changes.pop("user_id", f"gu-{uuid.uuid4().hex[:6]}"), **changes
+    )
+
+
+pytestmark = pytest.mark.integration
+
+
+def test_ingestion_lands_on_the_transactions_topic_keyed_by_user(gw):
+    batch = [_ev() for _ in range(3)]
+    with gw.client() as c:
+        r = c.post("/v1/transactions", json=batch)
+        one = c.post("/v1/transactions", json=_ev())
+    assert r.status_code == 202, r.text
+    assert r.json() == {"accepted": 3, "event_ids": [e["event_id"] for e in batch]}
+    assert one.status_code == 202 and one.json()["accepted"] == 1
+    k = gw.settings.kafka
+    wanted = {e["event_id"]: e["user_id"] for e in batch}
+    got = [(key, v) for key, v in consume(k.bootstrap_servers, k.transactions_topic, k.partitions, 10**6, 5)]
+    seen = {v["event_id"]: key for key, v in got if v["event_id"] in wanted}
+    assert seen == {eid: uid.encode() for eid, uid in wanted.items()}
+
+
+def test_score_call_returns_the_jobs_own_decision(gw):
+    ev = _ev(location={"latitude": 39.0, "longitude": 125.7, "country": "KP"})
+    with gw.client() as c:
+        r = c.post("/v1/transactions/score", json=ev)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["source"] == "stream" and body["transaction_id"] == ev["event_id"]
+    with psycopg.connect(gw.settings.database_url) as conn:
+        row = conn.execute(
+            "SELECT fraud_score, risk_level, decision, is_blocked, triggered_rules, model_version"
+            " FROM scored_events WHERE event_id = %s",
+            (ev["event_id"],),
+        ).fetchone()
+    assert row is not None
+    assert (body["fraud_score"], body["risk_level"], body["decision"], body["is_blocked"]) == pytest.approx(
+        row[:4]
+    )
+    assert body["triggered_rules"] == row[4] and "country_blacklist" in row[4]
+    assert body["model_version"] == row[5] and body["explanation"] and body["processing_time_ms"] > 0
+    # ...and the user's latest risk is readable from Redis through the gateway.
+    with gw.client() as c:
+        risk = c.get(f"/v1/users/{ev['user_id']}/risk")
+        missing = c.get("/v1/users/nobody-here/risk")
+    assert risk.status_code == 200 and risk.json()["risk_level"] == row[1]
+    assert missing.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"event_id": "x", "user_id": "u", "timestamp": "2025-06-02T10:00:00Z"}, "amount"),
+        ({"event_id": "x", "user_id": "u", "amount": -3, "timestamp": "2025-06-02T10:00:00Z"}, "amount"),
+        ({"event_id": "x", "user_id": "u", "amount": 3, "timestamp": "2025-06-02T10:00:00"}, "timestamp"),
+        (
+            [
+                {"event_id": "ok", "user_id": "u", "amount": 3, "timestamp": "2025-06-02T10:00:00Z"},
+                {"amount": 1},
+            ],
+            None,
+        ),
+    ],
+)
+def test_bad_input_gets_422_with_the_field_and_the_reason_and_nothing_is_produced(gw, payload, field):
+    with gw.client() as c:
+        r = c.post("/v1/transactions", json=payload)
+        s = c.post("/v1/transactions/score", content=b"{not json")
+    assert r.status_code == 422, r.text
+    (problem,) = r.json()["detail"]
+    assert problem["reason"]
+    if field:
+        assert problem["field"] == field
+    else:
+        assert problem["index"] == 1
+    assert s.status_code == 422 and s.json()["detail"][0]["field"] == "payload"
+
+
+def test_auth_size_limit_and_rate_limit(gw, tmp_path):
+    ev = _ev()
+    with gw.client(None) as anon, gw.client("fsk_wrong") as wrong:
+        assert anon.post("/v1/transactions", json=ev).status_code == 401
+        assert wrong.post("/v1/transactions", json=ev).status_code == 401
+    with gw.client() as c:
+        big = c.post(
+            "/v1/transactions",
+            content=b"[" + b" " * 1_100_000 + b"]",
+            headers={"content-type": "application/json"},
+        )
+    assert big.status_code == 413
+    # 'other' is revoked by editing the file: the running gateway stops accepting it.
+    with gw.client(OTHER) as c:
+        assert c.post("/v1/transactions", json=_ev()).status_code == 202
+        gw.keys_file.write_text(
+            yaml.safe_dump(
+                {
+                    "keys": [
+                        {"name": "main", "sha256": hash_key(KEY)},
+                        {"name": "other", "sha256": hash_key(OTHER), "revoked": True},
+                    ]
+                }
+            )
+        )
+        later = time.time() + 2
+        os.utime(gw.keys_file, (later, later))
+        assert c.post("/v1/transactions", json=_ev()).status_code == 401
+
+
+def test_rate_limit_per_key_answers_429_with_retry_after(gw, tmp_path):
+    proc, url, _log = _start_gateway(
+        gw.settings,
+        tmp_path,
+        gw.keys_file,
+        FRAUDSTREAM__GATEWAY__RATE_PER_S="1",
+        FRAUDSTREAM__GATEWAY__RATE_BURST="3",
+    )
+    try:
+        with httpx.Client(base_url=url, headers={"X-API-Key": KEY}, timeout=10) as c:
+            codes = [c.post("/v1/transactions", json=_ev()).status_code for _ in range(5)]
+            last = c.post("/v1/transactions", json=_ev())
+    finally:
+        _stop(proc)
+    assert codes[:3] == [202, 202, 202] and 429 in codes[3:]
+    assert last.status_code == 429 and float(last.headers["retry-after"]) > 0
+
+
+def test_fallback_when_no_job_answers_and_the_event_is_not_lost(stack, tmp_path, gw):
+    settings = new_settings(stack, "gw-nojob")  # nobody scores this topic
+    k = settings.kafka
+    ensure_topics(k.bootstrap_servers, {k.transactions_topic: k.partitions, k.decisions_topic: k.partitions})
+    proc, url, _log = _start_gateway(
+        settings, tmp_path, gw.keys_file, FRAUDSTREAM__GATEWAY__SCORE_BUDGET_MS="200"
+    )
+    try:
+        ev = _ev(
+            timestamp="2025-06-02T02:30:00Z", location={"latitude": 39.0, "longitude": 125.7, "country": "KP"}
+        )
+        began = time.perf_counter()
+        with httpx.Client(base_url=url, headers={"X-API-Key": KEY}, timeout=10) as c:
+            r = c.post("/v1/transactions/score", json=ev)
+            metrics = c.get("/metrics").text
+        elapsed = time.perf_counter() - began
+    finally:
+        _stop(proc)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["source"] == "fallback" and body["fallback_reason"] == "timeout"
+    assert {"country_blacklist", "unusual_hours"} <= set(body["triggered_rules"])
+    assert body["decision"] in {"review", "block"} and body["model_version"] == "fallback-rules"
+    assert 0.2 <= elapsed < 2.0
+    assert 'fraudstream_gateway_fallbacks_total{reason="timeout"} 1.0' in metrics
+    got = consume(k.bootstrap_servers, k.transactions_topic, k.partitions, 1, 10)
+    assert [v["event_id"] for _, v in got] == [ev["event_id"]]
+
+
+def test_config_errors_stop_the_gateway_naming_the_field(gw, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "gateway"],
+        env={**job_env(gw.settings, 0), "FRAUDSTREAM__GATEWAY__KEYS_FILE": ""},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "gateway.keys_file" in result.stdout + result.stderr
+
+
+@pytest.mark.skipif(shutil.which("schemathesis") is None, reason="schemathesis is in the test extra")
+def test_schemathesis_finds_no_server_errors(gw, tmp_path):
+    result = subprocess.run(
+        [
+            "schemathesis",
+            "run",
+            f"{gw.url}/openapi.json",
+            "--checks",
+            "not_a_server_error",
+            "--header",
+            f"X-API-Key: {KEY}",
+            "--max-examples",
+            "30",
+            "--phases",
+            "examples,coverage,fuzzing",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert "Tested: 3" in result.stdout and " passed" in result.stdout and "failed" not in result.stdout

@@ -29,6 +29,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from fastapi import Request
 
 from bench.job import _percentiles, embedded_stack, machine_facts, settings_for, start_job, train_models
 from flows.workload import generate
@@ -40,7 +41,7 @@ __all__ = ["main", "seed_style_app"]
 def seed_style_app(training: list[Any]) -> Any:
     """Seed 000's way: one event per request, features from an in-memory history,
     rules, then ``IsolationForest.decision_function`` on that one row."""
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI
     from sklearn.ensemble import IsolationForest
 
     from flows.config import Settings
@@ -111,13 +112,13 @@ async def _load(url: str, bodies: list[bytes], rate: float, headers: dict[str, s
     sources: dict[str, int] = {}
     errors = 0
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30, limits=limits) as client:
+    async with httpx.AsyncClient(headers=headers, timeout=30, limits=limits) as client:
 
         async def one(body: bytes) -> None:
             nonlocal errors
             began = time.perf_counter()
             try:
-                r = await client.post("", content=body, headers={"content-type": "application/json"})
+                r = await client.post(url, content=body, headers={"content-type": "application/json"})
             except httpx.HTTPError:
                 errors += 1
                 return

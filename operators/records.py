@@ -22,8 +22,7 @@ __all__ = [
 _JSON = msgspec.json.Encoder()
 
 
-def alert_record(s: ScoredEvent) -> dict[str, Any]:
-    """The alert as the contract describes it (docs/contract.md)."""
+def _verdict(s: ScoredEvent) -> dict[str, Any]:
     v = s.verdict
     return {
         "event_id": s.event.event_id,
@@ -36,9 +35,12 @@ def alert_record(s: ScoredEvent) -> dict[str, Any]:
         "reasons": [h.reason for h in s.hits],
         "scores": v.scores,
         "model_version": s.model_version,
-        "event": s.event,
-        "scored_at": s.scored_at,
     }
+
+
+def alert_record(s: ScoredEvent) -> dict[str, Any]:
+    """The alert as the contract describes it (docs/contract.md)."""
+    return {**_verdict(s), "event": s.event, "scored_at": s.scored_at}
 
 
 def encode_alert(s: ScoredEvent) -> tuple[bytes, bytes, int | None]:
@@ -47,21 +49,7 @@ def encode_alert(s: ScoredEvent) -> tuple[bytes, bytes, int | None]:
 
 def decision_record(s: ScoredEvent) -> dict[str, Any]:
     """Every decision, compact (no event echo): what a synchronous caller needs."""
-    v = s.verdict
-    return {
-        "event_id": s.event.event_id,
-        "user_id": s.event.user_id,
-        "fraud_score": v.fraud_score,
-        "risk_level": v.risk_level,
-        "decision": v.decision,
-        "is_blocked": v.is_blocked,
-        "triggered_rules": [h.rule for h in s.hits],
-        "reasons": [h.reason for h in s.hits],
-        "scores": v.scores,
-        "model_version": s.model_version,
-        "scored_at": s.scored_at,
-        "processing_ms": s.processing_ms,
-    }
+    return {**_verdict(s), "scored_at": s.scored_at, "processing_ms": s.processing_ms}
 
 
 def encode_decision(s: ScoredEvent) -> tuple[bytes, bytes, int | None]:

@@ -16,9 +16,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -31,8 +28,9 @@ import httpx
 import numpy as np
 from fastapi import Request
 
-from bench.job import _percentiles, embedded_stack, machine_facts, settings_for, start_job, train_models
+from bench.job import PARTITIONS, _percentiles, embedded_stack, machine_facts, run_job, train_models
 from flows.workload import generate
+from infra.jobproc import isolated_settings, start_gateway, stop_process
 from infra.stack import free_port
 
 __all__ = ["main", "seed_style_app"]
@@ -45,26 +43,17 @@ def seed_style_app(training: list[Any]) -> Any:
     from sklearn.ensemble import IsolationForest
 
     from flows.config import Settings
+    from models.training import replay_features
     from operators.ensemble import combine
     from operators.events import TransactionEvent, decode_event
-    from operators.features import compute_features, feature_matrix
+    from operators.features import feature_matrix
     from operators.profiles import update_profile
     from operators.rules import RuleContext, evaluate_rules
     from operators.state import StateLimits, UserState
     from operators.validation import Accepted
 
     cfg = Settings()
-    states: dict[str, UserState] = {}
-    feats, evs = [], []
-    for ev in training:
-        ts = ev.timestamp.timestamp()
-        feats.append(
-            update_profile(
-                states.setdefault(ev.user_id, UserState()), Accepted(ev, ts, None, ts), StateLimits()
-            ).features
-        )
-        evs.append(ev)
-    x = np.nan_to_num(feature_matrix(feats, evs))
+    x = np.nan_to_num(feature_matrix(*replay_features(training)))
     forest = IsolationForest(n_estimators=100, random_state=0).fit(x)
     lo, hi = np.percentile(forest.decision_function(x), [1, 99])
     history: dict[str, UserState] = {}
@@ -80,8 +69,7 @@ def seed_style_app(training: list[Any]) -> Any:
         with lock:
             state = history.setdefault(ev.user_id, UserState())
             ts = ev.timestamp.timestamp()
-            f = compute_features(state, ev, ts)
-            update_profile(state, Accepted(ev, ts, None, ts), StateLimits())
+            f = update_profile(state, Accepted(ev, ts, None, ts), StateLimits()).features
         hits = evaluate_rules(ev, f, RuleContext(cfg.rules, _EMPTY))
         raw = float(forest.decision_function(np.nan_to_num(feature_matrix([f], [ev])))[0])
         iso = float(np.clip((hi - raw) / (hi - lo) * 100, 0, 100))
@@ -172,57 +160,31 @@ def run(args: argparse.Namespace, say: Any) -> dict[str, Any]:
             ]
             seed_port = free_port()
             _serve(seed_style_app(training), seed_port)
-            settings = settings_for(info, "gw")
-            job = start_job(settings, 1, models, tmp)
-            gw_port = free_port()
-            k = settings.kafka
-            env = {
-                **os.environ,
-                "KAFKA_BOOTSTRAP_SERVERS": k.bootstrap_servers,
-                "REDIS_URL": settings.redis_url,
-                "DATABASE_URL": settings.database_url,
-                "FRAUDSTREAM__KAFKA__TRANSACTIONS_TOPIC": k.transactions_topic,
-                "FRAUDSTREAM__KAFKA__DECISIONS_TOPIC": k.decisions_topic,
-                "FRAUDSTREAM__GATEWAY__REQUIRE_AUTH": "false",
-                "FRAUDSTREAM__GATEWAY__SCORE_BUDGET_MS": str(args.budget_ms),
-                "FRAUDSTREAM__GATEWAY__RATE_PER_S": "1000000",
-                "FRAUDSTREAM__GATEWAY__RATE_BURST": "1000000",
-            }
-            with open(tmp / "gateway.log", "wb") as log:
-                gateway = subprocess.Popen(
-                    [sys.executable, "-m", "flows.cli", "gateway", "--port", str(gw_port)],
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+            settings = isolated_settings(info, "gw", PARTITIONS)
+            job = run_job(settings, 1, models, tmp)
+            gateway, gw_url = start_gateway(
+                settings,
+                tmp,
+                FRAUDSTREAM__GATEWAY__REQUIRE_AUTH="false",
+                FRAUDSTREAM__GATEWAY__SCORE_BUDGET_MS=str(args.budget_ms),
+                FRAUDSTREAM__GATEWAY__RATE_PER_S="1000000",
+                FRAUDSTREAM__GATEWAY__RATE_BURST="1000000",
+            )
             try:
-                for _ in range(300):
-                    with contextlib.suppress(httpx.HTTPError):
-                        if httpx.get(f"http://127.0.0.1:{gw_port}/readyz", timeout=1).status_code == 200:
-                            break
-                    time.sleep(0.2)
                 rows = []
                 for rate in args.rates:
                     n = int(rate * args.duration)
                     work = generate(events=n, users=max(50, n // 10), malformed=0, seed=rate)
                     bodies = [v for _, v in work.messages if v is not None]
                     say(f"{rate:,} req/s for {args.duration:g} s: gateway + job")
-                    g = asyncio.run(
-                        _load(f"http://127.0.0.1:{gw_port}/v1/transactions/score", bodies, rate, {})
-                    )
+                    g = asyncio.run(_load(f"{gw_url}/v1/transactions/score", bodies, rate, {}))
                     say(f"{rate:,} req/s: seed-style per-request scorer")
                     s = asyncio.run(_load(f"http://127.0.0.1:{seed_port}/score", bodies, rate, {}))
                     rows.append({"rate": rate, "requests": len(bodies), "gateway": g, "seed_style": s})
                 result["rates"] = rows
                 result["budget_ms"] = args.budget_ms
             finally:
-                if gateway.poll() is None:
-                    gateway.send_signal(signal.SIGINT)
-                    try:
-                        gateway.wait(15)
-                    except subprocess.TimeoutExpired:
-                        os.killpg(gateway.pid, signal.SIGKILL)
+                stop_process(gateway)
                 job.stop()
     return result
 

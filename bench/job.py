@@ -27,14 +27,11 @@ import contextlib
 import json
 import os
 import platform
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -44,18 +41,17 @@ from typing import Any
 
 import psycopg
 from confluent_kafka import Consumer, Producer, TopicPartition
-from prometheus_client.parser import text_string_to_metric_families
 
-from flows.config import Settings, load_settings
+from flows.config import Settings
 from flows.produce import produce_all
 from flows.workload import Workload, generate
-from infra.stack import EmbeddedStack, StackInfo, free_port
+from infra.jobproc import JobProcess, Samples, isolated_settings, start_job
+from infra.stack import EmbeddedStack, StackInfo
 from infra.topics import ensure_topics
 
 __all__ = ["main"]
 
 PARTITIONS = 4
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 @dataclass
@@ -111,124 +107,14 @@ def machine_facts(database_url: str | None = None) -> dict[str, Any]:
     return facts
 
 
-def settings_for(info: StackInfo, name: str, **scoring: Any) -> Settings:
-    """Settings with their own alerts/DLQ topics and a fresh database."""
-    tag = f"{name}-{uuid.uuid4().hex[:6]}"
-    db = "b_" + uuid.uuid4().hex[:12]
-    env = info.env()
-    admin = env["DATABASE_URL"].rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{db}"')
-    env["DATABASE_URL"] = env["DATABASE_URL"].rsplit("/", 1)[0] + f"/{db}"
-    data = load_settings(env=env).model_dump()
-    data["kafka"].update(
-        transactions_topic=f"tx-{tag}",
-        alerts_topic=f"alerts-{tag}",
-        dlq_topic=f"dlq-{tag}",
-        decisions_topic=f"decisions-{tag}",
-        partitions=PARTITIONS,
-    )
-    data["scoring"].update(scoring)
-    return Settings.model_validate(data)
-
-
-@dataclass
-class Job:
-    proc: subprocess.Popen[bytes]
-    port: int
-    processes: int
-    log: Path
-
-    def samples(self) -> Samples:
-        out: Samples = {}
-        for i in range(self.processes):
-            text = urllib.request.urlopen(f"http://127.0.0.1:{self.port + i}/metrics", timeout=5).read()
-            for family in text_string_to_metric_families(text.decode()):
-                for s in family.samples:
-                    key = (s.name, tuple(sorted(s.labels.items())))
-                    out[key] = out.get(key, 0.0) + s.value
-        return out
-
-    def pids(self) -> list[int]:
-        """The job's processes: the launcher and, with several processes, its workers."""
-        kids = []
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            with contextlib.suppress(OSError, IndexError):
-                if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == self.proc.pid:
-                    kids.append(int(stat.parent.name))
-        return kids or [self.proc.pid]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-
-
 def _sum(samples: Samples, name: str, **labels: str) -> float:
     want = set(labels.items())
     return sum(v for (n, lab), v in samples.items() if n == name and want <= set(lab))
 
 
-def start_job(settings: Settings, processes: int, models: Path | None, log_dir: Path) -> Job:
-    port = _port_range(processes)
-    k = settings.kafka
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": k.bootstrap_servers,
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": settings.redis_url,
-        "METRICS_PORT": str(port),
-        "FRAUDSTREAM__KAFKA__TRANSACTIONS_TOPIC": k.transactions_topic,
-        "FRAUDSTREAM__KAFKA__ALERTS_TOPIC": k.alerts_topic,
-        "FRAUDSTREAM__KAFKA__DLQ_TOPIC": k.dlq_topic,
-        "FRAUDSTREAM__KAFKA__DECISIONS_TOPIC": k.decisions_topic,
-        "FRAUDSTREAM__KAFKA__PARTITIONS": str(k.partitions),
-        "FRAUDSTREAM__SCORING__MAX_BATCH_SIZE": str(settings.scoring.max_batch_size),
-        "FRAUDSTREAM__SCORING__MAX_WAIT_MS": str(settings.scoring.max_wait_ms),
-    }
-    if models is not None:
-        env["FRAUDSTREAM_MODEL_DIR"] = str(models)
-    log = log_dir / f"job-{uuid.uuid4().hex[:6]}.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "flows.cli", "run", "--processes", str(processes)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    job = Job(proc, port, processes, log)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"job exited: {log.read_text()[-3000:]}")
-        with contextlib.suppress(OSError):
-            job.samples()
-            return job
-        time.sleep(0.1)
-    job.stop()
-    raise RuntimeError("job did not serve metrics in 90 s")
-
-
-def _port_range(n: int) -> int:
-    import socket
-
-    for _ in range(50):
-        base = free_port()
-        ok = True
-        for i in range(n):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", base + i))
-                except OSError:
-                    ok = False
-        if ok:
-            return base
-    raise RuntimeError("no free port range")
+def run_job(settings: Settings, processes: int, models: Path | None, log_dir: Path) -> JobProcess:
+    extra = {"FRAUDSTREAM_MODEL_DIR": str(models)} if models is not None else {}
+    return start_job(settings, processes, log_dir, **extra)
 
 
 def _peak_rss(pids: Sequence[int]) -> dict[int, int]:
@@ -287,18 +173,15 @@ def job_throughput(
     info: StackInfo, source: str, work: Workload, processes: int, models: Path | None, log_dir: Path
 ) -> dict[str, Any]:
     """Events/s through the whole job reading the pre-loaded ``source`` topic."""
-    settings = settings_for(info, f"tp{processes}")
-    settings = settings.model_copy(
-        update={"kafka": settings.kafka.model_copy(update={"transactions_topic": source})}
-    )
+    settings = isolated_settings(info, f"tp{processes}", PARTITIONS, kafka__transactions_topic=source)
     total = len(work.messages)
-    job = start_job(settings, processes, models, log_dir)
+    job = run_job(settings, processes, models, log_dir)
     first = last = 0.0
     seen_at_first = 0.0
     try:
         deadline = time.monotonic() + max(120.0, total / 500)
         while time.monotonic() < deadline:
-            s = job.samples()
+            s = job.metrics()
             done = _sum(s, "fraudstream_events_total")
             written = _sum(s, "fraudstream_sink_records_total", sink="postgres")
             now = time.perf_counter()
@@ -312,7 +195,7 @@ def job_throughput(
             time.sleep(0.25)  # scraping is not free: keep it out of the way
         if not last:
             raise RuntimeError(f"job did not finish {total} events: {job.log.read_text()[-2000:]}")
-        s = job.samples()
+        s = job.metrics()
         rss = _peak_rss(job.pids())
     finally:
         job.stop()
@@ -356,7 +239,8 @@ def latency_under_load(
     seed: int,
 ) -> dict[str, Any]:
     """Produce at ``rate`` events/s for ``duration_s``; latency to alert and to row, in ms."""
-    settings = settings_for(info, f"lat{rate}", max_batch_size=max_batch_size, max_wait_ms=max_wait_ms)
+    scoring = {"scoring__max_batch_size": max_batch_size, "scoring__max_wait_ms": max_wait_ms}
+    settings = isolated_settings(info, f"lat{rate}", PARTITIONS, **scoring)
     k = settings.kafka
     ensure_topics(k.bootstrap_servers, {k.transactions_topic: PARTITIONS, k.alerts_topic: PARTITIONS})
     count = int(rate * duration_s)
@@ -364,7 +248,7 @@ def latency_under_load(
     messages = [(key, value) for key, value in work.messages]
     ids = [json.loads(v)["event_id"] for _, v in messages if v is not None]
     count = len(ids)
-    job = start_job(settings, 1, models, log_dir)
+    job = run_job(settings, 1, models, log_dir)
     produced: dict[str, float] = {}
     alerted: dict[str, float] = {}
     stop = threading.Event()
@@ -392,7 +276,7 @@ def latency_under_load(
         warm = generate(events=20, users=5, malformed=0, seed=seed + 1000)
         produce_all(k.bootstrap_servers, k.transactions_topic, warm.messages)
         deadline = time.monotonic() + 60
-        while _sum(job.samples(), "fraudstream_sink_records_total", sink="postgres") < warm.valid:
+        while _sum(job.metrics(), "fraudstream_sink_records_total", sink="postgres") < warm.valid:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"warm-up did not finish: {job.log.read_text()[-2000:]}")
             time.sleep(0.05)
@@ -414,7 +298,7 @@ def latency_under_load(
         offered = count / (time.perf_counter() - began)
         deadline = time.monotonic() + max(60.0, count / 1000)
         while (
-            _sum(job.samples(), "fraudstream_sink_records_total", sink="postgres") < work.valid + warm.valid
+            _sum(job.metrics(), "fraudstream_sink_records_total", sink="postgres") < work.valid + warm.valid
         ):
             if time.monotonic() > deadline:
                 break
@@ -449,28 +333,22 @@ def scoring_ratio(models: Path | None, events: int, batch: int, budget_s: float)
     from flows.config import Settings as S
     from models.artifacts import ActiveModels
     from models.base import RULES_ONLY
+    from models.training import replay_features
     from operators.blocklists import Blocklists
     from operators.events import TransactionEvent, decode_event
-    from operators.profiles import update_profile
+    from operators.profiles import Featured
     from operators.scoring import score_batch
-    from operators.state import StateLimits, UserState
     from operators.validation import Accepted
 
     cfg = S()
     work = generate(events=events, users=max(50, events // 20), malformed=0, seed=31)
-    evs = sorted(
-        (e for e in (decode_event(v) for _, v in work.messages) if isinstance(e, TransactionEvent)),
-        key=lambda e: e.timestamp,
+    features, ordered = replay_features(
+        e for e in (decode_event(v) for _, v in work.messages) if isinstance(e, TransactionEvent)
     )
-    states: dict[str, UserState] = {}
-    featured = []
-    for ev in evs:
-        ts = ev.timestamp.timestamp()
-        featured.append(
-            update_profile(
-                states.setdefault(ev.user_id, UserState()), Accepted(ev, ts, None, ts), StateLimits()
-            )
-        )
+    featured = [
+        Featured(Accepted(e, e.timestamp.timestamp(), None, e.timestamp.timestamp()), f)
+        for f, e in zip(features, ordered, strict=True)
+    ]
     ms = ActiveModels(models, device="cpu")() if models is not None else RULES_ONLY
     blocklists = Blocklists()
 

@@ -3,19 +3,17 @@ factories for unique topics and fresh databases, so tests never share data."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
-from flows.config import Settings, load_settings
+from flows.config import Settings
+from infra.jobproc import isolated_settings
 from infra.stack import EmbeddedStack, StackInfo
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -31,35 +29,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackInfo]:
     embedded.stop()
 
 
-_counter = itertools.count()
-
-
 def new_settings(stack: StackInfo, name: str, **overrides: Any) -> Settings:
     """Settings with unique topic names and a fresh database."""
-    tag = f"{name[:30]}-{next(_counter)}-{uuid.uuid4().hex[:6]}"
-    tag = "".join(c if c.isalnum() or c in "-." else "-" for c in tag).lower()
-    db = "t_" + uuid.uuid4().hex[:12]
-    env = stack.env()
-    admin = env["DATABASE_URL"].rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{db}"')
-    env["DATABASE_URL"] = env["DATABASE_URL"].rsplit("/", 1)[0] + f"/{db}"
-    env["METRICS_PORT"] = "0"
-    data = load_settings(env=env).model_dump()
-    data["kafka"].update(
-        transactions_topic=f"tx-{tag}",
-        alerts_topic=f"alerts-{tag}",
-        dlq_topic=f"dlq-{tag}",
-        decisions_topic=f"decisions-{tag}",
-        partitions=4,
-    )
-    for key, value in overrides.items():
-        node = data
-        *path, last = key.split("__")
-        for part in path:
-            node = node[part]
-        node[last] = value
-    return Settings.model_validate(data)
+    return isolated_settings(stack, name, **overrides)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ import pytest
 import yaml
 
 from flows.config import Settings
-from infra.stack import free_port
+from infra.jobproc import start_gateway, stop_process
 from infra.topics import ensure_topics
 from operators.apikeys import KeyRing, RateLimiter, hash_key, new_key
 from tests.conftest import event, new_settings
@@ -74,7 +73,6 @@ class Gateway:
     job: Job | None
     proc: subprocess.Popen[bytes]
     keys_file: Path
-    log: Path
 
     def client(self, key: str | None = KEY) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"X-API-Key": key} if key else {}, timeout=10)
@@ -82,39 +80,8 @@ class Gateway:
 
 def _start_gateway(
     settings: Settings, tmp: Path, keys_file: Path, **env: str
-) -> tuple[subprocess.Popen[bytes], str, Path]:
-    port = free_port()
-    log = tmp / f"gateway-{port}.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "flows.cli", "gateway", "--port", str(port)],
-            env={**job_env(settings, free_port()), "FRAUDSTREAM__GATEWAY__KEYS_FILE": str(keys_file), **env},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(log.read_text()[-3000:])
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return proc, url, log
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"gateway not ready: {log.read_text()[-3000:]}")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+) -> tuple[subprocess.Popen[bytes], str]:
+    return start_gateway(settings, tmp, FRAUDSTREAM__GATEWAY__KEYS_FILE=str(keys_file), **env)
 
 
 @pytest.fixture(scope="module")
@@ -133,11 +100,11 @@ def gw(stack, tmp_path_factory) -> Iterator[Gateway]:
         )
     )
     job = start_job(settings, 1, tmp)
-    proc, url, log = _start_gateway(settings, tmp, keys_file, FRAUDSTREAM__GATEWAY__SCORE_BUDGET_MS="3000")
+    proc, url = _start_gateway(settings, tmp, keys_file, FRAUDSTREAM__GATEWAY__SCORE_BUDGET_MS="3000")
     try:
-        yield Gateway(url, settings, job, proc, keys_file, log)
+        yield Gateway(url, settings, job, proc, keys_file)
     finally:
-        _stop(proc)
+        stop_process(proc)
         job.stop()
 
 
@@ -252,7 +219,7 @@ def test_auth_size_limit_and_rate_limit(gw, tmp_path):
 
 
 def test_rate_limit_per_key_answers_429_with_retry_after(gw, tmp_path):
-    proc, url, _log = _start_gateway(
+    proc, url = _start_gateway(
         gw.settings,
         tmp_path,
         gw.keys_file,
@@ -264,7 +231,7 @@ def test_rate_limit_per_key_answers_429_with_retry_after(gw, tmp_path):
             codes = [c.post("/v1/transactions", json=_ev()).status_code for _ in range(5)]
             last = c.post("/v1/transactions", json=_ev())
     finally:
-        _stop(proc)
+        stop_process(proc)
     assert codes[:3] == [202, 202, 202] and 429 in codes[3:]
     assert last.status_code == 429 and float(last.headers["retry-after"]) > 0
 
@@ -273,9 +240,7 @@ def test_fallback_when_no_job_answers_and_the_event_is_not_lost(stack, tmp_path,
     settings = new_settings(stack, "gw-nojob")  # nobody scores this topic
     k = settings.kafka
     ensure_topics(k.bootstrap_servers, {k.transactions_topic: k.partitions, k.decisions_topic: k.partitions})
-    proc, url, _log = _start_gateway(
-        settings, tmp_path, gw.keys_file, FRAUDSTREAM__GATEWAY__SCORE_BUDGET_MS="200"
-    )
+    proc, url = _start_gateway(settings, tmp_path, gw.keys_file, FRAUDSTREAM__GATEWAY__SCORE_BUDGET_MS="200")
     try:
         ev = _ev(
             timestamp="2025-06-02T02:30:00Z", location={"latitude": 39.0, "longitude": 125.7, "country": "KP"}
@@ -286,7 +251,7 @@ def test_fallback_when_no_job_answers_and_the_event_is_not_lost(stack, tmp_path,
             metrics = c.get("/metrics").text
         elapsed = time.perf_counter() - began
     finally:
-        _stop(proc)
+        stop_process(proc)
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["source"] == "fallback" and body["fallback_reason"] == "timeout"

@@ -1,123 +1,18 @@
-"""Run the real job as subprocesses against the embedded stack."""
+"""Run the real job as subprocesses against the embedded stack (launching lives
+in ``infra.jobproc``; here: waiting for rows and reading topics)."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
-from dataclasses import dataclass
-from pathlib import Path
 
 import psycopg
 from confluent_kafka import Consumer, TopicPartition
-from prometheus_client.parser import text_string_to_metric_families
 
-from flows.config import Settings
-from infra.stack import free_port
+from infra.jobproc import JobProcess as Job
+from infra.jobproc import job_env, start_job
 
-
-def job_env(settings: Settings, metrics_port: int, **extra: str) -> dict[str, str]:
-    k = settings.kafka
-    return {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": k.bootstrap_servers,
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": settings.redis_url,
-        "METRICS_PORT": str(metrics_port),
-        "FRAUDSTREAM__KAFKA__TRANSACTIONS_TOPIC": k.transactions_topic,
-        "FRAUDSTREAM__KAFKA__ALERTS_TOPIC": k.alerts_topic,
-        "FRAUDSTREAM__KAFKA__DLQ_TOPIC": k.dlq_topic,
-        "FRAUDSTREAM__KAFKA__DECISIONS_TOPIC": k.decisions_topic,
-        "FRAUDSTREAM__KAFKA__PARTITIONS": str(k.partitions),
-        **extra,
-    }
-
-
-@dataclass
-class Job:
-    proc: subprocess.Popen[bytes]
-    settings: Settings
-    processes: int
-    metrics_port: int
-    log: Path
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def kill9(self) -> None:
-        """SIGKILL every process of the job at once (supervisor and workers)."""
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
-
-    def assert_alive(self) -> None:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"job exited with {self.proc.returncode}:\n{self.log.read_text()[-4000:]}")
-
-    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        """Samples summed over every process of the job."""
-        totals: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-        for i in range(self.processes):
-            text = urllib.request.urlopen(
-                f"http://127.0.0.1:{self.metrics_port + i}/metrics", timeout=5
-            ).read()
-            for family in text_string_to_metric_families(text.decode()):
-                for s in family.samples:
-                    key = (s.name, tuple(sorted(s.labels.items())))
-                    totals[key] = totals.get(key, 0.0) + s.value
-        return totals
-
-
-def start_job(settings: Settings, processes: int, log_dir: Path, **extra_env: str) -> Job:
-    port = free_port() if processes == 1 else _free_range(processes)
-    log = log_dir / f"job-{processes}p-{port}.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "flows.cli", "run", "--processes", str(processes)],
-            env=job_env(settings, port, **extra_env),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    job = Job(proc, settings, processes, port, log)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        job.assert_alive()
-        try:
-            job.metrics()
-            return job
-        except OSError:
-            time.sleep(0.2)
-    job.stop()
-    raise AssertionError(f"job did not serve metrics within 60 s:\n{log.read_text()[-3000:]}")
-
-
-def _free_range(n: int) -> int:
-    for _ in range(50):
-        base = free_port()
-        if base + n < 65535 and all(_is_free(base + i) for i in range(n)):
-            return base
-    raise RuntimeError("no free port range")
-
-
-def _is_free(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+__all__ = ["Job", "consume", "job_env", "start_job", "wait_rows"]
 
 
 def wait_rows(job: Job, expected: int, timeout_s: float = 120) -> int:

@@ -15,9 +15,9 @@ import pytest
 
 from flows.produce import produce_all
 from flows.workload import generate
+from infra.jobproc import free_port_range, job_env
 from infra.stack import free_port
 from infra.topics import ensure_topics
-from tests.integration.jobs import _free_range, job_env
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +28,7 @@ def test_separately_started_members_form_one_cluster_and_score_everything(make_s
     work = generate(events=1500, users=150, malformed=5, seed=9)
     ensure_topics(k.bootstrap_servers, {k.transactions_topic: k.partitions})
     produce_all(k.bootstrap_servers, k.transactions_topic, work.messages)
-    base = _free_range(2)
+    base = free_port_range(2)
     addresses = ",".join(f"127.0.0.1:{free_port()}" for _ in range(2))
     recovery = tmp_path / "recovery"
     members = []

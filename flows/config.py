@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from operators.ensemble import EnsembleConfig
+from operators.entity_risk import RiskConfig
 from operators.rules import RulesConfig
 
 __all__ = ["ENV_VARS", "ConfigError", "Settings", "load_settings", "redact_url", "redacted"]
@@ -44,6 +45,9 @@ class KafkaSettings(_Section):
         description="Every decision, keyed by event_id (the gateway's replies); compact it in production.",
     )
     publish_decisions: bool = True
+    labels_topic: str = Field(
+        "labels", min_length=1, description="Fraud labels keyed by event_id (chargebacks, analysts)."
+    )
     partitions: int = Field(4, ge=1, description="Partitions of topics the job creates.")
     start_offset: Literal["earliest", "latest"] = "earliest"
     source_batch_size: int = Field(1000, ge=1)
@@ -83,6 +87,44 @@ class ScoringSettings(_Section):
     max_wait_ms: float = Field(
         0.0, ge=0, le=10_000, description="0: score what each activation brings, without waiting."
     )
+
+
+class LabelSettings(_Section):
+    enabled: bool = Field(
+        True, description="Consume kafka.labels_topic into the labels table and risk windows."
+    )
+    pending_s: float = Field(
+        120.0,
+        ge=0,
+        description="How long a label waits for its event to be scored before it counts as unknown.",
+    )
+    retry_s: float = Field(1.0, gt=0, description="How often waiting labels look for their events again.")
+
+
+class EntityRiskSettings(_Section):
+    enabled: bool = True
+    entities: tuple[Literal["merchant", "device", "user"], ...] = ("merchant", "device", "user")
+    label_delay_days: int = Field(
+        7,
+        ge=0,
+        le=365,
+        description="Risk windows end this many days before the event: labels are assumed known by then.",
+    )
+    windows_days: tuple[int, ...] = Field((1, 7, 30), min_length=1)
+    max_frauds: int = Field(4096, ge=16, description="Labelled frauds kept per entity.")
+    ttl_s: float = Field(
+        45 * 86_400.0, gt=0, description="Idle time (wall clock) before an entity's window is dropped."
+    )
+
+    @field_validator("windows_days")
+    @classmethod
+    def _windows(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(not 1 <= w <= 365 for w in value) or len(set(value)) != len(value):
+            raise ValueError("windows must be distinct whole days in [1, 365]")
+        return tuple(sorted(value))
+
+    def config(self) -> RiskConfig:
+        return RiskConfig(self.label_delay_days, self.windows_days, self.max_frauds)
 
 
 class RedisSettings(_Section):
@@ -165,6 +207,24 @@ class Settings(_Section):
     recovery: RecoverySettings = RecoverySettings()
     explainer: ExplainerSettings = ExplainerSettings()
     gateway: GatewaySettings = GatewaySettings()
+    labels: LabelSettings = LabelSettings()
+    entity_risk: EntityRiskSettings = EntityRiskSettings()
+
+    @model_validator(mode="after")
+    def _rule_windows(self) -> Settings:
+        rule = self.rules.compromised_merchant
+        risk = self.entity_risk
+        if rule.enabled and not (risk.enabled and "merchant" in risk.entities):
+            raise ValueError(
+                "rules.compromised_merchant needs entity_risk.enabled with 'merchant' in "
+                "entity_risk.entities (or set rules.compromised_merchant.enabled: false)"
+            )
+        if rule.enabled and rule.window_days not in risk.windows_days:
+            raise ValueError(
+                f"rules.compromised_merchant.window_days: {rule.window_days} is not one of "
+                f"entity_risk.windows_days {list(risk.windows_days)}"
+            )
+        return self
 
 
 ENV_VARS: dict[str, tuple[str, ...]] = {

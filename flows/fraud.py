@@ -7,6 +7,7 @@ checks and metrics).
 
     transactions -> validate -+-> dead letters -> DLQ topic
                               +-> key by user_id -> user state + features
+                                  -> merchant, device, user risk windows <- labels (stored, resolved)
                                   -> score micro-batches (rules, models, ensemble)
                                   -> Postgres, Redis, alerts topic (MEDIUM/HIGH)
 """
@@ -23,7 +24,7 @@ from typing import Any
 
 import bytewax.operators as op
 import msgspec
-from bytewax.dataflow import Dataflow
+from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
@@ -33,12 +34,15 @@ from models.artifacts import ActiveModels
 from models.base import RULES_ONLY, ModelSet
 from operators.batching import micro_batch
 from operators.blocklists import RedisBlocklists
+from operators.entities import entity_risk
 from operators.events import ValidationLimits
-from operators.profiles import profile_users
+from operators.labels import KnownLabel, LabelStore, resolve_labels, validate_labels
+from operators.profiles import Featured, profile_users
 from operators.records import encode_alert, encode_decision
 from operators.rules import Blocklists
 from operators.scoring import ScoredEvent, Scorer, score
 from operators.sinks import DeliveredKafkaSink, PostgresSink, RiskSink
+from operators.sinks.labels import PostgresLabelStore
 from operators.sinks.retry import RetryPolicy
 from operators.sources import KafkaEventSource
 from operators.state import StateLimits
@@ -49,6 +53,7 @@ __all__ = [
     "Providers",
     "build_flow",
     "kafka_flow",
+    "kafka_label_source",
     "kafka_sinks",
     "kafka_source",
     "model_provider",
@@ -75,6 +80,8 @@ class Providers:
     models: Callable[[], ModelSet] = field(default=lambda: RULES_ONLY)
     blocklists: Callable[[], Blocklists] = field(default=Blocklists)
     clock: Callable[[], float] = time.time
+    label_store: Callable[[], LabelStore] | None = None
+    """Opens the labels table and event lookup; needed with a labels source."""
 
 
 def build_flow(
@@ -83,11 +90,13 @@ def build_flow(
     settings: Settings,
     providers: Providers | None = None,
     workers: int = 1,
+    labels: Source[Any] | None = None,
 ) -> Dataflow:
     """The dataflow over any source of Kafka messages and any sinks.
 
     ``workers`` (processes x workers per process) sets the micro-batch shards
-    when ``scoring.max_wait_ms`` > 0.
+    when ``scoring.max_wait_ms`` > 0. ``labels``, a source of label messages,
+    feeds the entity risk windows (with ``providers.label_store``).
     """
     p = providers or Providers()
     limits = ValidationLimits(
@@ -102,6 +111,7 @@ def build_flow(
     featured = op.key_rm(
         "unkey", profile_users("user_state", by_user, state_limits, settings.state.ttl_s, p.clock)
     )
+    featured = _entity_risk(flow, featured, labels, sinks, settings, p)
     s = settings.scoring
     batches = micro_batch("micro_batch", featured, s.max_batch_size, s.max_wait_ms, workers, p.clock)
     scored = score(
@@ -113,6 +123,31 @@ def build_flow(
     if sinks.decisions is not None:
         op.output("decisions", scored, sinks.decisions)
     return flow
+
+
+def _entity_risk(
+    flow: Dataflow,
+    featured: Stream[Featured],
+    labels: Source[Any] | None,
+    sinks: FlowSinks,
+    settings: Settings,
+    p: Providers,
+) -> Stream[Featured]:
+    """Labels in, then one risk-window step per entity kind (see :mod:`operators.entities`)."""
+    risk = settings.entity_risk
+    known: Stream[KnownLabel] | None = None
+    if labels is not None:
+        if p.label_store is None:
+            raise ValueError("build_flow: a labels source needs providers.label_store")
+        checked = validate_labels("validate_labels", op.input("labels", flow, labels), p.clock)
+        op.output("label_dead_letters", checked.errs, sinks.dead_letters)
+        s = settings.labels
+        known = resolve_labels("resolve_labels", checked.oks, p.label_store, s.pending_s, s.retry_s, p.clock)
+    if not risk.enabled:
+        return featured
+    for kind in risk.entities:
+        featured = entity_risk(f"{kind}_risk", featured, known, kind, risk.config(), risk.ttl_s, p.clock)
+    return featured
 
 
 _JSON = msgspec.json.Encoder()
@@ -129,6 +164,19 @@ def kafka_source(settings: Settings) -> KafkaEventSource:
         [k.transactions_topic],
         starting_offset=OFFSET_BEGINNING if k.start_offset == "earliest" else OFFSET_END,
         add_config={"fetch.wait.max.ms": str(k.fetch_wait_max_ms), **k.client_config},
+        batch_size=k.source_batch_size,
+        raise_on_errors=False,
+    )
+
+
+def kafka_label_source(settings: Settings) -> KafkaEventSource:
+    """The labels topic, from its beginning: labels are few and every one counts."""
+    k = settings.kafka
+    return KafkaEventSource(
+        [k.bootstrap_servers],
+        [k.labels_topic],
+        starting_offset=OFFSET_BEGINNING,
+        add_config={"fetch.wait.max.ms": "500", **k.client_config},
         batch_size=k.source_batch_size,
         raise_on_errors=False,
     )
@@ -156,8 +204,16 @@ def kafka_flow(settings: Settings | None = None, workers: int = 1) -> Dataflow:
     """The production flow: Kafka in, Postgres/Redis/Kafka out."""
     settings = settings or load_settings()
     blocklists = RedisBlocklists(settings.redis_url, settings.redis.blocklist_refresh_s)
-    providers = Providers(models=model_provider(settings), blocklists=blocklists.current)
-    return build_flow(kafka_source(settings), kafka_sinks(settings), settings, providers, workers)
+    policy = RetryPolicy(
+        None, settings.sinks.retry_backoff_s, settings.sinks.max_backoff_s, settings.sinks.give_up_after_s
+    )
+    providers = Providers(
+        models=model_provider(settings),
+        blocklists=blocklists.current,
+        label_store=lambda: PostgresLabelStore(settings.database_url, policy),
+    )
+    labels = kafka_label_source(settings) if settings.labels.enabled else None
+    return build_flow(kafka_source(settings), kafka_sinks(settings), settings, providers, workers, labels)
 
 
 def model_provider(settings: Settings) -> Callable[[], ModelSet]:

@@ -43,6 +43,7 @@ def bootstrap(settings: Settings, init_recovery: bool = True) -> None:
             k.alerts_topic: k.partitions,
             k.dlq_topic: k.partitions,
             **({k.decisions_topic: k.partitions} if k.publish_decisions else {}),
+            **({k.labels_topic: k.partitions} if settings.labels.enabled else {}),
         },
         k.client_config,
     )

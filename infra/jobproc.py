@@ -58,6 +58,7 @@ def isolated_settings(info: StackInfo, name: str, partitions: int = 4, **overrid
         alerts_topic=f"alerts-{tag}",
         dlq_topic=f"dlq-{tag}",
         decisions_topic=f"decisions-{tag}",
+        labels_topic=f"labels-{tag}",
         partitions=partitions,
     )
     for key, value in overrides.items():
@@ -82,6 +83,7 @@ def job_env(settings: Settings, metrics_port: int, **extra: str) -> dict[str, st
         "FRAUDSTREAM__KAFKA__ALERTS_TOPIC": k.alerts_topic,
         "FRAUDSTREAM__KAFKA__DLQ_TOPIC": k.dlq_topic,
         "FRAUDSTREAM__KAFKA__DECISIONS_TOPIC": k.decisions_topic,
+        "FRAUDSTREAM__KAFKA__LABELS_TOPIC": k.labels_topic,
         "FRAUDSTREAM__KAFKA__PARTITIONS": str(k.partitions),
         "FRAUDSTREAM__SCORING__MAX_BATCH_SIZE": str(s.max_batch_size),
         "FRAUDSTREAM__SCORING__MAX_WAIT_MS": str(s.max_wait_ms),

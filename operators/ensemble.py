@@ -29,14 +29,19 @@ class EnsembleConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     weights: dict[str, float] = Field(
-        default_factory=lambda: {"rules": 0.85, "isolation_forest": 0.10, "autoencoder": 0.05}
+        default_factory=lambda: {
+            "rules": 0.85,
+            "isolation_forest": 0.10,
+            "autoencoder": 0.05,
+            "supervised": 1.0,
+        }
     )
     medium_threshold: float = Field(40.0, gt=0, le=100)
     high_threshold: float = Field(70.0, gt=0, le=100)
 
     @model_validator(mode="after")
     def _check(self) -> EnsembleConfig:
-        unknown = set(self.weights) - {"rules", "isolation_forest", "autoencoder"}
+        unknown = set(self.weights) - {"rules", *MODEL_COMPONENTS}
         if unknown:
             raise ValueError(f"weights: unknown components {sorted(unknown)}")
         if any(w < 0 for w in self.weights.values()) or self.weights.get("rules", 0) <= 0:
@@ -54,6 +59,9 @@ class Verdict(msgspec.Struct, frozen=True):
     scores: dict[str, float | None]
 
 
+MODEL_COMPONENTS = ("isolation_forest", "autoencoder", "supervised")
+"""Model components the ensemble knows, in the order of ``scores``."""
+
 _DECISION = {"LOW": "approve", "MEDIUM": "review", "HIGH": "block"}
 
 
@@ -66,7 +74,7 @@ def combine(
 ) -> Verdict:
     """One event's verdict from its rule hits and model scores."""
     scores: dict[str, float | None] = {"rules": rules_score(hits)}
-    scores.update({name: model_scores.get(name) for name in ("isolation_forest", "autoencoder")})
+    scores.update({name: model_scores.get(name) for name in MODEL_COMPONENTS})
     num = den = 0.0
     for name, score in scores.items():
         weight = cfg.weights.get(name, 0.0)

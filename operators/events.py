@@ -32,6 +32,7 @@ __all__ = [
     "TransactionEvent",
     "ValidationLimits",
     "decode_event",
+    "decode_reason",
     "encode_event",
     "event_json_schema",
 ]
@@ -63,6 +64,7 @@ class TransactionEvent(msgspec.Struct, frozen=True, omit_defaults=True):
     currency: Annotated[str, msgspec.Meta(pattern="^[A-Z]{3}$")] = "USD"
     merchant_name: _Text | None = None
     merchant_category: _Text | None = None
+    merchant_id: _Text | None = None
     location: Location | None = None
     device_id: _Text | None = None
     ip_address: _Text | None = None
@@ -96,7 +98,7 @@ _MISSING = re.compile(r"^Object missing required field `(?P<field>[^`]+)`")
 _DEFAULT_LIMITS = ValidationLimits()
 
 
-def _reason(exc: msgspec.DecodeError) -> str:
+def decode_reason(exc: msgspec.DecodeError) -> str:
     """Turn msgspec's message into ``field: why``."""
     text = str(exc)
     match = _PATH.search(text)
@@ -116,6 +118,7 @@ def _has_nul(event: TransactionEvent) -> str | None:
         "user_id",
         "merchant_name",
         "merchant_category",
+        "merchant_id",
         "device_id",
         "ip_address",
         "user_agent",
@@ -164,7 +167,7 @@ def decode_event(
     try:
         event = _DECODER.decode(raw)
     except msgspec.DecodeError as exc:
-        return InvalidEvent(raw, _reason(exc))
+        return InvalidEvent(raw, decode_reason(exc))
     error = _semantic_error(event, limits, now if now is not None else datetime.now(UTC))
     if error is not None:
         return InvalidEvent(raw, error)

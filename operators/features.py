@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import re
 from collections.abc import Callable, Sequence
 
 import msgspec
@@ -25,6 +26,7 @@ __all__ = [
     "attribute_value",
     "compute_features",
     "feature_matrix",
+    "is_risk_feature",
 ]
 
 
@@ -48,6 +50,8 @@ class Features(msgspec.Struct, frozen=True, omit_defaults=False):
     user_event_count: int
     device_known: bool | None
     known_devices: int
+    risk: dict[str, float | None] = {}
+    """Entity risk windows (``merchant_fraud_share_7d``, ...), added by the entity steps."""
 
 
 FEATURE_NAMES: tuple[str, ...] = (
@@ -65,7 +69,9 @@ FEATURE_NAMES: tuple[str, ...] = (
     "amount_zscore",
     "device_novelty",
 )
-"""Columns of the model matrix, in order."""
+"""Columns of the unsupervised models' matrix, in order."""
+
+_RISK_NAME = re.compile(r"(merchant|device|user)_(events|frauds|fraud_share)_[0-9]+d")
 
 
 def compute_features(state: UserState, event: TransactionEvent, ts: float) -> Features:
@@ -119,10 +125,18 @@ def _count_since(prior: list[Seen], start: float) -> int:
     return len(prior) - bisect.bisect_right(prior, start, key=lambda s: s.ts)
 
 
+def is_risk_feature(name: str) -> bool:
+    """``<merchant|device|user>_<events|frauds|fraud_share>_<days>d`` (see :mod:`operators.entity_risk`)."""
+    return _RISK_NAME.fullmatch(name) is not None
+
+
 def _value(features: Features, name: str) -> float:
     if name == "device_novelty":
         known = features.device_known
         return math.nan if known is None else float(not known)
+    if name in features.risk or is_risk_feature(name):
+        risk = features.risk.get(name)
+        return math.nan if risk is None else float(risk)
     value = getattr(features, name)
     return math.nan if value is None else float(value)
 

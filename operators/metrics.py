@@ -16,12 +16,15 @@ __all__ = [
     "COMPONENT_SCORE",
     "DLQ_EVENTS",
     "END_TO_END_LATENCY",
+    "ENTITY_STATES",
     "EVENTS",
     "EXPLANATIONS",
     "EXPLANATION_FALLBACKS",
     "EXPLANATION_SECONDS",
     "EXPLANATION_TOKENS",
     "FRAUD_SCORE",
+    "LABELS",
+    "LABELS_PENDING",
     "MODEL_INFO",
     "MODEL_LOAD_FAILURES",
     "MODEL_SECONDS",
@@ -64,6 +67,19 @@ BATCH_SIZE = Histogram(
     buckets=(1, 4, 16, 64, 256, 1024, 4096, 16384),
 )
 USER_STATES = Gauge("fraudstream_user_states", "Users with live state in this process.")
+ENTITY_STATES = Gauge(
+    "fraudstream_entity_states", "Entities with a live risk window in this process, by kind.", ["kind"]
+)
+LABELS = Counter(
+    "fraudstream_labels",
+    "Fraud labels by outcome: stored (new), duplicate, applied (event known), unknown (never scored), "
+    "dead_lettered.",
+    ["outcome"],
+)
+LABELS_PENDING = Gauge(
+    "fraudstream_labels_pending",
+    "Labels waiting for their event to be scored (retried for labels.pending_s).",
+)
 SINK_RECORDS = Counter("fraudstream_sink_records", "Records delivered, by sink.", ["sink"])
 SINK_DROPPED = Counter(
     "fraudstream_sink_dropped", "Records a sink dropped by design (bounded buffers).", ["sink"]
@@ -100,7 +116,10 @@ MODEL_SECONDS = Histogram(
 
 SINKS = ("postgres", "alerts", "dead_letters", "redis", "decisions")
 STAGES = ("validate", "score", "sink_postgres", "sink_redis")
-COMPONENTS = ("rules", "isolation_forest", "autoencoder")
+COMPONENTS = ("rules", "isolation_forest", "autoencoder", "supervised")
+MODEL_COMPONENTS = ("isolation_forest", "autoencoder", "supervised")
+LABEL_OUTCOMES = ("stored", "duplicate", "applied", "unknown", "dead_lettered")
+ENTITY_KINDS = ("merchant", "device", "user")
 
 
 def prime(rules: tuple[str, ...] = ()) -> None:
@@ -126,8 +145,13 @@ def prime(rules: tuple[str, ...] = ()) -> None:
         BATCH_SIZE.labels(stage)
     for component in COMPONENTS:
         COMPONENT_SCORE.labels(component)
-    for component in ("isolation_forest", "autoencoder"):
+    for component in MODEL_COMPONENTS:
         MODEL_SECONDS.labels(component)
+    for outcome in LABEL_OUTCOMES:
+        LABELS.labels(outcome)
+    LABELS_PENDING.set(0)
+    for kind in ENTITY_KINDS:
+        ENTITY_STATES.labels(kind)
 
 
 def prime_explainer() -> None:

@@ -72,6 +72,7 @@ EVENT_COLUMNS: tuple[str, ...] = (
     "ip_address",
     "user_agent",
     "attributes",
+    "merchant_id",
 )
 """The input event's columns in ``scored_events`` (``event_time`` holds ``timestamp``)."""
 
@@ -86,6 +87,7 @@ SCORED_EVENT_COLUMNS: tuple[str, ...] = (
     "rules_score",
     "isolation_forest_score",
     "autoencoder_score",
+    "supervised_score",
     "model_version",
     "features",
     "ingested_at",
@@ -113,6 +115,7 @@ def scored_event_row(s: ScoredEvent) -> tuple[Any, ...]:
         ev.ip_address,
         ev.user_agent,
         _JSON.encode(ev.attributes).decode(),
+        ev.merchant_id,
         v.fraud_score,
         v.risk_level,
         v.decision,
@@ -122,6 +125,7 @@ def scored_event_row(s: ScoredEvent) -> tuple[Any, ...]:
         v.scores.get("rules"),
         v.scores.get("isolation_forest"),
         v.scores.get("autoencoder"),
+        v.scores.get("supervised"),
         s.model_version,
         _JSON.encode(s.features).decode(),
         datetime.fromtimestamp(s.ingest_ms / 1000.0, UTC) if s.ingest_ms else None,

@@ -104,6 +104,17 @@ class Blacklisted(_Rule):
     force_high: bool = True
 
 
+class CompromisedMerchant(_Rule):
+    """The merchant (terminal) had at least ``min_frauds`` confirmed frauds, and at least
+    ``min_share`` of its events were fraud, in the ``window_days`` window that ends a label
+    delay ago (``entity_risk``): every card used there is at risk, however normal it looks."""
+
+    points: int = Field(40, ge=0, le=100)
+    window_days: int = Field(7, ge=1, le=365)
+    min_frauds: int = Field(2, ge=1)
+    min_share: float = Field(0.05, gt=0, le=1)
+
+
 class RulesConfig(BaseModel):
     """The ``rules`` section of the config file."""
 
@@ -116,6 +127,7 @@ class RulesConfig(BaseModel):
     country_blacklist: CountryBlacklist = CountryBlacklist()
     device_blacklist: Blacklisted = Blacklisted()
     user_blacklist: Blacklisted = Blacklisted()
+    compromised_merchant: CompromisedMerchant = CompromisedMerchant()
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +231,22 @@ def user_blacklist(ev: TransactionEvent, f: Features, ctx: RuleContext) -> RuleH
     return None
 
 
+def compromised_merchant(ev: TransactionEvent, f: Features, ctx: RuleContext) -> RuleHit | None:
+    cfg = ctx.config.compromised_merchant
+    w = cfg.window_days
+    frauds, share = f.risk.get(f"merchant_frauds_{w}d"), f.risk.get(f"merchant_fraud_share_{w}d")
+    if frauds is not None and share is not None and frauds >= cfg.min_frauds and share >= cfg.min_share:
+        merchant = ev.merchant_id or ev.merchant_name
+        events = f.risk.get(f"merchant_events_{w}d") or 0
+        return _hit(
+            ctx,
+            "compromised_merchant",
+            f"merchant {merchant!r}: {frauds:.0f} of {events:.0f} transactions in its {w}-day "
+            f"risk window were confirmed fraud ({share:.0%})",
+        )
+    return None
+
+
 Rule = Callable[[TransactionEvent, Features, RuleContext], RuleHit | None]
 
 RULES: dict[str, Rule] = {
@@ -230,6 +258,7 @@ RULES: dict[str, Rule] = {
     "country_blacklist": country_blacklist,
     "device_blacklist": device_blacklist,
     "user_blacklist": user_blacklist,
+    "compromised_merchant": compromised_merchant,
 }
 """Every rule by its contract name (the names in ``triggered_rules``)."""
 

@@ -16,13 +16,15 @@ def hit(points: int, force: bool = False) -> RuleHit:
 def test_all_components_use_the_default_weights():
     v = combine([hit(50)], {"isolation_forest": 80.0, "autoencoder": 20.0}, CFG)
     assert v.fraud_score == pytest.approx(0.85 * 50 + 0.10 * 80 + 0.05 * 20)
-    assert v.scores == {"rules": 50.0, "isolation_forest": 80.0, "autoencoder": 20.0}
+    assert v.scores == {"rules": 50.0, "isolation_forest": 80.0, "autoencoder": 20.0, "supervised": None}
+    v = combine([hit(50)], {"isolation_forest": 80.0, "autoencoder": 20.0, "supervised": 90.0}, CFG)
+    assert v.fraud_score == pytest.approx((0.85 * 50 + 0.10 * 80 + 0.05 * 20 + 1.0 * 90) / 2.0, abs=0.01)
 
 
 def test_absent_components_are_renormalised_away_and_reported_as_null():
     v = combine([hit(50)], {}, CFG)
     assert v.fraud_score == 50.0
-    assert v.scores == {"rules": 50.0, "isolation_forest": None, "autoencoder": None}
+    assert v.scores == {"rules": 50.0, "isolation_forest": None, "autoencoder": None, "supervised": None}
     v = combine([hit(50)], {"isolation_forest": 100.0}, CFG)
     assert v.fraud_score == pytest.approx((0.85 * 50 + 0.10 * 100) / 0.95, abs=0.01)
 

@@ -144,3 +144,38 @@ def test_every_rule_has_a_config_section():
 def test_invalid_rule_config_is_rejected(bad):
     with pytest.raises(ValidationError):
         RulesConfig.model_validate(bad)
+
+
+def test_compromised_merchant_needs_enough_confirmed_frauds_and_share():
+    import msgspec
+
+    ev = msgspec.structs.replace(make(), merchant_id="term-7")
+    base = compute_features(UserState(), ev, ev.timestamp.timestamp())
+    ctx = RuleContext(RulesConfig(), Blocklists())
+
+    def with_risk(frauds: float, events: float) -> list[str]:
+        risk = {
+            "merchant_frauds_7d": frauds,
+            "merchant_events_7d": events,
+            "merchant_fraud_share_7d": frauds / events if events else None,
+        }
+        return [h.rule for h in evaluate_rules(ev, msgspec.structs.replace(base, risk=risk), ctx)]
+
+    assert "compromised_merchant" in with_risk(3, 20)
+    assert "compromised_merchant" not in with_risk(1, 2)  # one fraud is not a pattern
+    assert "compromised_merchant" not in with_risk(2, 1000)  # 0.2 % is background noise
+    assert "compromised_merchant" not in with_risk(0, 0)
+    hit = next(
+        h
+        for h in evaluate_rules(
+            ev,
+            msgspec.structs.replace(
+                base, risk={"merchant_frauds_7d": 4, "merchant_events_7d": 10, "merchant_fraud_share_7d": 0.4}
+            ),
+            ctx,
+        )
+    )
+    assert (
+        hit.reason
+        == "merchant 'term-7': 4 of 10 transactions in its 7-day risk window were confirmed fraud (40%)"
+    )

@@ -53,7 +53,12 @@ def test_every_message_is_confirmed_and_readable(make_settings):
         "scored_at",
     }
     assert alert["triggered_rules"] == ["country_blacklist"]
-    assert alert["scores"] == {"rules": 85.0, "isolation_forest": None, "autoencoder": None}
+    assert alert["scores"] == {
+        "rules": 85.0,
+        "isolation_forest": None,
+        "autoencoder": None,
+        "supervised": None,
+    }
     assert alert["event"]["location"]["country"] == "KP"
 
 

@@ -1,0 +1,163 @@
+"""Entity risk windows: per merchant, device or user, how many events there were
+and how many of them are known frauds, over day windows that end a label delay ago.
+
+This is the handbook's "risk of a terminal" feature (Le Borgne et al., chapter
+3): at an event on day ``D``, with delay ``d`` days, the window of ``w`` days is
+``[D - d - w, D - d)``. Frauds count only if their label was known at the
+event's time (``label_time <= t``), so an event never sees a label from its own
+future, whatever order the stream delivers them in: the stream job and offline
+training compute the same numbers from the same labels.
+
+Labels are set-like: the same label twice changes nothing, a later
+``confirmed_legit`` label clears a fraud from its ``label_time`` on, and a label
+for an event older than the longest window is ignored.
+
+>>> w = RiskWindow()
+>>> for k in range(4):
+...     w.add_event(1.0 * DAY + k)          # four events on day 1
+>>> w.apply_label("e1", 1.0 * DAY, True, label_time=3.5 * DAY)
+True
+>>> w.apply_label("e1", 1.0 * DAY, True, label_time=3.5 * DAY)   # a duplicate
+False
+>>> cfg = RiskConfig(label_delay_days=1, windows=(1,))
+>>> w.features(3.2 * DAY, cfg)        # day 3: the window is day 1; its label is not known yet
+{'events_1d': 4, 'frauds_1d': 0, 'fraud_share_1d': 0.0}
+>>> w.features(3.6 * DAY, cfg)
+{'events_1d': 4, 'frauds_1d': 1, 'fraud_share_1d': 0.25}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["DAY", "RiskConfig", "RiskWindow", "risk_feature_names"]
+
+DAY = 86_400.0
+
+Timeline = tuple[tuple[float, bool], ...]
+"""A labelled event's labels, ``(label_time, is_fraud)`` in time order."""
+
+
+@dataclass(frozen=True, slots=True)
+class RiskConfig:
+    """Window lengths (days) and the label delay (days) the windows end at."""
+
+    label_delay_days: int = 7
+    windows: tuple[int, ...] = (1, 7, 30)
+    max_frauds: int = 4096
+    """Labelled frauds kept per entity; the oldest days go first beyond it."""
+
+    @property
+    def retention_days(self) -> int:
+        return self.label_delay_days + max(self.windows)
+
+
+def risk_feature_names(kind: str, config: RiskConfig = RiskConfig()) -> tuple[str, ...]:
+    """``<kind>_events_<w>d``, ``<kind>_frauds_<w>d``, ``<kind>_fraud_share_<w>d`` per window.
+
+    >>> risk_feature_names("merchant", RiskConfig(windows=(7,)))
+    ('merchant_events_7d', 'merchant_frauds_7d', 'merchant_fraud_share_7d')
+    """
+    return tuple(
+        f"{kind}_{name}_{w}d" for w in config.windows for name in ("events", "frauds", "fraud_share")
+    )
+
+
+def _fraud_at(timeline: Timeline, ts: float) -> bool:
+    status = False
+    for label_time, is_fraud in timeline:
+        if label_time > ts:
+            break
+        status = is_fraud
+    return status
+
+
+@dataclass(slots=True)
+class RiskWindow:
+    """One entity's daily event counts and labelled frauds (small and picklable)."""
+
+    days: dict[int, int] = field(default_factory=dict)
+    frauds: dict[int, dict[str, Timeline]] = field(default_factory=dict)
+    """Day of the event -> event_id -> its labels, for events with a fraud label."""
+    latest_day: int | None = None
+    touched_at: float = 0.0
+    """Wall-clock time of the last update, for idle eviction."""
+
+    def add_event(self, ts: float, config: RiskConfig = RiskConfig()) -> None:
+        day = int(ts // DAY)
+        self.days[day] = self.days.get(day, 0) + 1
+        if self.latest_day is None or day > self.latest_day:
+            self.latest_day = day
+            self._evict(config)
+
+    def apply_label(
+        self,
+        event_id: str,
+        event_ts: float,
+        is_fraud: bool,
+        label_time: float,
+        config: RiskConfig = RiskConfig(),
+    ) -> bool:
+        """Record one label; ``True`` if it changed anything.
+
+        Legitimate labels matter only for events already labelled fraud (they
+        clear them from ``label_time`` on); keeping every legitimate label would
+        make the state grow with traffic.
+        """
+        day = int(event_ts // DAY)
+        if self.latest_day is not None and day < self.latest_day - config.retention_days:
+            return False
+        on_day = self.frauds.get(day)
+        timeline = on_day.get(event_id) if on_day else None
+        if timeline is None and not is_fraud:
+            return False
+        entry = (label_time, is_fraud)
+        if timeline is not None and entry in timeline:
+            return False
+        self.frauds.setdefault(day, {})[event_id] = tuple(sorted((*(timeline or ()), entry)))
+        self._cap(config)
+        return True
+
+    def features(self, ts: float, config: RiskConfig = RiskConfig()) -> dict[str, float | None]:
+        """Counts and fraud share per window for an event at ``ts`` (shares ``None`` without events)."""
+        end = int(ts // DAY) - config.label_delay_days
+        longest = max(config.windows)
+        events = [0] * (longest + 1)
+        frauds = [0] * (longest + 1)
+        for day, n in self.days.items():
+            back = end - day
+            if 1 <= back <= longest:
+                events[back] += n
+        for day, labelled in self.frauds.items():
+            back = end - day
+            if 1 <= back <= longest:
+                frauds[back] += sum(1 for timeline in labelled.values() if _fraud_at(timeline, ts))
+        out: dict[str, float | None] = {}
+        for w in config.windows:
+            n_events = sum(events[1 : w + 1])
+            n_frauds = sum(frauds[1 : w + 1])
+            out[f"events_{w}d"] = n_events
+            out[f"frauds_{w}d"] = n_frauds
+            out[f"fraud_share_{w}d"] = n_frauds / n_events if n_events else None
+        return out
+
+    def _evict(self, config: RiskConfig) -> None:
+        assert self.latest_day is not None
+        oldest = self.latest_day - config.retention_days
+        for day in [d for d in self.days if d < oldest]:
+            del self.days[day]
+        for day in [d for d in self.frauds if d < oldest]:
+            del self.frauds[day]
+
+    def _cap(self, config: RiskConfig) -> None:
+        while sum(len(v) for v in self.frauds.values()) > config.max_frauds and len(self.frauds) > 1:
+            del self.frauds[min(self.frauds)]
+
+    def snapshot(self) -> RiskWindow:
+        """An independent copy for Bytewax's recovery store."""
+        return RiskWindow(
+            dict(self.days),
+            {day: dict(v) for day, v in self.frauds.items()},
+            self.latest_day,
+            self.touched_at,
+        )

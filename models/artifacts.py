@@ -30,8 +30,9 @@ from typing import Any
 from models.autoencoder import AutoencoderScorer
 from models.base import RULES_ONLY, ModelSet, Scorer
 from models.isolation_forest import IsolationForestScorer
+from models.supervised import SupervisedScorer
 from operators import metrics
-from operators.features import FEATURE_NAMES
+from operators.features import FEATURE_NAMES, is_risk_feature
 
 __all__ = ["FORMAT", "ActiveModels", "ArtifactError", "ModelStore", "load_artifact", "write_artifact"]
 
@@ -41,6 +42,7 @@ FORMAT = "fraudstream-model/1"
 _LOADERS: dict[str, Callable[[Path, str], Scorer]] = {
     "isolation_forest": lambda path, device: IsolationForestScorer.load(path),
     "autoencoder": lambda path, device: AutoencoderScorer.load(path, device=device),
+    "supervised": lambda path, device: SupervisedScorer.load(path),
 }
 
 
@@ -58,7 +60,7 @@ def _sha256(path: Path) -> str:
 
 def _check_columns(columns: list[str]) -> None:
     for col in columns:
-        known = col in FEATURE_NAMES or (col.startswith("attr:") and len(col) > 5)
+        known = col in FEATURE_NAMES or is_risk_feature(col) or (col.startswith("attr:") and len(col) > 5)
         if not known:
             raise ArtifactError(f"feature {col!r} is not known to this version of fraudstream")
 
@@ -69,6 +71,7 @@ def write_artifact(
     columns: tuple[str, ...],
     training: dict[str, Any],
     model_metrics: dict[str, Any],
+    component_columns: Mapping[str, tuple[str, ...]] | None = None,
 ) -> str:
     """Save fitted scorers as a new version under ``root``; return the version id."""
     root.mkdir(parents=True, exist_ok=True)
@@ -77,13 +80,16 @@ def write_artifact(
         for scorer in scorers.values():
             scorer.save(tmp)
         files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
-        version = hashlib.sha256(json.dumps([files, list(columns)]).encode()).hexdigest()[:12]
+        per_component = {n: list(c) for n, c in (component_columns or {}).items()}
+        key = [files, list(columns)] + ([per_component] if per_component else [])
+        version = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:12]
         metadata = {
             "format": FORMAT,
             "version": version,
             "created_at": datetime.now(UTC).isoformat(),
             "features": list(columns),
             "components": sorted(scorers),
+            "component_features": per_component,
             "scorers": {name: s.describe() for name, s in scorers.items()},
             "training": training,
             "metrics": model_metrics,
@@ -128,7 +134,11 @@ def load_artifact(path: Path, device: str = "auto") -> ModelSet:
             scorers[name] = loader(path, device)
         except Exception as exc:
             raise ArtifactError(f"{path}: cannot load {name}: {type(exc).__name__}: {exc}") from exc
-    return ModelSet(str(metadata["version"]), scorers, tuple(columns))
+    per_component = {n: tuple(c) for n, c in (metadata.get("component_features") or {}).items()}
+    try:
+        return ModelSet(str(metadata["version"]), scorers, tuple(columns), per_component)
+    except ValueError as exc:
+        raise ArtifactError(f"{path}: {exc}") from exc
 
 
 class ModelStore:

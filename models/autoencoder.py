@@ -82,7 +82,8 @@ class AutoencoderScorer:
         self.history: list[float] = []
         self.on_epoch = on_epoch
 
-    def fit(self, x: np.ndarray) -> Self:
+    def fit(self, x: np.ndarray, y: np.ndarray | None = None) -> Self:
+        """Learn normal traffic from ``x``; labels ``y`` are not used."""
         seed = int(self.params["seed"])
         rng = np.random.default_rng(seed)
         order = rng.permutation(len(x))

@@ -163,7 +163,8 @@ class IsolationForestScorer:
         self.forest: ForestArrays | None = None
         self.calibrator: QuantileCalibrator | None = None
 
-    def fit(self, x: np.ndarray) -> Self:
+    def fit(self, x: np.ndarray, y: np.ndarray | None = None) -> Self:
+        """Learn normal traffic from ``x``; labels ``y`` are not used."""
         rng = np.random.default_rng(int(self.params["seed"]))
         order = rng.permutation(len(x))
         cut = int(len(x) * (1 - self.params["holdout"]))

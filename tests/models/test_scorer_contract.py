@@ -8,22 +8,39 @@ import pytest
 from models.autoencoder import AutoencoderScorer
 from models.base import Scorer
 from models.isolation_forest import IsolationForestScorer
+from models.supervised import SupervisedScorer
 
 SCORERS = {
     "isolation_forest": lambda seed: IsolationForestScorer(n_estimators=50, seed=seed),
     "autoencoder": lambda seed: AutoencoderScorer(hidden=(16, 4), epochs=4, seed=seed, device="cpu"),
+    "supervised": lambda seed: SupervisedScorer(max_iter=40, seed=seed),
 }
+ANOMALY = {"isolation_forest", "autoencoder"}
+"""Scorers calibrated to a uniform 0-100 on normal traffic (the supervised one gives probabilities)."""
+
+
+class Fitting:
+    """A scorer factory whose ``fit`` gets the labels too (unsupervised scorers ignore them)."""
+
+    def __init__(self, name, labels):
+        self.name, self.labels = name, labels
+
+    def __call__(self, seed):
+        scorer = SCORERS[self.name](seed)
+        fit = scorer.fit
+        scorer.fit = lambda x, y=None: fit(x, self.labels[: len(x)] if y is None else y)
+        return scorer
 
 
 @pytest.fixture(params=sorted(SCORERS))
-def make(request):
-    return SCORERS[request.param]
+def make(request, training_labels):
+    return Fitting(request.param, training_labels)
 
 
 def test_implements_the_protocol(make):
     scorer = make(0)
     assert isinstance(scorer, Scorer)
-    assert scorer.name in {"isolation_forest", "autoencoder"}
+    assert scorer.name in SCORERS
 
 
 def test_deterministic_under_a_seed(make, training_matrix):
@@ -33,15 +50,16 @@ def test_deterministic_under_a_seed(make, training_matrix):
     np.testing.assert_array_equal(a, b)
 
 
-def test_scores_are_in_range_one_per_row(make, training_matrix):
-    sample = np.random.default_rng(0).permutation(len(training_matrix))[:4000]
-    scorer = make(0).fit(training_matrix[sample])
+def test_scores_are_in_range_one_per_row(make, training_matrix, training_labels):
+    sample = np.sort(np.random.default_rng(0).permutation(len(training_matrix))[:4000])
+    scorer = make(0).fit(training_matrix[sample], training_labels[sample])
     scores = scorer.score_batch(training_matrix)
     assert scores.shape == (len(training_matrix),)
     assert np.all((scores >= 0) & (scores <= 100))
     assert scorer.score_batch(training_matrix[:0]).shape == (0,)
-    # calibrated on held-out normal traffic: roughly uniform over 0-100 on training-like data
-    assert 35 < float(scores.mean()) < 65
+    if scorer.name in ANOMALY:
+        # calibrated on held-out normal traffic: roughly uniform over 0-100 on training-like data
+        assert 35 < float(scores.mean()) < 65
 
 
 def test_handles_missing_and_extreme_values(make, training_matrix):

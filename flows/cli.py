@@ -21,7 +21,7 @@ stack_app = typer.Typer(
     help="The embedded stack: Kafka-protocol broker, PostgreSQL, Redis.", no_args_is_help=True
 )
 app.add_typer(stack_app, name="stack")
-models_app = typer.Typer(help="Model versions: list and activate.", no_args_is_help=True)
+models_app = typer.Typer(help="Model versions: list, activate, challenge, promote.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 STACK_ROOT = Path(".fraudstream/stack")
 
@@ -111,13 +111,22 @@ def demo(
 
 @app.command()
 def train(
+    out: Annotated[Path, typer.Option("--out", "-o", help="model directory (versions + active)")],
     source: Annotated[
-        list[str],
+        list[str] | None,
         typer.Option(
             "--source", "-s", help="events: .jsonl/.csv/.parquet (optionally .gz) or a postgresql:// URL"
         ),
-    ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="model directory (versions + active)")],
+    ] = None,
+    supervised: Annotated[
+        bool,
+        typer.Option(
+            help="train the supervised model on scored_events joined with labels (Postgres of the "
+            "config) and make it the challenger"
+        ),
+    ] = False,
+    config: ConfigOpt = None,
+    validation_days: Annotated[float, typer.Option(help="--supervised: latest days held out")] = 7.0,
     activate: Annotated[bool, typer.Option(help="make the new version the active one")] = False,
     attribute_features: Annotated[
         str,
@@ -130,15 +139,22 @@ def train(
     seed: int = 0,
     device: str = "auto",
 ) -> None:
-    """Train the autoencoder and Isolation Forest on events and write a versioned artifact."""
+    """Train the autoencoder and Isolation Forest on events and write a versioned artifact;
+    with --supervised, train the supervised model on labelled scored events as the challenger."""
     from rich.progress import BarColumn, Progress, TextColumn
+
+    if supervised:
+        _train_supervised(config, out, validation_days, seed)
+        return
+    if not source:
+        raise typer.BadParameter("give --source (events to learn normal traffic from) or --supervised")
 
     from models.training import TrainingConfig
     from models.training import train as run_training
     from operators.sources import EventReadReport, read_events
 
     attrs = tuple(a.strip() for a in attribute_features.split(",") if a.strip())
-    config = TrainingConfig(attribute_features=attrs, seed=seed, epochs=epochs, device=device)
+    training_config = TrainingConfig(attribute_features=attrs, seed=seed, epochs=epochs, device=device)
     report = EventReadReport()
     with Progress(
         TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"), console=console
@@ -153,7 +169,7 @@ def train(
             result = run_training(
                 read_events(source, report),
                 out,
-                config,
+                training_config,
                 activate,
                 lambda msg: progress.update(step, description=msg),
                 on_epoch,
@@ -170,6 +186,82 @@ def train(
     )
 
 
+def _train_supervised(config: Path | None, out: Path, validation_days: float, seed: int) -> None:
+    from models.champion import supervised_columns, train_supervised
+
+    settings = settings_or_exit(config)
+    risk = settings.entity_risk
+    columns = supervised_columns(risk.entities if risk.enabled else (), risk.windows_days)
+    try:
+        result = train_supervised(
+            settings.database_url, out, columns, settings.labels.maturity_days, validation_days, seed=seed
+        )
+    except ValueError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    m = result.metrics
+    console.print(
+        f"trained challenger [bold]{result.version}[/] on {m['train_events']:,} events "
+        f"({m['train_frauds']:,} frauds), labels as of {m['as_of']}"
+    )
+    console.print(
+        f"held-out window from {m['validation_from']}: {m['validation_events']:,} events, "
+        f"{m['validation_frauds']:,} frauds; average precision supervised "
+        f"{_fmt(m['supervised_ap'])} vs champion {_fmt(m['champion_ap'])}"
+    )
+    console.print("it now scores in shadow; decide with: fraudstream models promote " + str(out))
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+@models_app.command("promote")
+def models_promote(
+    path: Annotated[Path, typer.Argument(help="model directory")],
+    config: ConfigOpt = None,
+    margin: Annotated[float, typer.Option(help="AP the challenger must gain over the champion")] = 0.02,
+    window_days: Annotated[float, typer.Option(help="most recent labelled window compared")] = 7.0,
+    min_frauds: Annotated[int, typer.Option(help="labelled frauds needed in the window")] = 10,
+) -> None:
+    """Promote the challenger if its shadow scores beat the active model's; the decision is logged."""
+    from models.champion import promote
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = settings_or_exit(config)
+    try:
+        d = promote(
+            settings.database_url,
+            path,
+            settings.labels.maturity_days,
+            margin,
+            window_days,
+            min_frauds,
+        )
+    except ValueError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    verdict = "[green]promoted[/]" if d.promoted else "[yellow]not promoted[/]"
+    console.print(
+        f"{verdict} {d.challenger} (champion {d.champion}): {d.reason}; "
+        f"{d.events:,} shadow-scored events, {d.frauds:,} labelled frauds"
+    )
+    raise typer.Exit(0 if d.promoted else 3)
+
+
+@models_app.command("challenge")
+def models_challenge(path: Annotated[Path, typer.Argument(help="model directory")], version: str) -> None:
+    """Make VERSION the challenger: running jobs score it in shadow beside the active model."""
+    from models.artifacts import ArtifactError, ModelStore
+
+    try:
+        ModelStore(path).activate(version, pointer="challenger")
+    except ArtifactError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    console.print(f"challenger: {version}")
+
+
 @models_app.command("list")
 def models_list(path: Annotated[Path, typer.Argument(help="model directory")]) -> None:
     """List model versions; the active one is marked."""
@@ -178,10 +270,10 @@ def models_list(path: Annotated[Path, typer.Argument(help="model directory")]) -
     from models.artifacts import ModelStore
 
     store = ModelStore(path)
-    active = store.active()
+    active, challenger = store.active(), store.challenger()
     for version in store.versions():
         meta = json.loads((path / version / "metadata.json").read_text())
-        mark = "*" if version == active else " "
+        mark = "*" if version == active else "c" if version == challenger else " "
         console.print(
             f"{mark} {version}  {meta['created_at']}  {meta['training']['events']:,} events  "
             f"{len(meta['features'])} features"
@@ -280,7 +372,14 @@ def gateway_key(name: Annotated[str, typer.Argument(help="who the key is for, e.
 def _register_data_commands() -> None:
     from flows import cli_data
 
-    for fn in (cli_data.replay, cli_data.produce, cli_data.alerts, cli_data.evaluate, cli_data.explain):
+    for fn in (
+        cli_data.replay,
+        cli_data.produce,
+        cli_data.label,
+        cli_data.alerts,
+        cli_data.evaluate,
+        cli_data.explain,
+    ):
         app.command()(fn)
 
 

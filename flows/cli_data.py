@@ -204,6 +204,96 @@ def produce(
     console.print(f"produced {sent:,} events to {settings.kafka.transactions_topic}")
 
 
+def label(
+    event_ids: Annotated[list[str] | None, typer.Argument(help="event ids to label (or use --file)")] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file", "-f", help="labels as JSON lines or CSV: event_id, is_fraud[, label_time, source]"
+        ),
+    ] = None,
+    fraud: Annotated[
+        bool, typer.Option("--fraud/--legit", help="for EVENT_IDS: fraud or confirmed legit")
+    ] = True,
+    source: Annotated[str, typer.Option(help="for EVENT_IDS: chargeback, analyst, ...")] = "analyst",
+    label_time: Annotated[
+        str | None, typer.Option(help="for EVENT_IDS: when it became known (RFC 3339); default now")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Send fraud labels to the labels topic: the job stores them and feeds its risk windows."""
+    from datetime import UTC, datetime
+
+    from flows.produce import produce_all
+    from infra.topics import ensure_topics
+    from operators.events import InvalidEvent
+    from operators.labels import Label, decode_label, encode_label
+
+    settings = settings_or_exit(config)
+    when = label_time or datetime.now(UTC).isoformat()
+    raw: list[tuple[str, bytes]] = [
+        (
+            f"argument {eid!r}",
+            json.dumps({"event_id": eid, "is_fraud": fraud, "label_time": when, "source": source}).encode(),
+        )
+        for eid in event_ids or []
+    ]
+    if file is not None:
+        raw += list(_label_records(file, when))
+    if not raw:
+        raise typer.BadParameter("give EVENT_IDS or --file")
+    labels: list[Label] = []
+    bad = 0
+    for where, value in raw:
+        result = decode_label(value)
+        if isinstance(result, InvalidEvent):
+            bad += 1
+            console.print(f"[red]{where}: {result.error}[/]", highlight=False)
+        else:
+            labels.append(result)
+    k = settings.kafka
+    ensure_topics(k.bootstrap_servers, {k.labels_topic: k.partitions}, k.client_config)
+    sent = produce_all(
+        k.bootstrap_servers, k.labels_topic, (encode_label(lab) for lab in labels), k.client_config
+    )
+    console.print(
+        f"sent {sent:,} labels to {k.labels_topic}" + (f"; {bad:,} invalid, not sent" if bad else "")
+    )
+    raise typer.Exit(1 if bad else 0)
+
+
+def _label_records(path: Path, default_time: str) -> Iterator[tuple[str, bytes]]:
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as f:
+        if path.suffix.lower() == ".csv":
+            for n, row in enumerate(csv.DictReader(f), start=2):
+                record: dict[str, Any] = {k: v for k, v in row.items() if v not in (None, "")}
+                if "is_fraud" in record:
+                    text = str(record["is_fraud"]).strip().lower()
+                    record["is_fraud"] = (
+                        True
+                        if text in {"1", "true", "t", "yes"}
+                        else False
+                        if text in {"0", "false", "f", "no"}
+                        else text
+                    )
+                record.setdefault("label_time", default_time)
+                yield f"{path}:{n}", json.dumps(record).encode()
+        else:
+            for n, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    yield f"{path}:{n}", line.encode()
+                    continue
+                if isinstance(record, dict):
+                    record.setdefault("label_time", default_time)
+                yield f"{path}:{n}", json.dumps(record).encode()
+
+
 def alerts(
     config: ConfigOpt = None,
     from_beginning: Annotated[bool, typer.Option(help="read the topic from its start")] = False,

@@ -99,16 +99,24 @@ class LabelSettings(_Section):
         description="How long a label waits for its event to be scored before it counts as unknown.",
     )
     retry_s: float = Field(1.0, gt=0, description="How often waiting labels look for their events again.")
+    maturity_days: int = Field(
+        7,
+        ge=0,
+        le=365,
+        description="Training and promotion use events at least this old (relative to the newest label): "
+        "younger ones may still get their chargeback.",
+    )
 
 
 class EntityRiskSettings(_Section):
     enabled: bool = True
     entities: tuple[Literal["merchant", "device", "user"], ...] = ("merchant", "device", "user")
     label_delay_days: int = Field(
-        7,
+        2,
         ge=0,
         le=365,
-        description="Risk windows end this many days before the event: labels are assumed known by then.",
+        description="Risk windows end this many days before the event's day (only labels known at the "
+        "event's time count either way; the recent days, mostly unlabelled yet, would dilute the shares).",
     )
     windows_days: tuple[int, ...] = Field((1, 7, 30), min_length=1)
     max_frauds: int = Field(4096, ge=16, description="Labelled frauds kept per entity.")

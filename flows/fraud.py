@@ -52,6 +52,7 @@ __all__ = [
     "FlowSinks",
     "Providers",
     "build_flow",
+    "challenger_provider",
     "kafka_flow",
     "kafka_label_source",
     "kafka_sinks",
@@ -78,6 +79,8 @@ class Providers:
     """Things that change while the job runs, read once per batch."""
 
     models: Callable[[], ModelSet] = field(default=lambda: RULES_ONLY)
+    challenger: Callable[[], ModelSet | None] = field(default=lambda: None)
+    """The model version scoring in shadow (champion/challenger), if any."""
     blocklists: Callable[[], Blocklists] = field(default=Blocklists)
     clock: Callable[[], float] = time.time
     label_store: Callable[[], LabelStore] | None = None
@@ -115,7 +118,9 @@ def build_flow(
     s = settings.scoring
     batches = micro_batch("micro_batch", featured, s.max_batch_size, s.max_wait_ms, workers, p.clock)
     scored = score(
-        "score", batches, Scorer(p.models, p.blocklists, settings.rules, settings.ensemble, p.clock)
+        "score",
+        batches,
+        Scorer(p.models, p.blocklists, settings.rules, settings.ensemble, p.clock, p.challenger),
     )
     op.output("scored_events", scored, sinks.scored)
     op.output("risk", scored, sinks.risk)
@@ -209,11 +214,27 @@ def kafka_flow(settings: Settings | None = None, workers: int = 1) -> Dataflow:
     )
     providers = Providers(
         models=model_provider(settings),
+        challenger=challenger_provider(settings),
         blocklists=blocklists.current,
         label_store=lambda: PostgresLabelStore(settings.database_url, policy),
     )
     labels = kafka_label_source(settings) if settings.labels.enabled else None
     return build_flow(kafka_source(settings), kafka_sinks(settings), settings, providers, workers, labels)
+
+
+def challenger_provider(settings: Settings) -> Callable[[], ModelSet | None]:
+    """The ``challenger`` version of ``models.path``, scoring in shadow (None when there is none)."""
+    if settings.models.path is None:
+        return lambda: None
+    shadow = ActiveModels(
+        Path(settings.models.path), settings.models.device, settings.models.refresh_s, pointer="challenger"
+    )
+
+    def current() -> ModelSet | None:
+        models = shadow()
+        return None if models is RULES_ONLY else models
+
+    return current
 
 
 def model_provider(settings: Settings) -> Callable[[], ModelSet]:

@@ -152,19 +152,29 @@ class ModelStore:
             return []
         return sorted(p.name for p in self.root.iterdir() if (p / "metadata.json").exists())
 
-    def active(self) -> str | None:
+    def pointer(self, name: str = "active") -> str | None:
         try:
-            version = (self.root / "active").read_text().strip()
+            version = (self.root / name).read_text().strip()
         except FileNotFoundError:
             return None
         return version or None
 
-    def activate(self, version: str) -> None:
-        """Point ``active`` at ``version`` (verified first), atomically."""
+    def active(self) -> str | None:
+        return self.pointer("active")
+
+    def challenger(self) -> str | None:
+        """The version scoring in shadow beside the active one, if any."""
+        return self.pointer("challenger")
+
+    def activate(self, version: str, pointer: str = "active") -> None:
+        """Point ``active`` (or ``challenger``) at ``version`` (verified first), atomically."""
         load_artifact(self.root / version, device="cpu")
-        tmp = self.root / f".active.{os.getpid()}"
+        tmp = self.root / f".{pointer}.{os.getpid()}"
         tmp.write_text(version + "\n")
-        os.replace(tmp, self.root / "active")
+        os.replace(tmp, self.root / pointer)
+
+    def clear_challenger(self) -> None:
+        (self.root / "challenger").unlink(missing_ok=True)
 
     def load_active(self, device: str = "auto") -> ModelSet | None:
         version = self.active()
@@ -182,8 +192,10 @@ class ActiveModels:
         device: str = "auto",
         refresh_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
+        pointer: str = "active",
     ) -> None:
         self.store = ModelStore(root)
+        self.pointer = pointer
         self.device, self.refresh_s, self.clock = device, refresh_s, clock
         self.current = RULES_ONLY
         self._next = 0.0
@@ -198,7 +210,11 @@ class ActiveModels:
         return self.current
 
     def _refresh(self) -> None:
-        version = self.store.active()
+        version = self.store.pointer(self.pointer)
+        if version is None and self.pointer != "active" and self.current is not RULES_ONLY:
+            log.info("models: %s %s retired", self.pointer, self.current.version)
+            self.current = RULES_ONLY
+            return
         if version is None or version in {self.current.version, self._failed}:
             return
         try:
@@ -208,10 +224,12 @@ class ActiveModels:
             metrics.MODEL_LOAD_FAILURES.inc()
             log.error("models: cannot activate %s, keeping %s: %s", version, self.current.version, exc)
             return
-        log.info("models: switched from %s to %s", self.current.version, models.version)
-        metrics.MODEL_INFO.labels(self.current.version).set(0)
+        log.info("models: %s switched from %s to %s", self.pointer, self.current.version, models.version)
+        if self.pointer == "active":
+            metrics.MODEL_INFO.labels(self.current.version).set(0)
         self.current, self._failed = models, None
         self._publish()
 
     def _publish(self) -> None:
-        metrics.MODEL_INFO.labels(self.current.version).set(1)
+        if self.pointer == "active":
+            metrics.MODEL_INFO.labels(self.current.version).set(1)

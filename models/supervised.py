@@ -182,7 +182,10 @@ class SupervisedScorer:
             early_stopping=False,
             random_state=int(self.params["seed"]),
         )
-        model.fit(_finite(x[:cut]), y[:cut])
+        train = _finite(x[:cut])
+        empty = np.isnan(train).all(axis=0)
+        train[:, empty] = 0.0  # a column never seen cannot be binned; constant, it is never split on
+        model.fit(train, y[:cut])
         self.trees = BoostedTrees.from_sklearn(model)
         held_x, held_y = (x[cut:], y[cut:]) if cut < len(x) else (x, y)
         platt = LogisticRegression(C=1e6).fit(self.trees.margin(held_x)[:, None], held_y)

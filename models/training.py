@@ -19,13 +19,16 @@ from models.artifacts import ModelStore, write_artifact
 from models.autoencoder import AutoencoderScorer
 from models.base import Scorer
 from models.isolation_forest import IsolationForestScorer
+from operators.entities import update_window
+from operators.entity_risk import RiskConfig, RiskWindow
 from operators.events import TransactionEvent
 from operators.features import FEATURE_NAMES, Features, feature_matrix
+from operators.labels import ENTITY_KEYS, EventRef, KnownLabel, Label
 from operators.profiles import update_profile
 from operators.state import StateLimits, UserState
 from operators.validation import Accepted
 
-__all__ = ["TrainingConfig", "TrainingResult", "replay_features", "train"]
+__all__ = ["EntityRisk", "TrainingConfig", "TrainingResult", "replay_features", "train"]
 
 
 @dataclass(frozen=True)
@@ -52,20 +55,51 @@ class TrainingResult:
     metrics: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class EntityRisk:
+    """Which entity risk windows to replay (``entity_risk`` settings)."""
+
+    config: RiskConfig = field(default_factory=RiskConfig)
+    entities: tuple[str, ...] = ("merchant", "device", "user")
+
+
 def replay_features(
     events: Iterable[TransactionEvent],
     limits: StateLimits | None = None,
+    labels: Iterable[Label] = (),
+    risk: EntityRisk | None = None,
 ) -> tuple[list[Features], list[TransactionEvent]]:
-    """Features of every event as the job computes them, in event-time order."""
+    """Features of every event as the job computes them, in event-time order.
+
+    With ``risk``, the entity risk windows too, fed with ``labels``. A label is
+    applied right after its event: the windows count a label only for events
+    after its ``label_time``, so when it arrives does not matter, as long as
+    it arrives (in the job, before the events it should inform).
+    """
     limits = limits or StateLimits()
     ordered = sorted(events, key=lambda e: e.timestamp)
-
+    by_event: dict[str, list[Label]] = {}
+    for lab in labels:
+        by_event.setdefault(lab.event_id, []).append(lab)
+    windows: dict[tuple[str, str], RiskWindow] = {}
     states: dict[str, UserState] = {}
     features = []
     for ev in ordered:
         state = states.setdefault(ev.user_id, UserState())
         ts = ev.timestamp.timestamp()
-        features.append(update_profile(state, Accepted(ev, ts, None, ts), limits).features)
+        item = update_profile(state, Accepted(ev, ts, None, ts), limits)
+        if risk is not None:
+            keys = {kind: ENTITY_KEYS[kind](ev) for kind in risk.entities}
+            for kind, key in keys.items():
+                if key is not None:
+                    window = windows.setdefault((kind, key), RiskWindow())
+                    (item,) = update_window(window, [item], kind, risk.config)
+            ref = EventRef(ts, keys)
+            for lab in by_event.get(ev.event_id, ()):
+                for kind, key in keys.items():
+                    if key is not None:
+                        update_window(windows[(kind, key)], [KnownLabel(lab, ref)], kind, risk.config)
+        features.append(item.features)
     return features, ordered
 
 

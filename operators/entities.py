@@ -14,6 +14,7 @@ merchant, no device) pass by unchanged; their features are missing (NaN).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -34,9 +35,15 @@ __all__ = ["EntityRiskLogic", "entity_risk", "update_window"]
 def update_window(
     window: RiskWindow, items: Iterable[Featured | KnownLabel], kind: str, config: RiskConfig
 ) -> list[Featured]:
-    """Apply events and labels in order; events come back with their risk features."""
+    """Apply labels, then events in event-time order; events come back with their risk features.
+
+    Sorting matters: the step before (per user) hands over one activation's
+    events grouped by user, so a merchant may see a later day before an
+    earlier one within a batch.
+    """
     out = []
-    for item in items:
+    ordered = sorted(items, key=lambda i: -math.inf if isinstance(i, KnownLabel) else i.accepted.ts)
+    for item in ordered:
         if isinstance(item, KnownLabel):
             lab = item.label
             window.apply_label(lab.event_id, item.ref.event_ts, lab.is_fraud, lab.label_ts, config)

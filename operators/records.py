@@ -93,6 +93,8 @@ SCORED_EVENT_COLUMNS: tuple[str, ...] = (
     "ingested_at",
     "scored_at",
     "processing_ms",
+    "challenger_version",
+    "challenger_score",
 )
 
 
@@ -131,4 +133,6 @@ def scored_event_row(s: ScoredEvent) -> tuple[Any, ...]:
         datetime.fromtimestamp(s.ingest_ms / 1000.0, UTC) if s.ingest_ms else None,
         s.scored_at,
         s.processing_ms,
+        s.challenger[0] if s.challenger else None,
+        s.challenger[1] if s.challenger else None,
     )

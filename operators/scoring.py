@@ -37,6 +37,8 @@ class ScoredEvent(msgspec.Struct, frozen=True):
     scored_at: datetime
     ingest_ms: int | None
     processing_ms: float
+    challenger: tuple[str, float] | None = None
+    """(version, fraud score) of the challenger scoring in shadow; never used for the decision."""
 
     @property
     def is_alert(self) -> bool:
@@ -50,12 +52,21 @@ def score_batch(
     blocklists: Blocklists,
     ensemble: EnsembleConfig,
     now: float,
+    challenger: ModelSet | None = None,
 ) -> list[ScoredEvent]:
-    """Score a batch: one model call per component for the whole batch."""
+    """Score a batch: one model call per component for the whole batch.
+
+    A ``challenger`` scores the same batch in shadow: its ensemble score is kept
+    beside the decision for champion/challenger comparison, nothing more.
+    """
     if not batch:
         return []
-    x = feature_matrix([f.features for f in batch], [f.accepted.event for f in batch], models.columns)
-    model_scores = models.score(x)
+    features = [f.features for f in batch]
+    events = [f.accepted.event for f in batch]
+    model_scores = models.score(feature_matrix(features, events, models.columns))
+    shadow = None
+    if challenger is not None:
+        shadow = challenger.score(feature_matrix(features, events, challenger.columns))
     ctx = RuleContext(rules, blocklists)
     scored_at = datetime.fromtimestamp(now, UTC)
     out = []
@@ -63,6 +74,10 @@ def score_batch(
         acc = item.accepted
         hits = evaluate_rules(acc.event, item.features, ctx)
         verdict = combine(hits, {name: float(s[i]) for name, s in model_scores.items()}, ensemble)
+        shadow_score = None
+        if shadow is not None and challenger is not None:
+            scores = {name: float(s[i]) for name, s in shadow.items()}
+            shadow_score = (challenger.version, combine(hits, scores, ensemble).fraud_score)
         out.append(
             ScoredEvent(
                 acc.event,
@@ -73,6 +88,7 @@ def score_batch(
                 scored_at,
                 acc.ingest_ms,
                 round((now - acc.received_at) * 1000.0, 3),
+                shadow_score,
             )
         )
     return out
@@ -88,8 +104,10 @@ class Scorer:
         rules: RulesConfig,
         ensemble: EnsembleConfig,
         clock: Callable[[], float] = time.time,
+        challenger: Callable[[], ModelSet | None] = lambda: None,
     ) -> None:
         self.models = models
+        self.challenger = challenger
         self.blocklists = blocklists
         self.rules = rules
         self.ensemble = ensemble
@@ -97,7 +115,15 @@ class Scorer:
 
     def __call__(self, batch: list[Featured]) -> list[ScoredEvent]:
         began = time.perf_counter()
-        scored = score_batch(batch, self.models(), self.rules, self.blocklists(), self.ensemble, self.clock())
+        scored = score_batch(
+            batch,
+            self.models(),
+            self.rules,
+            self.blocklists(),
+            self.ensemble,
+            self.clock(),
+            self.challenger(),
+        )
         metrics.STAGE_SECONDS.labels("score").observe(time.perf_counter() - began)
         metrics.BATCH_SIZE.labels("score").observe(len(batch))
         _count(scored)

@@ -7,11 +7,8 @@ it, merchant by merchant. This follows scenario 2 of the fraud-detection
 handbook (Le Borgne et al.): terminals drawn at random are compromised for 28
 days, and their transactions are fraud.
 
-Two uses, both deterministic for a seed:
-
-* :func:`generate_merchant_fraud`: a synthetic card workload (tests, demos);
-* :func:`compromised_terminals`: marks replayed events (NYC taxi trips, whose
-  ``merchant_id`` is a cab's card terminal) at compromised terminals.
+:func:`generate_merchant_fraud` builds a synthetic card workload (tests,
+demos), deterministic for a seed.
 
 Labels come back in weekly batches (:func:`label_releases`): every
 ``every_days`` the frauds at least ``min_age_days`` old are released with
@@ -22,18 +19,16 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from operators.labels import Label
-from operators.riders import unit_hash
 
 __all__ = [
     "MerchantFraudConfig",
     "MerchantFraudWorkload",
-    "compromised_terminals",
     "generate_merchant_fraud",
     "label_releases",
 ]
@@ -142,31 +137,3 @@ def label_releases(
         release = first + max(k, 1) * every_days * DAY
         out.append(Label(eid, True, datetime.fromtimestamp(release, UTC), source))
     return sorted(out, key=lambda lab: (lab.label_time, lab.event_id))
-
-
-def compromised_terminals(
-    pairs: Iterable[tuple[dict[str, Any], str | None]],
-    seed: int,
-    rate: float,
-    period_days: int = 28,
-) -> Iterator[tuple[dict[str, Any], str | None]]:
-    """Mark events at compromised terminals as ``compromised_merchant`` fraud.
-
-    Time is cut into ``period_days`` periods; a terminal (``merchant_id``) is
-    compromised in a period with probability ``rate``, from an offset in the
-    period for ``period_days`` days (so into the next period). Events already
-    labelled keep their label.
-    """
-    for event, given in pairs:
-        label = given
-        terminal = event.get("merchant_id")
-        if label is None and terminal is not None and rate > 0:
-            ts = datetime.fromisoformat(event["timestamp"]).timestamp()
-            period = int(ts // (period_days * DAY))
-            for p in (period - 1, period):
-                if unit_hash(seed, "compromised", terminal, p) < rate:
-                    begin = (p + unit_hash(seed, "offset", terminal, p)) * period_days * DAY
-                    if begin <= ts < begin + period_days * DAY:
-                        label = "compromised_merchant"
-                        break
-        yield event, label

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from models.artifacts import ModelStore, load_artifact, write_artifact
 from models.base import Scorer
 from models.evaluation import ranking_metrics
 from models.supervised import SupervisedScorer
+from operators.entity_risk import RiskConfig, risk_feature_names
 from operators.features import FEATURE_NAMES, Features, feature_matrix
 
 __all__ = [
@@ -67,13 +68,8 @@ def supervised_columns(entities: tuple[str, ...], windows: tuple[int, ...]) -> t
     >>> supervised_columns(("merchant",), (7,))[-3:]
     ('merchant_events_7d', 'merchant_frauds_7d', 'merchant_fraud_share_7d')
     """
-    risk = tuple(
-        f"{kind}_{name}_{w}d"
-        for kind in entities
-        for w in windows
-        for name in ("events", "frauds", "fraud_share")
-    )
-    return FEATURE_NAMES + risk
+    config = RiskConfig(windows=windows)
+    return FEATURE_NAMES + tuple(name for kind in entities for name in risk_feature_names(kind, config))
 
 
 @dataclass(frozen=True)
@@ -294,19 +290,7 @@ def promote(
             "INSERT INTO model_promotions (champion_version, challenger_version, promoted, reason, "
             "champion_ap, challenger_ap, margin, events, frauds, window_start, window_end) "
             "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (
-                champion,
-                challenger,
-                promoted,
-                reason,
-                champion_ap,
-                challenger_ap,
-                margin,
-                decision.events,
-                frauds,
-                window[0] if window else None,
-                window[1] if window else None,
-            ),
+            (*astuple(decision)[:-1], *(window or (None, None))),
         )
     log.info(
         "champion/challenger: %s %s over %s (%s); %d events, %d frauds",

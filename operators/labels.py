@@ -47,9 +47,6 @@ __all__ = [
     "validate_labels",
 ]
 
-LABEL_SOURCES = ("chargeback", "analyst", "confirmed_legit", "replay", "customer")
-"""Usual ``source`` values; any short name is accepted."""
-
 
 class Label(msgspec.Struct, frozen=True, omit_defaults=True):
     """One label, as produced to the labels topic (key = ``event_id``)."""

@@ -12,9 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-import psycopg
-
 from operators.labels import EventRef, Label
+from operators.sinks.postgres import PG_ERRORS, LazyConnection
 from operators.sinks.retry import RetryPolicy, retrying
 
 __all__ = ["PostgresLabelStore"]
@@ -36,25 +35,11 @@ class PostgresLabelStore:
     """Labels table writer and scored-event lookup (one connection, opened lazily)."""
 
     def __init__(self, url: str, policy: RetryPolicy | None = None) -> None:
-        self.url, self.policy = url, policy or RetryPolicy()
-        self.conn: psycopg.Connection | None = None
-
-    def _connection(self) -> psycopg.Connection:
-        if self.conn is None or self.conn.closed:
-            self.conn = psycopg.connect(self.url, connect_timeout=5, autocommit=True)
-        return self.conn
-
-    def _reset(self) -> None:
-        if self.conn is not None:
-            try:
-                self.conn.close()
-            finally:
-                self.conn = None
+        self.policy = policy or RetryPolicy()
+        self.db = LazyConnection(url, autocommit=True)
 
     def _run(self, fn: Callable[[], T]) -> T:
-        return retrying(
-            "labels", self.policy, fn, (psycopg.OperationalError, psycopg.InterfaceError), self._reset
-        )
+        return retrying("labels", self.policy, fn, PG_ERRORS, self.db.reset)
 
     def record(self, labels: Sequence[Label]) -> int:
         """Store labels; returns how many were not stored before."""
@@ -68,7 +53,7 @@ class PostgresLabelStore:
         )
 
         def write() -> int:
-            with self._connection().cursor() as cur:
+            with self.db.get().cursor() as cur:
                 cur.execute(_INSERT, columns)
                 return cur.rowcount
 
@@ -80,7 +65,7 @@ class PostgresLabelStore:
             return {}
 
         def read() -> dict[str, EventRef]:
-            with self._connection().cursor() as cur:
+            with self.db.get().cursor() as cur:
                 cur.execute(_LOOKUP, (list(event_ids),))
                 return {
                     row[0]: EventRef(row[1], {"user": row[2], "merchant": row[3], "device": row[4]})
@@ -90,4 +75,4 @@ class PostgresLabelStore:
         return self._run(read)
 
     def close(self) -> None:
-        self._reset()
+        self.db.reset()

@@ -8,6 +8,7 @@ retried with backoff (the dataflow waits: backpressure), then raised.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import psycopg
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
@@ -18,7 +19,7 @@ from operators.records import SCORED_EVENT_COLUMNS, scored_event_row
 from operators.scoring import ScoredEvent
 from operators.sinks.retry import RetryPolicy, retrying
 
-__all__ = ["PostgresSink"]
+__all__ = ["PG_ERRORS", "LazyConnection", "PostgresSink"]
 
 _STAGE = "scored_events_stage"
 _COLS = sql.SQL(", ").join(sql.Identifier(c) for c in SCORED_EVENT_COLUMNS)
@@ -31,27 +32,47 @@ _INSERT = sql.SQL(
 ).format(cols=_COLS, stage=sql.Identifier(_STAGE))
 
 
-class _Partition(StatelessSinkPartition[ScoredEvent]):
-    def __init__(self, url: str, policy: RetryPolicy) -> None:
-        self.url, self.policy = url, policy
+PG_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
+"""Errors worth a reconnect and a retry."""
+
+
+class LazyConnection:
+    """One connection, opened on first use and again after :meth:`reset`
+    (``setup`` runs on each new connection)."""
+
+    def __init__(
+        self, url: str, setup: Callable[[psycopg.Connection], None] | None = None, autocommit: bool = False
+    ) -> None:
+        self.url, self.setup, self.autocommit = url, setup, autocommit
         self.conn: psycopg.Connection | None = None
 
-    def _connection(self) -> psycopg.Connection:
+    def get(self) -> psycopg.Connection:
         if self.conn is None or self.conn.closed:
-            self.conn = psycopg.connect(self.url, connect_timeout=5)
-            self.conn.execute(_CREATE_STAGE)
-            self.conn.commit()
+            self.conn = psycopg.connect(self.url, connect_timeout=5, autocommit=self.autocommit)
+            if self.setup is not None:
+                self.setup(self.conn)
         return self.conn
 
-    def _reset(self) -> None:
+    def reset(self) -> None:
         if self.conn is not None:
             try:
                 self.conn.close()
             finally:
                 self.conn = None
 
+
+def _create_stage(conn: psycopg.Connection) -> None:
+    conn.execute(_CREATE_STAGE)
+    conn.commit()
+
+
+class _Partition(StatelessSinkPartition[ScoredEvent]):
+    def __init__(self, url: str, policy: RetryPolicy) -> None:
+        self.policy = policy
+        self.db = LazyConnection(url, _create_stage)
+
     def _write(self, rows: list[tuple[object, ...]]) -> int:
-        conn = self._connection()
+        conn = self.db.get()
         with conn.transaction(), conn.cursor() as cur:
             with cur.copy(_COPY) as copy:
                 for row in rows:
@@ -66,8 +87,8 @@ class _Partition(StatelessSinkPartition[ScoredEvent]):
             "postgres",
             self.policy,
             lambda: self._write(rows),
-            (psycopg.OperationalError, psycopg.InterfaceError),
-            self._reset,
+            PG_ERRORS,
+            self.db.reset,
         )
         now = time.time()
         metrics.observe_many(
@@ -79,7 +100,7 @@ class _Partition(StatelessSinkPartition[ScoredEvent]):
         metrics.BATCH_SIZE.labels("sink_postgres").observe(len(items))
 
     def close(self) -> None:
-        self._reset()
+        self.db.reset()
 
 
 class PostgresSink(DynamicSink[ScoredEvent]):

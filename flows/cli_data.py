@@ -7,7 +7,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -15,6 +15,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from flows.config import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from flows.injection import InjectionConfig
+    from flows.replay import ColumnMap, ReplaySummary
+    from operators.riders import RiderModel
+    from operators.tlc import TripReadReport
 
 console = Console()
 ConfigOpt = Annotated[
@@ -87,6 +93,22 @@ def replay(
     timezone: Annotated[str, typer.Option(help="time zone of naive times in --map files")] = "UTC",
     seed: Annotated[int, typer.Option(help="riders, devices and injected frauds derive from it")] = 0,
     riders: Annotated[int, typer.Option(help="size of the rider pool")] = 100_000,
+    terminals: Annotated[
+        int, typer.Option(help="give trips the card terminal (merchant_id) of one of N taxis; 0: none")
+    ] = 0,
+    compromise_rate: Annotated[
+        float,
+        typer.Option(
+            help="with --terminals: chance a terminal is compromised in a period (all its trips fraud)"
+        ),
+    ] = 0.0,
+    compromise_days: Annotated[float, typer.Option(help="length of a compromise period in days")] = 28.0,
+    emit_labels: Annotated[
+        bool, typer.Option(help="also send the fraud labels to the labels topic, --label-delay-days late")
+    ] = False,
+    label_delay_days: Annotated[
+        float, typer.Option(help="with --emit-labels: label_time = event time + this many days")
+    ] = 7.0,
     inject_rate: Annotated[float, typer.Option(help="rate of every fraud scenario (share of trips)")] = 0.002,
     rate: Annotated[list[str], typer.Option(help="per scenario, e.g. --rate card_testing=0.01")] = [],  # noqa: B006
     speed: Annotated[
@@ -96,12 +118,11 @@ def replay(
     labels_out: Annotated[Path, typer.Option(help="labels file (JSON lines)")] = Path("replay-labels.jsonl"),
 ) -> None:
     """Replay NYC taxi trips (or a labelled CSV/Parquet) to the transactions topic in event-time order."""
-    from flows.injection import InjectionConfig, inject
-    from flows.replay import LEGIT, ColumnMap, Replayer, generic_events, time_sorted, tlc_events, to_items
-    from flows.workload import generate_trips
+    from flows.injection import InjectionConfig
+    from flows.replay import ColumnMap, Replayer, time_sorted, to_items
     from infra.topics import ensure_topics
-    from operators.riders import RiderModel, trip_to_event
-    from operators.tlc import TripReadReport, ZoneTable
+    from operators.riders import RiderModel
+    from operators.tlc import TripReadReport
 
     settings = settings_or_exit(config)
     k = settings.kafka
@@ -109,23 +130,31 @@ def replay(
     files = expand_folders(files or [])
     if not files and not synthetic:
         raise typer.BadParameter("give trip files or --synthetic N")
-    pairs: Iterator[tuple[dict[str, Any], str | None]]
-    if column_map:
-        cols = ColumnMap.parse(column_map, timezone)
-        pairs = (
-            (ev, (None if lab is None else (LEGIT if not lab else "labelled")))
-            for ev, lab in generic_events(files, cols)
+    if compromise_rate and not terminals:
+        raise typer.BadParameter(
+            "needs --terminals N (the terminals to compromise)", param_hint="--compromise-rate"
         )
-    else:
-        table = ZoneTable.load(zones, centroids) if (zones or centroids) else None
-        model = RiderModel(seed, riders)
-        base = (
-            (trip_to_event(t, model) for t in generate_trips(synthetic, seed))
-            if synthetic
-            else tlc_events(files, table, model, report)
-        )
-        pairs = inject(base, InjectionConfig(seed, _rates(inject_rate, rate)))
-    ensure_topics(k.bootstrap_servers, {k.transactions_topic: k.partitions}, k.client_config)
+    try:
+        injection = InjectionConfig(seed, _rates(inject_rate, rate), compromise_rate, compromise_days)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    source = column_map and ColumnMap.parse(column_map, timezone)
+    pairs = _replay_pairs(
+        files,
+        source or None,
+        zones,
+        centroids,
+        synthetic,
+        RiderModel(seed, riders, terminals),
+        injection,
+        report,
+    )
+    if label_delay_days < 0:
+        raise typer.BadParameter("must be >= 0", param_hint="--label-delay-days")
+    topics = {k.transactions_topic: k.partitions}
+    if emit_labels:
+        topics[k.labels_topic] = k.partitions
+    ensure_topics(k.bootstrap_servers, topics, k.client_config)
     with console.status("reading and ordering by event time..."):
         total, ordered = time_sorted(to_items(pairs))
     if report.rows:
@@ -133,7 +162,14 @@ def replay(
             f"read {report.rows:,} trips: {report.trips:,} kept; dropped {report.dropped or 'none'}; "
             f"kept but odd {report.kept_odd or 'none'}"
         )
-    replayer = Replayer(k.bootstrap_servers, k.transactions_topic, speed, k.client_config)
+    replayer = Replayer(
+        k.bootstrap_servers,
+        k.transactions_topic,
+        speed,
+        k.client_config,
+        labels_topic=k.labels_topic if emit_labels else None,
+        label_delay_s=label_delay_days * 86_400.0,
+    )
     target = min(total, limit) if limit is not None else total
     with (
         open(labels_out, "w") as labels,
@@ -155,6 +191,14 @@ def replay(
             progress.update(task, rate=f"{done / max(time.monotonic() - began, 1e-9):,.0f} ev/s")
 
         summary = replayer.run(ordered, labels, limit, advance)
+    _print_summary(summary, target, labels_out, k.labels_topic if emit_labels else None, label_delay_days)
+    if summary.interrupted:
+        raise typer.Exit(130)
+
+
+def _print_summary(
+    summary: ReplaySummary, target: int, labels_out: Path, labels_topic: str | None, delay_days: float
+) -> None:
     span = ""
     if summary.first_event is not None and summary.last_event is not None:
         fmt = "%Y-%m-%d %H:%M"
@@ -168,8 +212,42 @@ def replay(
         f"({summary.produced / max(summary.seconds, 1e-9):,.0f} ev/s){span}"
     )
     console.print(f"labels: {summary.labelled:,} frauds {summary.scenarios or ''} -> {labels_out}")
-    if summary.interrupted:
-        raise typer.Exit(130)
+    if labels_topic is not None:
+        console.print(
+            f"sent {summary.labels_sent:,} fraud labels to {labels_topic} "
+            f"(label_time = event time + {delay_days:g} days)"
+        )
+
+
+def _replay_pairs(
+    files: list[Path],
+    columns: ColumnMap | None,
+    zones: Path | None,
+    centroids: Path | None,
+    synthetic: int,
+    riders: RiderModel,
+    injection: InjectionConfig,
+    report: TripReadReport,
+) -> Iterator[tuple[dict[str, Any], str | None]]:
+    """(event, label) pairs: a generic labelled file, or TLC/generated trips with injected frauds."""
+    from flows.injection import inject
+    from flows.replay import LEGIT, generic_events, tlc_events
+    from flows.workload import generate_trips
+    from operators.riders import trip_to_event
+    from operators.tlc import ZoneTable
+
+    if columns is not None:
+        return (
+            (ev, (None if lab is None else (LEGIT if not lab else "labelled")))
+            for ev, lab in generic_events(files, columns)
+        )
+    table = ZoneTable.load(zones, centroids) if (zones or centroids) else None
+    base = (
+        (trip_to_event(t, riders) for t in generate_trips(synthetic, riders.seed))
+        if synthetic
+        else tlc_events(files, table, riders, report)
+    )
+    return inject(base, injection)
 
 
 def produce(

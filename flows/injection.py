@@ -22,6 +22,17 @@ night_run           a charge between 02:00 and 04:00 New York time on the  unusu
 blocked_country     a charge 1-3 hours after a trip located in KP, IR or   country_blacklist
                     SY
 =================== ===================================================== ==========================
+
+**Compromised terminals** (``compromise_rate`` > 0, events with a
+``merchant_id``, e.g. ``replay --terminals``) follow scenario 2 of the
+fraud-detection handbook (Le Borgne et al.): time is cut into periods of
+``compromise_days`` (with a phase per terminal, so periods do not all start
+together) and a terminal is compromised for a whole period with probability
+``compromise_rate``, decided by hashing ``(seed, terminal, period)``. Every
+trip paid there meanwhile is labelled ``compromised_terminal`` and left
+unchanged: amounts, places, devices and times look normal, so only labels
+that come back (merchant risk windows, the supervised model) can reveal it.
+About ``compromise_rate`` of all trips become such frauds.
 """
 
 from __future__ import annotations
@@ -35,7 +46,7 @@ from zoneinfo import ZoneInfo
 
 from operators.riders import unit_hash
 
-__all__ = ["DEFAULT_RATES", "SCENARIOS", "InjectionConfig", "inject"]
+__all__ = ["COMPROMISED", "DEFAULT_RATES", "SCENARIOS", "InjectionConfig", "compromised", "inject"]
 
 NEW_YORK = ZoneInfo("America/New_York")
 SCENARIOS = (
@@ -48,6 +59,8 @@ SCENARIOS = (
     "blocked_country",
 )
 DEFAULT_RATES = dict.fromkeys(SCENARIOS, 0.002)
+COMPROMISED = "compromised_terminal"
+DAY = 86_400.0
 _FAR = (
     ("Los Angeles", 34.0522, -118.2437),
     ("Miami", 25.7617, -80.1918),
@@ -67,8 +80,15 @@ _REWRITES = ("fare_manipulation", "spending_spike")
 class InjectionConfig:
     seed: int = 0
     rates: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_RATES))
+    compromise_rate: float = 0.0
+    """Probability that a terminal is compromised in one period (and the expected share of its trips)."""
+    compromise_days: float = 28.0
 
     def __post_init__(self) -> None:
+        if not 0 <= self.compromise_rate <= 1:
+            raise ValueError(f"compromise_rate must be within [0, 1], got {self.compromise_rate}")
+        if self.compromise_days <= 0:
+            raise ValueError(f"compromise_days must be > 0, got {self.compromise_days}")
         unknown = set(self.rates) - set(SCENARIOS)
         if unknown:
             raise ValueError(f"unknown scenarios {sorted(unknown)}; known: {', '.join(SCENARIOS)}")
@@ -144,6 +164,23 @@ def _scenario(name: str, base: dict[str, Any], u: float) -> list[dict[str, Any]]
     ]
 
 
+def compromised(terminal: str, ts: float, config: InjectionConfig) -> bool:
+    """Whether ``terminal`` is compromised at epoch second ``ts`` (pure, order-free).
+
+    >>> cfg = InjectionConfig(seed=1, compromise_rate=0.5, compromise_days=28)
+    >>> days = [compromised("term-00042", d * DAY, cfg) for d in range(0, 280)]
+    >>> 0 < sum(days) < 280
+    True
+    >>> days == [compromised("term-00042", d * DAY + 60, cfg) for d in range(0, 280)]
+    True
+    """
+    if config.compromise_rate <= 0:
+        return False
+    phase = unit_hash(config.seed, "phase", terminal) * config.compromise_days
+    period = int((ts / DAY + phase) // config.compromise_days)
+    return unit_hash(config.seed, "compromise", terminal, period) < config.compromise_rate
+
+
 def inject(
     events: Iterable[dict[str, Any]], config: InjectionConfig
 ) -> Iterator[tuple[dict[str, Any], str | None]]:
@@ -158,7 +195,11 @@ def inject(
         ]
         rewrite = next((s for s in chosen if s in _REWRITES), None)
         if rewrite is None:
-            yield base, None
+            terminal = base.get("merchant_id")
+            hit = terminal is not None and compromised(
+                terminal, datetime.fromisoformat(base["timestamp"]).timestamp(), config
+            )
+            yield base, COMPROMISED if hit else None
         else:
             yield _scenario(rewrite, base, unit_hash(config.seed, "u", rewrite, base["event_id"]))[0], rewrite
         for name in chosen:

@@ -4,7 +4,11 @@ Pipeline: read files (streamed) → events (riders/devices assigned from the see
 → labelled fraud injection → event-time order (an external merge sort: chunks
 are sorted in memory and spilled to temporary files, then merged) → paced
 production (as fast as possible, real time, or N times real time) with confirmed delivery.
-Labels go to a JSON-lines file beside, never into the events.
+Labels go to a JSON-lines file beside, never into the events. With a labels
+topic, the fraud labels are also sent there as chargebacks would come back:
+each with ``label_time`` = its event's time + ``label_delay_s``, produced in
+the event-time stream once the replay has passed that time (and the rest at
+the end), so a replay exercises the job's label loop.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 from zoneinfo import ZoneInfo
@@ -24,6 +28,7 @@ from zoneinfo import ZoneInfo
 import msgspec
 from confluent_kafka import KafkaError, Message, Producer
 
+from operators.labels import Label, encode_label
 from operators.riders import RiderModel, trip_to_event
 from operators.sources import row_to_event
 from operators.tlc import TripReadReport, ZoneTable, read_trips
@@ -194,6 +199,7 @@ class ReplaySummary:
     seconds: float = 0.0
     interrupted: bool = False
     scenarios: dict[str, int] = field(default_factory=dict)
+    labels_sent: int = 0
 
 
 class Replayer:
@@ -207,8 +213,12 @@ class Replayer:
         client_config: dict[str, str] | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        labels_topic: str | None = None,
+        label_delay_s: float = 7 * 86_400.0,
+        label_source: str = "chargeback",
     ) -> None:
         self.topic, self.speed, self.clock, self.sleep = topic, speed, clock, sleep
+        self.labels_topic, self.label_delay_s, self.label_source = labels_topic, label_delay_s, label_source
         self.producer = Producer(
             {
                 "bootstrap.servers": bootstrap,
@@ -224,6 +234,22 @@ class Replayer:
         if err is not None:
             self.errors.append(err)
 
+    def _send(self, topic: str, key: bytes, value: bytes) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, key=key, value=value, on_delivery=self._report)
+                return
+            except BufferError:
+                self.producer.poll(0.05)
+
+    def _release(self, due: list[tuple[float, str]], until: float, summary: ReplaySummary) -> None:
+        """Send the labels whose time has come (all of them with ``until`` = inf)."""
+        while due and due[0][0] <= until and self.labels_topic is not None:
+            release, event_id = heapq.heappop(due)
+            label = Label(event_id, True, datetime.fromtimestamp(release, UTC), self.label_source)
+            self._send(self.labels_topic, *encode_label(label))
+            summary.labels_sent += 1
+
     def run(
         self,
         items: Iterable[Item],
@@ -232,39 +258,38 @@ class Replayer:
         progress: Callable[[int], None] = lambda _: None,
     ) -> ReplaySummary:
         summary = ReplaySummary()
+        due: list[tuple[float, str]] = []
         began = self.clock()
         try:
             for ts, _seq, key, value, label in items:
                 if limit is not None and summary.produced >= limit:
                     break
+                self._release(due, ts, summary)
                 if summary.first_event is None:
                     summary.first_event = ts
                 if self.speed > 0:
                     ahead = (ts - summary.first_event) / self.speed - (self.clock() - began)
                     if ahead > 0.002:
                         self.sleep(ahead)
-                while True:
-                    try:
-                        self.producer.produce(self.topic, key=key, value=value, on_delivery=self._report)
-                        break
-                    except BufferError:
-                        self.producer.poll(0.05)
+                self._send(self.topic, key, value)
                 summary.produced += 1
                 summary.last_event = ts
-                if label is not None and labels is not None:
+                if label is not None:
                     fraud = label != LEGIT
-                    labels.write(
-                        json.dumps(
-                            {"event_id": json.loads(value)["event_id"], "is_fraud": fraud, "scenario": label}
+                    event_id = json.loads(value)["event_id"]
+                    if labels is not None:
+                        labels.write(
+                            json.dumps({"event_id": event_id, "is_fraud": fraud, "scenario": label}) + "\n"
                         )
-                        + "\n"
-                    )
                     summary.labelled += fraud
                     if fraud:
                         summary.scenarios[label] = summary.scenarios.get(label, 0) + 1
+                        if self.labels_topic is not None:
+                            heapq.heappush(due, (ts + self.label_delay_s, event_id))
                 if summary.produced % 1000 == 0:
                     self.producer.poll(0)
                     progress(1000)
+            self._release(due, float("inf"), summary)
         except KeyboardInterrupt:
             summary.interrupted = True
         finally:
@@ -272,8 +297,10 @@ class Replayer:
             progress(summary.produced % 1000)
             summary.seconds = self.clock() - began
         if remaining or self.errors:
+            error = self.errors[0] if self.errors else "flush timed out"
             raise RuntimeError(
-                f"{len(self.errors) + remaining} of {summary.produced} events were not delivered "
-                f"to {self.topic!r}: {self.errors[0] if self.errors else 'flush timed out'}"
+                f"{len(self.errors) + remaining} of {summary.produced + summary.labels_sent} messages "
+                f"were not delivered to {self.topic!r}"
+                f"{' or ' + repr(self.labels_topic) if self.labels_topic else ''}: {error}"
             )
         return summary

@@ -7,6 +7,11 @@ as ``1/sqrt(rank)``: a few daily riders, a long tail of occasional ones (with
 100k riders the busiest rider takes about 0.3% of trips). Each rider has one
 device, or two for a third of riders (the second used for one trip in five).
 Same seed, same trip → same rider and device, whatever the order or subset.
+
+With ``terminals`` set, each trip is also paid at the card terminal of one of
+that many taxis (``merchant_id`` = ``term-NNNNN``, uniform by hash of
+``(seed, trip key)``): the entity that merchant risk windows track, and that
+:mod:`flows.injection` can compromise.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ def unit_hash(*parts: object) -> float:
 class RiderModel:
     seed: int = 0
     riders: int = 100_000
+    terminals: int = 0
+    """0: no ``merchant_id`` (the vendor name stands for the merchant)."""
 
     def rider(self, key: str) -> str:
         index = int(self.riders * unit_hash(self.seed, "rider", key) ** 2)
@@ -42,6 +49,11 @@ class RiderModel:
         devices = 2 if unit_hash(self.seed, "devices", rider) < 1 / 3 else 1
         second = devices == 2 and unit_hash(self.seed, "device", key) < 0.2
         return f"{rider}-dev{1 if second else 0}"
+
+    def terminal(self, key: str) -> str | None:
+        if self.terminals <= 0:
+            return None
+        return f"term-{int(self.terminals * unit_hash(self.seed, 'terminal', key)):05d}"
 
 
 def trip_to_event(trip: Trip, riders: RiderModel) -> dict[str, Any]:
@@ -69,6 +81,9 @@ def trip_to_event(trip: Trip, riders: RiderModel) -> dict[str, Any]:
             "dropoff_zone": trip.dropoff_zone,
         },
     }
+    terminal = riders.terminal(key)
+    if terminal is not None:
+        event["merchant_id"] = terminal
     if trip.latitude is not None and trip.longitude is not None:
         event["location"] = {
             "latitude": round(trip.latitude, 6),

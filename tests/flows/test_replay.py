@@ -134,3 +134,78 @@ def test_column_map_errors_name_the_problem():
         ColumnMap.parse("user=a,time=b")
     with pytest.raises(ValueError, match="unknown keys \\['colour'\\]"):
         ColumnMap.parse("user=a,time=b,amount=c,colour=d")
+
+
+@pytest.mark.integration
+def test_replay_sends_compromised_terminal_labels_to_the_labels_topic_late(make_settings, tmp_path):
+    from datetime import datetime, timedelta
+
+    from operators.labels import Label, decode_label
+
+    s = make_settings()
+    k = s.kafka
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": k.bootstrap_servers,
+        "FRAUDSTREAM__KAFKA__TRANSACTIONS_TOPIC": k.transactions_topic,
+        "FRAUDSTREAM__KAFKA__LABELS_TOPIC": k.labels_topic,
+        "FRAUDSTREAM__KAFKA__PARTITIONS": "1",
+        "COLUMNS": "200",
+    }
+    labels = tmp_path / "labels.jsonl"
+    args = ["--synthetic", "2000", "--seed", "5", "--inject-rate", "0.002", "--terminals", "30"]
+    args += [
+        "--compromise-rate",
+        "0.2",
+        "--compromise-days",
+        "1",
+        "--emit-labels",
+        "--label-delay-days",
+        "0.25",
+    ]
+    result = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "replay", *args, "--labels-out", str(labels)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    expected = {r["event_id"]: r["scenario"] for r in map(json.loads, labels.read_text().splitlines())}
+    assert "compromised_terminal" in expected.values()
+    assert f"sent {len(expected):,} fraud labels" in " ".join(result.stdout.split())
+
+    def consume(topic, want):
+        consumer = Consumer(
+            {"bootstrap.servers": k.bootstrap_servers, "group.id": "t", "enable.auto.commit": False}
+        )
+        consumer.assign([TopicPartition(topic, 0, 0)])
+        got = []
+        for _ in range(300):
+            batch = [m.value() for m in consumer.consume(1000, 0.2) if m.error() is None]
+            got += batch
+            if len(got) >= want and not batch:
+                break
+        consumer.close()
+        return got
+
+    sent = [decode_label(v) for v in consume(k.labels_topic, len(expected))]
+    assert all(isinstance(lab, Label) and lab.is_fraud and lab.source == "chargeback" for lab in sent)
+    assert sorted(lab.event_id for lab in sent) == sorted(expected)  # each fraud labelled exactly once
+    events = {e["event_id"]: e for e in map(json.loads, consume(k.transactions_topic, 2000))}
+    assert set(expected) <= set(events)
+    for lab in sent:
+        event_time = datetime.fromisoformat(events[lab.event_id]["timestamp"])
+        assert lab.label_time == event_time + timedelta(hours=6)
+        assert events[lab.event_id]["merchant_id"].startswith("term-")
+
+
+def test_compromise_needs_terminals(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "replay", "--synthetic", "10", "--compromise-rate", "0.1"],
+        env={**os.environ, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "--terminals" in result.stdout + result.stderr

@@ -41,3 +41,17 @@ def test_trip_events_follow_the_contract():
         "tip_amount",
         "pickup_zone",
     } <= set(decoded.attributes)
+
+
+def test_terminals_are_assigned_deterministically_when_asked():
+    trips = generate_trips(2000, seed=4)
+    assert all("merchant_id" not in trip_to_event(t, RiderModel(seed=9)) for t in trips[:50])
+    model = RiderModel(seed=9, riders=500, terminals=40)
+    a = [trip_to_event(t, model)["merchant_id"] for t in trips]
+    assert a == [trip_to_event(t, model)["merchant_id"] for t in trips]
+    counts = Counter(a)
+    assert set(counts) <= {f"term-{k:05d}" for k in range(40)} and len(counts) == 40
+    assert max(counts.values()) < 3 * min(counts.values())  # uniform, not a long tail
+    assert a != [
+        trip_to_event(t, RiderModel(seed=10, riders=500, terminals=40))["merchant_id"] for t in trips
+    ]

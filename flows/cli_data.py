@@ -421,30 +421,66 @@ def alerts(
         consumer.close()
 
 
+def _pairs(spec: str | None, option: str, cast: Any) -> dict[str, Any]:
+    """``a=1,b=2`` as a dict, or a clear error naming the option."""
+    out: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in (spec or "").split(","))):
+        name, sep, value = part.partition("=")
+        try:
+            if not sep:
+                raise ValueError(part)
+            out[name.strip()] = cast(value)
+        except ValueError as exc:
+            raise typer.BadParameter(f"expected NAME=VALUE[,...], got {part!r}", param_hint=option) from exc
+    return out
+
+
 def evaluate(
     labels: Annotated[
-        list[Path],
+        list[Path] | None,
         typer.Option(
-            "--labels", "-l", help="labels file(s): JSON lines or CSV with event_id, is_fraud[, scenario]"
+            "--labels",
+            "-l",
+            help="labels file(s): JSON lines or CSV with event_id, is_fraud[, scenario]; "
+            "default: the labels table",
         ),
-    ],
+    ] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="report folder")] = Path("evaluation"),
     config: ConfigOpt = None,
     k: Annotated[int, typer.Option(help="cards per day for card precision@k")] = 100,
+    prequential: Annotated[
+        bool,
+        typer.Option(help="also: train on the past with the labels known then, test on the next window"),
+    ] = False,
+    label_delay_days: Annotated[
+        float, typer.Option(help="--prequential: days left out before each test window")
+    ] = 7.0,
+    test_days: Annotated[float, typer.Option(help="--prequential: length of a test window")] = 7.0,
+    train_days: Annotated[
+        float | None, typer.Option(help="--prequential: training window (default: all earlier history)")
+    ] = None,
+    weights: Annotated[
+        str | None,
+        typer.Option(help="--prequential candidate: ensemble weights, e.g. rules=0.5,supervised=2"),
+    ] = None,
+    points: Annotated[
+        str | None,
+        typer.Option(help="--prequential candidate: rule points, e.g. compromised_merchant=60"),
+    ] = None,
 ) -> None:
-    """Join scored_events with labels; write report.md, report.json and plots."""
+    """Join scored_events with labels; write report.md, report.json and plots (and prequential.md)."""
+    from flows.evaluate import db_labels, fetch_scored, load_labels, write_report
     from flows.evaluate import evaluate as run_evaluation
-    from flows.evaluate import fetch_scored, load_labels, write_report
 
     settings = settings_or_exit(config)
     import psycopg
 
     with console.status("reading scored events and labels..."):
-        label_map = load_labels(labels)
         try:
+            label_map = load_labels(labels) if labels else db_labels(settings.database_url)
             scored = fetch_scored(settings.database_url)
         except psycopg.Error as exc:
-            console.print(f"[red]error:[/] cannot read scored_events: {str(exc).splitlines()[0]}")
+            console.print(f"[red]error:[/] cannot read scored_events or labels: {str(exc).splitlines()[0]}")
             raise typer.Exit(2) from exc
     if not scored:
         console.print("[red]error:[/] scored_events is empty")
@@ -466,7 +502,64 @@ def evaluate(
         )
     table.add_row(f"card precision@{k}", f"{report['card_precision_at_k']['mean'] or 0:.4f}")
     console.print(table)
+    if prequential:
+        files += _prequential(
+            settings,
+            label_map if labels else None,
+            out,
+            (label_delay_days, test_days, train_days),
+            _pairs(weights, "--weights", float),
+            _pairs(points, "--points", int),
+        )
     console.print("wrote " + ", ".join(str(f) for f in files))
+
+
+def _prequential(
+    settings: Settings,
+    file_labels: dict[str, tuple[bool, str]] | None,
+    out: Path,
+    windows: tuple[float, float, float | None],
+    weights: dict[str, float],
+    points: dict[str, int],
+) -> list[Path]:
+    from flows.evaluate import fetch_history, prequential_report, write_prequential
+    from models.champion import supervised_columns
+    from models.prequential import PrequentialConfig
+    from operators.ensemble import EnsembleConfig
+
+    delay, test, train = windows
+    rules = {name: getattr(settings.rules, name) for name in type(settings.rules).model_fields}
+    unknown = set(points) - set(rules)
+    if unknown:
+        raise typer.BadParameter(f"unknown rules {sorted(unknown)}", param_hint="--points")
+    try:
+        config = PrequentialConfig(delay_days=delay, test_days=test, train_days=train)
+        EnsembleConfig(weights={**settings.ensemble.weights, **weights})
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    risk = settings.entity_risk
+    columns = supervised_columns(risk.entities if risk.enabled else (), risk.windows_days)
+    with console.status("prequential evaluation: retraining for every test window..."):
+        history = fetch_history(settings.database_url, file_labels, delay)
+        report = prequential_report(
+            history,
+            columns,
+            config,
+            settings.ensemble,
+            {name: r.points for name, r in rules.items() if r.enabled},
+            frozenset(name for name, r in rules.items() if r.enabled and r.force_high),
+            weights,
+            points,
+        )
+    table = Table(title=f"prequential (label delay {delay:g} d, test windows {test:g} d)")
+    for col in ("score", "pooled AP", "mean AP per window", "windows"):
+        table.add_column(col, justify="left" if col == "score" else "right")
+    for name, v in report["summary"].items():
+        table.add_row(name, f"{v['pooled_ap'] or 0:.4f}", f"{v['mean_fold_ap'] or 0:.4f}", str(v["folds"]))
+    console.print(table)
+    if not report["summary"]:
+        console.print("[yellow]no test window had known frauds to train on and frauds to test[/]")
+    return write_prequential(report, out)
 
 
 def explain(

@@ -27,7 +27,18 @@ from models.evaluation import (
     recall_by_group,
 )
 
-__all__ = ["Scored", "evaluate", "fetch_scored", "load_labels", "write_report"]
+__all__ = [
+    "History",
+    "Scored",
+    "db_labels",
+    "evaluate",
+    "fetch_history",
+    "fetch_scored",
+    "load_labels",
+    "prequential_report",
+    "write_prequential",
+    "write_report",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +71,16 @@ def load_labels(paths: Iterable[Path]) -> dict[str, tuple[bool, str]]:
                     str(row.get("scenario") or ("fraud" if fraud else "legit")),
                 )
     return labels
+
+
+def db_labels(database_url: str) -> dict[str, tuple[bool, str]]:
+    """``event_id -> (is_fraud, source)`` from the ``labels`` table: each event's latest label."""
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT DISTINCT ON (event_id) event_id, is_fraud, source FROM labels "
+            "ORDER BY event_id, label_time DESC, is_fraud"
+        ).fetchall()
+    return {r[0]: (bool(r[1]), str(r[2]) if r[1] else "legit") for r in rows}
 
 
 def fetch_scored(database_url: str) -> list[Scored]:
@@ -235,4 +256,167 @@ def write_report(
         ]
     lines += ["", "![precision-recall](pr_curve.png) ![scores](scores.png) ![latency](latency.png)", ""]
     files[1].write_text("\n".join(lines))
+    return files
+
+
+# -- prequential evaluation -----------------------------------------------------
+_HISTORY = """
+WITH l AS (
+    SELECT event_id,
+           (array_agg(is_fraud ORDER BY label_time DESC, is_fraud))[1] AS is_fraud,
+           min(label_time) FILTER (WHERE is_fraud) AS known
+    FROM labels GROUP BY event_id
+)
+SELECT s.event_id, extract(epoch FROM s.event_time)::float8, s.features, s.fraud_score, s.challenger_score,
+       s.rules_score, s.isolation_forest_score, s.autoencoder_score, s.supervised_score, s.triggered_rules,
+       l.is_fraud, extract(epoch FROM l.known)::float8
+FROM scored_events s LEFT JOIN l ON l.event_id = s.event_id
+ORDER BY s.event_time, s.event_id
+"""
+COMPONENT_COLUMNS = ("rules", "isolation_forest", "autoencoder", "supervised")
+
+
+@dataclass(frozen=True)
+class History:
+    """Every scored event in event-time order, with what the job served and its labels."""
+
+    event_ids: list[str]
+    ts: np.ndarray
+    features: list[Any]
+    y: np.ndarray
+    known_at: np.ndarray
+    champion: np.ndarray
+    challenger: np.ndarray
+    components: dict[str, np.ndarray]
+    triggered: list[list[str]]
+
+
+def _floats(values: Iterable[Any]) -> np.ndarray:
+    return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+
+
+def fetch_history(
+    database_url: str, labels: dict[str, tuple[bool, str]] | None = None, delay_days: float = 7.0
+) -> History:
+    """Scored events with features and scores; labels from the ``labels`` table (their
+    ``label_time`` says when each was known) or, when given, from label files (known
+    ``delay_days`` after the event)."""
+    import msgspec
+
+    from operators.features import Features
+
+    with psycopg.connect(database_url) as conn, conn.cursor(name="prequential") as cur:
+        cur.itersize = 50_000
+        cur.execute(_HISTORY)
+        rows = cur.fetchall()
+    ts = np.array([r[1] for r in rows], dtype=np.float64)
+    if labels is None:
+        y = np.array([bool(r[10]) for r in rows], dtype=int)
+        known = np.array([np.inf if r[11] is None or not r[10] else r[11] for r in rows], dtype=np.float64)
+    else:
+        y = np.array([labels.get(r[0], (False, ""))[0] for r in rows], dtype=int)
+        known = np.where(y == 1, ts + delay_days * 86_400.0, np.inf)
+    return History(
+        [r[0] for r in rows],
+        ts,
+        [msgspec.convert(r[2], Features) for r in rows],
+        y,
+        known,
+        _floats(r[3] for r in rows),
+        _floats(r[4] for r in rows),
+        {name: _floats(r[5 + k] for r in rows) for k, name in enumerate(COMPONENT_COLUMNS)},
+        [list(r[9]) for r in rows],
+    )
+
+
+def prequential_report(
+    history: History,
+    columns: tuple[str, ...],
+    config: Any,
+    ensemble: Any,
+    rule_points: dict[str, int],
+    force_high: frozenset[str],
+    candidate_weights: dict[str, float] | None = None,
+    candidate_points: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    """Prequential evaluation of what the job served, the shadow challenger, a supervised
+    model retrained every fold, and the ensemble with it (see :mod:`models.prequential`).
+
+    ``ensemble + retrained`` is the served formula (:func:`operators.ensemble.blend`) with
+    the retrained model as its supervised component; ``candidate`` is the same with other
+    weights and rule points: the offline A/B test of an ensemble or rule change.
+    """
+    from models.prequential import prequential
+    from operators.ensemble import blend, rules_scores
+    from operators.features import feature_matrix
+
+    x = feature_matrix(history.features, None, columns)
+    forced = np.array([bool(force_high & set(fired)) for fired in history.triggered], dtype=bool)
+    comps = history.components
+    high = ensemble.high_threshold
+
+    def with_retrained(weights: dict[str, float], rules: np.ndarray) -> Any:
+        def score(idx: np.ndarray, retrained: np.ndarray) -> np.ndarray:
+            parts = {name: comps[name][idx] for name in ("isolation_forest", "autoencoder")}
+            return blend({"rules": rules[idx], **parts, "supervised": retrained}, weights, forced[idx], high)
+
+        return score
+
+    served_rules = rules_scores(history.triggered, rule_points)
+    blends = {"ensemble + retrained": with_retrained(dict(ensemble.weights), served_rules)}
+    if candidate_weights or candidate_points:
+        weights = {**ensemble.weights, **(candidate_weights or {})}
+        points = {**rule_points, **(candidate_points or {})}
+        blends["candidate + retrained"] = with_retrained(weights, rules_scores(history.triggered, points))
+    scores = {"champion (served)": history.champion}
+    if np.isfinite(history.challenger).any():
+        scores["challenger (shadow)"] = history.challenger
+    report = prequential(history.ts, x, history.y, history.known_at, scores, config, blends)
+    report["columns"] = list(columns)
+    if candidate_weights or candidate_points:
+        report["candidate"] = {"weights": candidate_weights or {}, "points": candidate_points or {}}
+    return report
+
+
+def write_prequential(report: dict[str, Any], out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    c = report["config"]
+    files = [out / "prequential.json", out / "prequential.md"]
+    files[0].write_text(json.dumps(report, indent=2))
+    lines = [
+        "# Prequential evaluation",
+        "",
+        f"Label delay {c['delay_days']:g} days, test windows of {c['test_days']:g} days, training on "
+        + ("all earlier history" if c["train_days"] is None else f"the {c['train_days']:g} days")
+        + f" before the delay. {report['tested_events']:,} events tested "
+        f"({report['tested_frauds']:,} frauds) of {report['events']:,}.",
+        "",
+        "| score | pooled AP | mean AP per window | windows |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {name} | {_fmt(v['pooled_ap'])} | {_fmt(v['mean_fold_ap'])} | {v['folds']} |"
+        for name, v in report["summary"].items()
+    ]
+    if "candidate" in report:
+        lines += ["", f"Candidate: {json.dumps(report['candidate'])}"]
+    names = list(report["summary"])
+    lines += [
+        "",
+        "## Windows",
+        "",
+        "| test from | train events | known frauds | test events | test frauds | " + " | ".join(names) + " |",
+        "|---|---:|---:|---:|---:|" + "---:|" * len(names),
+    ]
+    for f in report["folds"]:
+        cells = (
+            [f"skipped: {f['skipped']}"] + [""] * (len(names) - 1)
+            if f["skipped"]
+            else [_fmt(f["ap"].get(n)) for n in names]
+        )
+        lines.append(
+            f"| {f['test_from'][:10]} | {f['train_events']:,} | {f['train_known_frauds']:,} | "
+            f"{f['test_events']:,} | {f['test_frauds']:,} | " + " | ".join(cells) + " |"
+        )
+    files[1].write_text("\n".join(lines) + "\n")
     return files

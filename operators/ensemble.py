@@ -17,11 +17,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import msgspec
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from operators.rules import RuleHit
 
-__all__ = ["EnsembleConfig", "Verdict", "combine", "rules_score"]
+__all__ = ["EnsembleConfig", "Verdict", "blend", "combine", "rules_score", "rules_scores"]
 
 
 class EnsembleConfig(BaseModel):
@@ -87,3 +88,45 @@ def combine(
     score = round(min(100.0, max(0.0, score)), 2)
     level = "HIGH" if score >= cfg.high_threshold else "MEDIUM" if score >= cfg.medium_threshold else "LOW"
     return Verdict(score, level, _DECISION[level], level == "HIGH", scores)
+
+
+def rules_scores(triggered: Sequence[Sequence[str]], points: Mapping[str, int]) -> np.ndarray:
+    """:func:`rules_score` of many events from the names of the rules that fired and their points.
+
+    >>> rules_scores([["velocity_check"], [], ["a", "b"]], {"velocity_check": 25, "a": 60, "b": 70}).tolist()
+    [25.0, 0.0, 100.0]
+    """
+    return np.array([min(100, sum(points.get(r, 0) for r in fired)) for fired in triggered], dtype=np.float64)
+
+
+def blend(
+    components: Mapping[str, np.ndarray],
+    weights: Mapping[str, float],
+    force_high: np.ndarray | None = None,
+    high_threshold: float = 70.0,
+) -> np.ndarray:
+    """:func:`combine`'s ``fraud_score`` over columns of component scores (NaN: absent).
+
+    Offline re-scoring (another weight, a retrained model, other rule points)
+    with exactly the served formula; ``force_high`` marks rows where a
+    blocklist rule fired.
+
+    >>> blend({"rules": np.array([25.0, 0.0]), "isolation_forest": np.array([np.nan, 80.0])},
+    ...       {"rules": 0.85, "isolation_forest": 0.10}).round(2).tolist()
+    [25.0, 8.42]
+    """
+    num = den = None
+    for name, values in components.items():
+        weight = weights.get(name, 0.0)
+        if weight <= 0:
+            continue
+        v = np.asarray(values, dtype=np.float64)
+        present = np.isfinite(v)
+        part, w = np.where(present, weight * v, 0.0), np.where(present, weight, 0.0)
+        num, den = (part, w) if num is None or den is None else (num + part, den + w)
+    if num is None or den is None:
+        raise ValueError("no component with a positive weight")
+    score = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+    if force_high is not None:
+        score = np.where(force_high, np.maximum(score, high_threshold), score)
+    return np.round(np.clip(score, 0.0, 100.0), 2)

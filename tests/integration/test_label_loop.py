@@ -10,6 +10,9 @@ refused, and duplicate, late and unknown labels change nothing twice.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 
@@ -208,3 +211,47 @@ def test_labels_close_the_loop(make_settings, tmp_path):
         )
     assert any(f.risk.get("merchant_frauds_7d") for f in features)
     assert ap_after > max(5 * ap_before, ap_before + 0.15), (ap_before, ap_after)
+
+    # fraudstream evaluate, labels from the labels table, with the prequential report:
+    # a supervised model retrained every week on the labels known then beats what was served.
+    out = tmp_path / "report"
+    result = subprocess.run(
+        [
+            *(
+                sys.executable,
+                "-m",
+                "flows.cli",
+                "evaluate",
+                "--prequential",
+                "--points",
+                "velocity_check=30",
+            ),
+            *("--label-delay-days", "7", "--test-days", "7", "--out", str(out)),
+        ],
+        env={
+            **os.environ,
+            "DATABASE_URL": settings.database_url,
+            "FRAUDSTREAM__RULES__COMPROMISED_MERCHANT__ENABLED": "false",
+            "COLUMNS": "200",
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((out / "report.json").read_text())
+    sent = {lab.event_id for lab in labels[:produced_labels]}
+    assert report["frauds"] == len(sent) + 1  # the late label counts too
+    pre = json.loads((out / "prequential.json").read_text())
+    s = pre["summary"]
+    assert list(s) == [
+        "champion (served)",
+        "challenger (shadow)",
+        "retrained",
+        "ensemble + retrained",
+        "candidate + retrained",
+    ]
+    assert s["retrained"]["pooled_ap"] > s["champion (served)"]["pooled_ap"] + 0.1, s
+    assert s["ensemble + retrained"]["pooled_ap"] > s["champion (served)"]["pooled_ap"], s
+    assert s["challenger (shadow)"]["folds"] < s["retrained"]["folds"]  # shadow scores only from week 7
+    assert (out / "prequential.md").read_text().count("| 20") >= s["retrained"]["folds"]

@@ -68,3 +68,48 @@ def test_score_is_always_in_range(points, iso, ae):
 def test_invalid_ensemble_config_is_rejected(bad):
     with pytest.raises(ValidationError):
         EnsembleConfig.model_validate(bad)
+
+
+score = st.one_of(st.none(), st.floats(0, 100))
+
+
+@given(
+    st.lists(
+        st.tuples(st.lists(st.integers(0, 60), max_size=3), st.booleans(), score, score, score), max_size=30
+    ),
+    st.dictionaries(
+        st.sampled_from(["isolation_forest", "autoencoder", "supervised"]), st.floats(0, 3), max_size=3
+    ),
+)
+def test_blend_over_columns_equals_combine_event_by_event(rows, weights):
+    import numpy as np
+
+    from operators.ensemble import blend, rules_scores
+
+    cfg = EnsembleConfig(weights={"rules": 0.85, **weights})
+    names = [[f"r{k}" for k in range(len(points))] for points, *_ in rows]
+    points = {n: p for (pts, *_), ns in zip(rows, names, strict=True) for n, p in zip(ns, pts, strict=True)}
+    served = [
+        combine(
+            [RuleHit(n, points[n], "why", force) for n in ns],
+            {"isolation_forest": i, "autoencoder": a, "supervised": s},
+            cfg,
+        ).fraud_score
+        for ns, (_, force, i, a, s) in zip(names, rows, strict=True)
+    ]
+
+    def column(k):
+        return np.array([np.nan if r[k] is None else r[k] for r in rows], dtype=float)
+
+    offline = blend(
+        {
+            "rules": rules_scores(names, points),
+            "isolation_forest": column(2),
+            "autoencoder": column(3),
+            "supervised": column(4),
+        },
+        cfg.weights,
+        np.array([force and bool(ns) for ns, (_, force, *_) in zip(names, rows, strict=True)], dtype=bool),
+        cfg.high_threshold,
+    )
+    assert offline.tolist() == pytest.approx(served, abs=0.011)

@@ -154,6 +154,12 @@ def replay(
     topics = {k.transactions_topic: k.partitions}
     if emit_labels:
         topics[k.labels_topic] = k.partitions
+        if k.partitions > 1 and speed == 0:
+            console.print(
+                f"[yellow]warning:[/] {k.partitions} partitions at full speed: merchant risk windows "
+                "see every partition, whose event times drift apart by days in a fast replay; "
+                "use one partition (FRAUDSTREAM__KAFKA__PARTITIONS=1) or --speed (docs/labels.md)"
+            )
     ensure_topics(k.bootstrap_servers, topics, k.client_config)
     with console.status("reading and ordering by event time..."):
         total, ordered = time_sorted(to_items(pairs))
@@ -550,6 +556,7 @@ def _prequential(
             frozenset(name for name, r in rules.items() if r.enabled and r.force_high),
             weights,
             points,
+            file_labels,
         )
     table = Table(title=f"prequential (label delay {delay:g} d, test windows {test:g} d)")
     for col in ("score", "pooled AP", "mean AP per window", "windows"):

@@ -338,6 +338,7 @@ def prequential_report(
     force_high: frozenset[str],
     candidate_weights: dict[str, float] | None = None,
     candidate_points: dict[str, int] | None = None,
+    scenarios: dict[str, tuple[bool, str]] | None = None,
 ) -> dict[str, Any]:
     """Prequential evaluation of what the job served, the shadow challenger, a supervised
     model retrained every fold, and the ensemble with it (see :mod:`models.prequential`).
@@ -371,7 +372,8 @@ def prequential_report(
     scores = {"champion (served)": history.champion}
     if np.isfinite(history.challenger).any():
         scores["challenger (shadow)"] = history.challenger
-    report = prequential(history.ts, x, history.y, history.known_at, scores, config, blends)
+    groups = [scenarios.get(e, (False, ""))[1] for e in history.event_ids] if scenarios else None
+    report = prequential(history.ts, x, history.y, history.known_at, scores, config, blends, groups=groups)
     report["columns"] = list(columns)
     if candidate_weights or candidate_points:
         report["candidate"] = {"weights": candidate_weights or {}, "points": candidate_points or {}}
@@ -400,6 +402,20 @@ def write_prequential(report: dict[str, Any], out: Path) -> list[Path]:
     ]
     if "candidate" in report:
         lines += ["", f"Candidate: {json.dumps(report['candidate'])}"]
+    by_group = {n: v["pooled_ap_by_group"] for n, v in report["summary"].items() if "pooled_ap_by_group" in v}
+    if by_group:
+        scenario_names = sorted({g for v in by_group.values() for g in v})
+        lines += [
+            "",
+            "Pooled AP per scenario (its frauds against every legitimate event):",
+            "",
+            "| score | " + " | ".join(scenario_names) + " |",
+            "|---|" + "---:|" * len(scenario_names),
+        ]
+        lines += [
+            f"| {n} | " + " | ".join(_fmt(v.get(g)) for g in scenario_names) + " |"
+            for n, v in by_group.items()
+        ]
     names = list(report["summary"])
     lines += [
         "",

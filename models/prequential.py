@@ -103,6 +103,7 @@ def prequential(
     config: PrequentialConfig = PrequentialConfig(),
     blends: Mapping[str, Blend] | None = None,
     fit: Callable[[np.ndarray, np.ndarray, int], Scorer] = _default_fit,
+    groups: list[str] | None = None,
 ) -> dict[str, Any]:
     """Prequential report: folds and a pooled summary per score name.
 
@@ -110,7 +111,9 @@ def prequential(
     ``y``: final labels (1 fraud); ``known_at``: when each fraud label became
     known (epoch seconds; ``inf`` for none); ``scores``: served scores per name
     (NaN where a row has none, e.g. no shadow challenger); ``blends``: named
-    ensembles that combine the retrained score with served components.
+    ensembles that combine the retrained score with served components;
+    ``groups``: a fraud scenario per row (ignored for legitimate rows) to also
+    report, per scenario, the pooled AP of its frauds against every legitimate row.
     """
     if len(ts) and np.any(np.diff(ts) < 0):
         raise ValueError("ts must be in ascending event-time order")
@@ -151,14 +154,23 @@ def prequential(
             pooled_scores[name].append(fold_scores[name])
     summary: dict[str, dict[str, Any]] = {}
     if pooled_idx:
-        y_pooled = y[np.concatenate(pooled_idx)]
+        tested = np.concatenate(pooled_idx)
+        y_pooled = y[tested]
+        group = np.array([groups[i] if y[i] else "" for i in tested]) if groups is not None else None
         for name in names:
             per_fold = [ap for f in folds if (ap := f.ap.get(name)) is not None]
+            pooled = np.concatenate(pooled_scores[name])
             summary[name] = {
-                "pooled_ap": _ap(y_pooled, np.concatenate(pooled_scores[name])),
+                "pooled_ap": _ap(y_pooled, pooled),
                 "mean_fold_ap": float(np.mean(per_fold)) if per_fold else None,
                 "folds": len(per_fold),
             }
+            if group is not None:
+                summary[name]["pooled_ap_by_group"] = {
+                    g: _ap(y_pooled[keep], pooled[keep])
+                    for g in sorted(set(group) - {""})
+                    if (keep := (group == "") | (group == g)).any()
+                }
     return {
         "config": {
             "delay_days": c.delay_days,

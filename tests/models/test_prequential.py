@@ -120,3 +120,13 @@ def test_bad_input_is_refused():
         PrequentialConfig(test_days=0)
     with pytest.raises(ValueError, match="delay_days"):
         PrequentialConfig(delay_days=-1)
+
+
+def test_ap_per_scenario_sets_each_scenario_against_all_legitimate_rows():
+    ts, x, y, known, served = history()
+    groups = ["easy" if i % 2 else "hard" for i in range(len(ts))]
+    # the served score ranks "easy" frauds on top and "hard" ones at the bottom
+    score = np.where(y == 1, np.where(np.arange(len(ts)) % 2 == 1, 1000.0, -1000.0), served)
+    report = prequential(ts, x, y, known, {"served": score}, PrequentialConfig(), fit=Spy(), groups=groups)
+    by = report["summary"]["served"]["pooled_ap_by_group"]
+    assert by["easy"] == pytest.approx(1.0) and by["hard"] < 0.05

@@ -174,6 +174,7 @@ def test_replay_sends_compromised_terminal_labels_to_the_labels_topic_late(make_
     expected = {r["event_id"]: r["scenario"] for r in map(json.loads, labels.read_text().splitlines())}
     assert "compromised_terminal" in expected.values()
     assert f"sent {len(expected):,} fraud labels" in " ".join(result.stdout.split())
+    assert "warning" not in result.stdout  # one partition: no skew to warn about
 
     def consume(topic, want):
         consumer = Consumer(
@@ -209,3 +210,36 @@ def test_compromise_needs_terminals(tmp_path):
         timeout=60,
     )
     assert result.returncode == 2 and "--terminals" in result.stdout + result.stderr
+
+
+@pytest.mark.integration
+def test_fast_label_replay_over_several_partitions_warns(make_settings, tmp_path):
+    k = make_settings().kafka
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flows.cli",
+            "replay",
+            "--synthetic",
+            "50",
+            "--terminals",
+            "5",
+            "--emit-labels",
+            "--labels-out",
+            str(tmp_path / "l.jsonl"),
+        ],
+        env={
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": k.bootstrap_servers,
+            "FRAUDSTREAM__KAFKA__TRANSACTIONS_TOPIC": k.transactions_topic,
+            "FRAUDSTREAM__KAFKA__LABELS_TOPIC": k.labels_topic,
+            "FRAUDSTREAM__KAFKA__PARTITIONS": "4",
+            "COLUMNS": "200",
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "warning: 4 partitions at full speed" in " ".join(result.stdout.split())

@@ -156,6 +156,48 @@ def test_the_statefulset_forms_one_bytewax_cluster():
     assert monitor["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
 
 
+def test_the_retrain_cronjob_shares_the_jobs_models_and_decides_before_training(tmp_path):
+    docs = _by_name()
+    sts = docs["StatefulSet/fraudstream"]["spec"]["template"]["spec"]
+    cron = docs["CronJob/fraudstream-retrain"]
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    env = _env(c)
+    job_env = _env(sts["containers"][0])
+    assert env["FRAUDSTREAM_MODEL_DIR"] == job_env["FRAUDSTREAM_MODEL_DIR"]
+    assert env["DATABASE_URL"] == job_env["DATABASE_URL"]
+    claims = lambda spec: {  # noqa: E731
+        v["name"]: v["persistentVolumeClaim"]["claimName"]
+        for v in spec["volumes"]
+        if "persistentVolumeClaim" in v
+    }
+    mount = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    assert claims(pod)["models"] == claims(sts)["models"] and mount["models"] == env["FRAUDSTREAM_MODEL_DIR"]
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    script = c["args"][0]
+    assert script.index("models promote") < script.index("train --supervised")
+    # The script's exit handling, run by a real shell with stand-ins for the CLI.
+    import subprocess
+
+    for promote_status, expected in ((0, 0), (3, 0), (2, 0), (1, 1)):
+        bin_dir = tmp_path / f"bin{promote_status}"
+        bin_dir.mkdir()
+        fake = bin_dir / "fraudstream"
+        fake.write_text(
+            f'#!/bin/sh\ncase "$1" in models) exit {promote_status} ;; train) echo trained ;; esac\n'
+        )
+        fake.chmod(0o755)
+        run = subprocess.run(
+            ["/bin/sh", "-c", script],
+            env={"PATH": f"{bin_dir}:/usr/bin:/bin", "FRAUDSTREAM_MODEL_DIR": "/m"},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert run.returncode == expected, (promote_status, run.stdout, run.stderr)
+        assert ("trained" in run.stdout) == (expected == 0)
+
+
 def test_k8s_config_file_and_kustomization_are_complete(tmp_path):
     config = _by_name()["ConfigMap/fraudstream-config"]["data"]["fraudstream.yaml"]
     (tmp_path / "fraudstream.yaml").write_text(config)

@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import psycopg
@@ -26,6 +26,10 @@ from models.evaluation import (
     rates,
     recall_by_group,
 )
+
+if TYPE_CHECKING:
+    from models.prequential import Blend, PrequentialConfig
+    from operators.ensemble import EnsembleConfig
 
 __all__ = [
     "History",
@@ -332,8 +336,8 @@ def fetch_history(
 def prequential_report(
     history: History,
     columns: tuple[str, ...],
-    config: Any,
-    ensemble: Any,
+    config: PrequentialConfig,
+    ensemble: EnsembleConfig,
     rule_points: dict[str, int],
     force_high: frozenset[str],
     candidate_weights: dict[str, float] | None = None,
@@ -356,15 +360,14 @@ def prequential_report(
     comps = history.components
     high = ensemble.high_threshold
 
-    def with_retrained(weights: dict[str, float], rules: np.ndarray) -> Any:
+    def with_retrained(weights: dict[str, float], rules: np.ndarray) -> Blend:
         def score(idx: np.ndarray, retrained: np.ndarray) -> np.ndarray:
             parts = {name: comps[name][idx] for name in ("isolation_forest", "autoencoder")}
             return blend({"rules": rules[idx], **parts, "supervised": retrained}, weights, forced[idx], high)
 
         return score
 
-    served_rules = rules_scores(history.triggered, rule_points)
-    blends = {"ensemble + retrained": with_retrained(dict(ensemble.weights), served_rules)}
+    blends = {"ensemble + retrained": with_retrained(dict(ensemble.weights), comps["rules"])}
     if candidate_weights or candidate_points:
         weights = {**ensemble.weights, **(candidate_weights or {})}
         points = {**rule_points, **(candidate_points or {})}

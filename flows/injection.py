@@ -195,7 +195,7 @@ def inject(
         ]
         rewrite = next((s for s in chosen if s in _REWRITES), None)
         if rewrite is None:
-            terminal = base.get("merchant_id")
+            terminal = base.get("merchant_id") if config.compromise_rate > 0 else None
             hit = terminal is not None and compromised(
                 terminal, datetime.fromisoformat(base["timestamp"]).timestamp(), config
             )

@@ -33,7 +33,7 @@ import psycopg
 
 from models.artifacts import ModelStore, load_artifact, write_artifact
 from models.base import Scorer
-from models.evaluation import ranking_metrics
+from models.evaluation import average_precision
 from models.supervised import SupervisedScorer
 from operators.entity_risk import RiskConfig, risk_feature_names
 from operators.features import FEATURE_NAMES, Features, feature_matrix
@@ -122,11 +122,6 @@ def labelled_rows(
     )
 
 
-def _ap(y: np.ndarray, scores: np.ndarray) -> float | None:
-    ap = ranking_metrics(y, scores)["average_precision"]
-    return None if ap is None else float(ap)
-
-
 @dataclass(frozen=True)
 class SupervisedResult:
     version: str
@@ -171,8 +166,8 @@ def train_supervised(
         "validation_from": datetime.fromtimestamp(rows.event_ts[split], UTC).isoformat()
         if split < len(rows)
         else None,
-        "supervised_ap": _ap(held_y, val_scores),
-        "champion_ap": _ap(held_y, rows.champion_score[split:]),
+        "supervised_ap": average_precision(held_y, val_scores),
+        "champion_ap": average_precision(held_y, rows.champion_score[split:]),
     }
     store = ModelStore(out)
     champion_version = store.active()
@@ -266,8 +261,8 @@ def promote(
     else:
         recent = shadow
     y = rows.y[recent]
-    champion_ap = _ap(y, rows.champion_score[recent])
-    challenger_ap = _ap(y, rows.challenger_score[recent])
+    champion_ap = average_precision(y, rows.champion_score[recent])
+    challenger_ap = average_precision(y, rows.challenger_score[recent])
     frauds = int(y.sum())
     promoted, reason = decide(champion_ap, challenger_ap, margin, frauds, min_frauds)
     if promoted:

@@ -19,7 +19,14 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
-__all__ = ["card_precision_at_k", "confusion", "ranking_metrics", "rates", "recall_by_group"]
+__all__ = [
+    "average_precision",
+    "card_precision_at_k",
+    "confusion",
+    "ranking_metrics",
+    "rates",
+    "recall_by_group",
+]
 
 
 def confusion(y: Sequence[int] | np.ndarray, predicted: Sequence[int] | np.ndarray) -> dict[str, int]:
@@ -53,6 +60,17 @@ def ranking_metrics(y: np.ndarray, scores: np.ndarray) -> dict[str, Any]:
         "roc_auc": float(roc_auc_score(y, scores)),
         "average_precision": float(average_precision_score(y, scores)),
     }
+
+
+def average_precision(y: np.ndarray, scores: np.ndarray) -> float | None:
+    """Average precision over the rows that have a score (NaN: none); None if undefined.
+
+    >>> average_precision(np.array([1, 0, 1]), np.array([0.9, 0.1, np.nan]))
+    1.0
+    """
+    keep = np.isfinite(scores)
+    ap = ranking_metrics(y[keep], scores[keep])["average_precision"] if keep.any() else None
+    return None if ap is None else float(ap)
 
 
 def pr_curve(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

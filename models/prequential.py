@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from models.base import Scorer
-from models.evaluation import ranking_metrics
+from models.evaluation import average_precision
 
 __all__ = ["RETRAINED", "Fold", "PrequentialConfig", "prequential"]
 
@@ -74,14 +74,6 @@ class Fold:
     test_frauds: int
     ap: dict[str, float | None] = field(default_factory=dict)
     skipped: str | None = None
-
-
-def _ap(y: np.ndarray, scores: np.ndarray) -> float | None:
-    keep = np.isfinite(scores)
-    if not keep.any():
-        return None
-    ap = ranking_metrics(y[keep], scores[keep])["average_precision"]
-    return None if ap is None else float(ap)
 
 
 def _iso(ts: float) -> str:
@@ -148,26 +140,28 @@ def prequential(
         idx = np.arange(a, b)
         for name, blend in (blends or {}).items():
             fold_scores[name] = np.asarray(blend(idx, retrained), dtype=np.float64)
-        folds.append(replace(fold, ap={name: _ap(y_test, s) for name, s in fold_scores.items()}))
+        folds.append(
+            replace(fold, ap={name: average_precision(y_test, s) for name, s in fold_scores.items()})
+        )
         pooled_idx.append(idx)
         for name in names:
             pooled_scores[name].append(fold_scores[name])
     summary: dict[str, dict[str, Any]] = {}
+    tested = np.concatenate(pooled_idx) if pooled_idx else np.zeros(0, dtype=int)
+    y_pooled = y[tested]
     if pooled_idx:
-        tested = np.concatenate(pooled_idx)
-        y_pooled = y[tested]
         group = np.array([groups[i] if y[i] else "" for i in tested]) if groups is not None else None
         for name in names:
             per_fold = [ap for f in folds if (ap := f.ap.get(name)) is not None]
             pooled = np.concatenate(pooled_scores[name])
             summary[name] = {
-                "pooled_ap": _ap(y_pooled, pooled),
+                "pooled_ap": average_precision(y_pooled, pooled),
                 "mean_fold_ap": float(np.mean(per_fold)) if per_fold else None,
                 "folds": len(per_fold),
             }
             if group is not None:
                 summary[name]["pooled_ap_by_group"] = {
-                    g: _ap(y_pooled[keep], pooled[keep])
+                    g: average_precision(y_pooled[keep], pooled[keep])
                     for g in sorted(set(group) - {""})
                     if (keep := (group == "") | (group == g)).any()
                 }
@@ -180,8 +174,8 @@ def prequential(
         },
         "events": n,
         "frauds": int(y.sum()),
-        "tested_events": int(sum(len(i) for i in pooled_idx)),
-        "tested_frauds": int(y[np.concatenate(pooled_idx)].sum()) if pooled_idx else 0,
+        "tested_events": len(tested),
+        "tested_frauds": int(y_pooled.sum()),
         "summary": summary,
         "folds": [asdict(f) for f in folds],
     }

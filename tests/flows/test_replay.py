@@ -18,6 +18,25 @@ def items(n):
     return [(rng.uniform(0, 1e6), i, b"k%d" % (i % 7), b'{"event_id":"e%d"}' % i, None) for i in range(n)]
 
 
+def replay_cli(k, *args, partitions=1, timeout=120):
+    """``fraudstream replay ARGS`` against the test broker's topics (k: the Kafka settings, or None)."""
+    env = {**os.environ, "COLUMNS": "200"}
+    if k is not None:
+        env |= {
+            "KAFKA_BOOTSTRAP_SERVERS": k.bootstrap_servers,
+            "FRAUDSTREAM__KAFKA__TRANSACTIONS_TOPIC": k.transactions_topic,
+            "FRAUDSTREAM__KAFKA__LABELS_TOPIC": k.labels_topic,
+            "FRAUDSTREAM__KAFKA__PARTITIONS": str(partitions),
+        }
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", "replay", *map(str, args)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 @pytest.mark.parametrize("chunk", [10_000, 97])
 def test_time_sorted_orders_with_bounded_memory(chunk):
     data = items(2000)
@@ -50,36 +69,9 @@ def test_pacing_follows_the_speed_factor():
 
 @pytest.mark.integration
 def test_replay_cli_produces_in_event_time_order_with_labels(make_settings, tmp_path):
-    s = make_settings()
-    k = s.kafka
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": k.bootstrap_servers,
-        "FRAUDSTREAM__KAFKA__TRANSACTIONS_TOPIC": k.transactions_topic,
-        "FRAUDSTREAM__KAFKA__PARTITIONS": "1",
-        "COLUMNS": "200",
-    }
+    k = make_settings().kafka
     labels = tmp_path / "labels.jsonl"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "flows.cli",
-            "replay",
-            "--synthetic",
-            "3000",
-            "--seed",
-            "3",
-            "--inject-rate",
-            "0.01",
-            "--labels-out",
-            str(labels),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = replay_cli(k, "--synthetic", 3000, "--seed", 3, "--inject-rate", 0.01, "--labels-out", labels)
     assert result.returncode == 0, result.stdout + result.stderr
     label_rows = [json.loads(line) for line in labels.read_text().splitlines()]
     assert label_rows and all(r["is_fraud"] for r in label_rows)
@@ -142,33 +134,13 @@ def test_replay_sends_compromised_terminal_labels_to_the_labels_topic_late(make_
 
     from operators.labels import Label, decode_label
 
-    s = make_settings()
-    k = s.kafka
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": k.bootstrap_servers,
-        "FRAUDSTREAM__KAFKA__TRANSACTIONS_TOPIC": k.transactions_topic,
-        "FRAUDSTREAM__KAFKA__LABELS_TOPIC": k.labels_topic,
-        "FRAUDSTREAM__KAFKA__PARTITIONS": "1",
-        "COLUMNS": "200",
-    }
+    k = make_settings().kafka
     labels = tmp_path / "labels.jsonl"
-    args = ["--synthetic", "2000", "--seed", "5", "--inject-rate", "0.002", "--terminals", "30"]
-    args += [
-        "--compromise-rate",
-        "0.2",
-        "--compromise-days",
-        "1",
-        "--emit-labels",
-        "--label-delay-days",
-        "0.25",
-    ]
-    result = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "replay", *args, "--labels-out", str(labels)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = replay_cli(
+        k,
+        *("--synthetic", 2000, "--seed", 5, "--inject-rate", 0.002, "--terminals", 30),
+        *("--compromise-rate", 0.2, "--compromise-days", 1, "--emit-labels", "--label-delay-days", 0.25),
+        *("--labels-out", labels),
     )
     assert result.returncode == 0, result.stdout + result.stderr
     expected = {r["event_id"]: r["scenario"] for r in map(json.loads, labels.read_text().splitlines())}
@@ -202,44 +174,23 @@ def test_replay_sends_compromised_terminal_labels_to_the_labels_topic_late(make_
 
 
 def test_compromise_needs_terminals(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "replay", "--synthetic", "10", "--compromise-rate", "0.1"],
-        env={**os.environ, "COLUMNS": "200"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = replay_cli(None, "--synthetic", 10, "--compromise-rate", 0.1, timeout=60)
     assert result.returncode == 2 and "--terminals" in result.stdout + result.stderr
 
 
 @pytest.mark.integration
 def test_fast_label_replay_over_several_partitions_warns(make_settings, tmp_path):
     k = make_settings().kafka
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "flows.cli",
-            "replay",
-            "--synthetic",
-            "50",
-            "--terminals",
-            "5",
-            "--emit-labels",
-            "--labels-out",
-            str(tmp_path / "l.jsonl"),
-        ],
-        env={
-            **os.environ,
-            "KAFKA_BOOTSTRAP_SERVERS": k.bootstrap_servers,
-            "FRAUDSTREAM__KAFKA__TRANSACTIONS_TOPIC": k.transactions_topic,
-            "FRAUDSTREAM__KAFKA__LABELS_TOPIC": k.labels_topic,
-            "FRAUDSTREAM__KAFKA__PARTITIONS": "4",
-            "COLUMNS": "200",
-        },
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = replay_cli(
+        k,
+        "--synthetic",
+        50,
+        "--terminals",
+        5,
+        "--emit-labels",
+        "--labels-out",
+        tmp_path / "l.jsonl",
+        partitions=4,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "warning: 4 partitions at full speed" in " ".join(result.stdout.split())

@@ -35,6 +35,7 @@ __all__ = [
     "decode_reason",
     "encode_event",
     "event_json_schema",
+    "undecodable_reason",
 ]
 
 MAX_AMOUNT = 9_999_999_999.99
@@ -83,12 +84,14 @@ class ValidationLimits(msgspec.Struct, frozen=True):
     """Bounds applied on top of the schema.
 
     ``max_future_skew`` rejects event times too far ahead of the wall clock
-    (they would otherwise hold per-user windows open for years).
+    (they would otherwise hold per-user windows open for years);
+    ``dead_letter_bytes`` bounds the payload a dead letter keeps.
     """
 
     max_bytes: int = 65_536
     max_attributes: int = 32
     max_future_skew: timedelta = timedelta(days=1)
+    dead_letter_bytes: int = 16_384
 
 
 _DECODER = msgspec.json.Decoder(TransactionEvent)
@@ -109,6 +112,27 @@ def decode_reason(exc: msgspec.DecodeError) -> str:
         field = f"{path}.{missing['field']}" if path else missing["field"]
         return f"{field}: required field is missing"
     return f"{path or 'payload'}: {message}"
+
+
+def undecodable_reason(exc: Exception, raw: bytes = b"") -> str:
+    """The reason for a decoder failure other than a schema error (``raw``: the
+    payload, to place an encoding error in it rather than in one string).
+
+    >>> bad = UnicodeDecodeError("utf-8", b"u\\xff", 1, 2, "invalid start byte")
+    >>> undecodable_reason(bad, b'{"a":"u\\xff"}')
+    'payload: invalid UTF-8 at byte 7 (invalid start byte)'
+    >>> undecodable_reason(RecursionError("maximum recursion depth exceeded"))
+    'payload: JSON is nested too deeply'
+    """
+    if isinstance(exc, UnicodeDecodeError):
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as whole:
+            exc = whole
+        return f"payload: invalid UTF-8 at byte {exc.start} ({exc.reason})"
+    if isinstance(exc, RecursionError):
+        return "payload: JSON is nested too deeply"
+    return f"payload: cannot be decoded ({type(exc).__name__}: {str(exc)[:200]})"
 
 
 def _has_nul(event: TransactionEvent) -> str | None:
@@ -148,6 +172,8 @@ def _semantic_error(event: TransactionEvent, limits: ValidationLimits, now: date
     for key, value in event.attributes.items():
         if isinstance(value, float) and not math.isfinite(value):
             return f"attributes.{key}: must be a finite number"
+        if isinstance(value, int) and not -(2**63) <= value < 2**63:
+            return f"attributes.{key}: integer out of the 64-bit range"
     nul_field = _has_nul(event)
     if nul_field is not None:
         return f"{nul_field}: contains a NUL character"
@@ -168,6 +194,8 @@ def decode_event(
         event = _DECODER.decode(raw)
     except msgspec.DecodeError as exc:
         return InvalidEvent(raw, decode_reason(exc))
+    except Exception as exc:  # any other failure on hostile bytes is still a dead letter
+        return InvalidEvent(raw, undecodable_reason(exc, raw))
     error = _semantic_error(event, limits, now if now is not None else datetime.now(UTC))
     if error is not None:
         return InvalidEvent(raw, error)

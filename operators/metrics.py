@@ -31,6 +31,7 @@ __all__ = [
     "RULE_HITS",
     "SINK_DROPPED",
     "SINK_RECORDS",
+    "SINK_REFUSED",
     "SINK_RETRIES",
     "SINK_UNAVAILABLE",
     "STAGE_SECONDS",
@@ -84,6 +85,11 @@ SINK_RECORDS = Counter("fraudstream_sink_records", "Records delivered, by sink."
 SINK_DROPPED = Counter(
     "fraudstream_sink_dropped", "Records a sink dropped by design (bounded buffers).", ["sink"]
 )
+SINK_REFUSED = Counter(
+    "fraudstream_sink_refused",
+    "Records the broker refused for good (too large, invalid) that a sink dropped, by sink.",
+    ["sink"],
+)
 SINK_RETRIES = Counter("fraudstream_sink_retries", "Retried sink writes, by sink.", ["sink"])
 SINK_UNAVAILABLE = Gauge(
     "fraudstream_sink_unavailable", "1 while a sink is failing and being retried.", ["sink"]
@@ -126,7 +132,7 @@ def prime(rules: tuple[str, ...] = ()) -> None:
     """Create every known label set at zero, so that dashboards and alerts see
     ``0`` rather than "no data" before the first hit (a missing series also
     breaks ``rate()`` on the first increment)."""
-    for outcome in ("scored", "dead_lettered", "consumer_error"):
+    for outcome in ("scored", "dead_lettered", "duplicate", "consumer_error"):
         EVENTS.labels(outcome)
     for level in ("MEDIUM", "HIGH"):
         ALERTS.labels(level)
@@ -136,6 +142,7 @@ def prime(rules: tuple[str, ...] = ()) -> None:
         SINK_RECORDS.labels(sink)
         SINK_RETRIES.labels(sink)
         SINK_DROPPED.labels(sink)
+        SINK_REFUSED.labels(sink)
         SINK_UNAVAILABLE.labels(sink).set(0)
     for sink in ("postgres", "alerts"):
         END_TO_END_LATENCY.labels(sink)

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import re
 import time
@@ -23,13 +24,33 @@ from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
 from bytewax.dataflow import Stream
 
 from operators import metrics
-from operators.events import InvalidEvent, TransactionEvent, ValidationLimits, decode_event
+from operators.events import (
+    InvalidEvent,
+    TransactionEvent,
+    ValidationLimits,
+    decode_event,
+    undecodable_reason,
+)
 
-__all__ = ["Accepted", "DeadLetter", "ValidatedStreams", "check_message", "error_field", "validate"]
+__all__ = [
+    "REQUEST_ID_HEADER",
+    "Accepted",
+    "DeadLetter",
+    "ValidatedStreams",
+    "check_message",
+    "dead_letter",
+    "error_field",
+    "validate",
+]
 
 log = logging.getLogger(__name__)
 
 RawMessage = KafkaSourceMessage[bytes | None, bytes | None]
+
+REQUEST_ID_HEADER = "fraudstream-request-id"
+"""Kafka header a producer (the gateway) sets to match the job's decision to its request."""
+_MAX_ERROR_CHARS = 1_000
+_MAX_KEY_BYTES = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,17 +59,28 @@ class Accepted:
 
     ``ts`` is the event time in epoch seconds; ``ingest_ms`` the broker's
     message timestamp (start of the end-to-end latency); ``received_at`` the
-    wall-clock time the job decoded it.
+    wall-clock time the job decoded it; ``digest`` the SHA-256 of the payload
+    (one identity, one verdict: see :mod:`operators.dedup`); ``request_id`` the
+    producer's request token (header ``fraudstream-request-id``), echoed on the
+    decision; ``origin`` the message's topic, partition and offset.
     """
 
     event: TransactionEvent
     ts: float
     ingest_ms: int | None
     received_at: float
+    digest: bytes = b""
+    request_id: str | None = None
+    origin: tuple[str | None, int | None, int | None] | None = None
 
 
 class DeadLetter(msgspec.Struct, frozen=True):
-    """What the dead-letter topic receives (see docs/contract.md)."""
+    """What the dead-letter topic receives (see docs/contract.md).
+
+    Bounded whatever the input: ``value`` keeps at most ``max_value_bytes`` of
+    the payload (``truncated`` says so), ``value_bytes`` and ``value_sha256``
+    describe the whole payload, the error and the key are cut to a fixed size.
+    """
 
     value: str
     value_encoding: str
@@ -58,6 +90,9 @@ class DeadLetter(msgspec.Struct, frozen=True):
     offset: int | None
     failed_at: str
     key: str | None = None
+    value_bytes: int = 0
+    value_sha256: str = ""
+    truncated: bool = False
 
 
 @dataclass(frozen=True)
@@ -73,6 +108,19 @@ def _text(raw: bytes) -> tuple[str, str]:
         return base64.b64encode(raw).decode("ascii"), "base64"
 
 
+def _cut(raw: bytes, limit: int) -> bytes:
+    """At most ``limit`` bytes of ``raw``, not splitting a UTF-8 character."""
+    if len(raw) <= limit:
+        return raw
+    prefix = raw[:limit]
+    try:
+        prefix.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start >= limit - 3:
+            return prefix[: exc.start]
+    return prefix
+
+
 def _ingest_ms(msg: RawMessage) -> int | None:
     if msg.timestamp is None:
         return None
@@ -80,19 +128,39 @@ def _ingest_ms(msg: RawMessage) -> int | None:
     return value if kind != 0 and value > 0 else None
 
 
-def dead_letter(msg: RawMessage, error: str, now: float) -> DeadLetter:
-    value, encoding = _text(msg.value or b"")
-    key = _text(msg.key)[0] if msg.key is not None else None
+def dead_letter(
+    msg: RawMessage, error: str, now: float, max_value_bytes: int = 16_384, value: bytes | None = None
+) -> DeadLetter:
+    """The dead letter for ``msg`` (``value`` replaces its payload, e.g. a re-encoded duplicate).
+
+    >>> big = KafkaSourceMessage(b"k", b"x" * 100, topic="t", partition=0, offset=1)
+    >>> d = dead_letter(big, "payload: too big", 0.0, max_value_bytes=8)
+    >>> (d.value, d.value_bytes, d.truncated, d.value_sha256[:8])
+    ('xxxxxxxx', 100, True, '09ecb6eb')
+    """
+    raw = (msg.value or b"") if value is None else value
+    text, encoding = _text(_cut(raw, max_value_bytes))
+    key = _text(msg.key[:_MAX_KEY_BYTES])[0] if msg.key is not None else None
     return DeadLetter(
-        value,
+        text,
         encoding,
-        error,
+        error[:_MAX_ERROR_CHARS],
         msg.topic,
         msg.partition,
         msg.offset,
         datetime.fromtimestamp(now, UTC).isoformat(),
         key,
+        len(raw),
+        hashlib.sha256(raw).hexdigest(),
+        len(raw) > max_value_bytes,
     )
+
+
+def _request_id(msg: RawMessage) -> str | None:
+    for name, value in msg.headers or ():
+        if name == REQUEST_ID_HEADER and value:
+            return value[:64].decode("utf-8", "replace")
+    return None
 
 
 def error_field(error: str) -> str:
@@ -105,11 +173,23 @@ def error_field(error: str) -> str:
 
 
 def check_message(msg: RawMessage, limits: ValidationLimits, now: float) -> Accepted | DeadLetter:
-    """One message to an :class:`Accepted` event or a :class:`DeadLetter`."""
-    result = decode_event(msg.value, limits, datetime.fromtimestamp(now, UTC))
-    if isinstance(result, InvalidEvent):
-        return dead_letter(msg, result.error, now)
-    return Accepted(result, result.timestamp.timestamp(), _ingest_ms(msg), now)
+    """One message to an :class:`Accepted` event or a :class:`DeadLetter`; never raises."""
+    try:
+        result = decode_event(msg.value, limits, datetime.fromtimestamp(now, UTC))
+        if isinstance(result, InvalidEvent):
+            return dead_letter(msg, result.error, now, limits.dead_letter_bytes)
+        digest = hashlib.sha256(msg.value or b"").digest()
+        return Accepted(
+            result,
+            result.timestamp.timestamp(),
+            _ingest_ms(msg),
+            now,
+            digest,
+            _request_id(msg),
+            (msg.topic, msg.partition, msg.offset),
+        )
+    except Exception as exc:
+        return dead_letter(msg, undecodable_reason(exc, msg.value or b""), now, limits.dead_letter_bytes)
 
 
 def validate(

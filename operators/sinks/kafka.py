@@ -6,26 +6,46 @@ delivery report, re-sends the failed ones with backoff and raises
 :class:`DeliveryError` when they still fail, so the job stops loudly rather
 than losing alerts or dead letters. Delivery is at-least-once: a consumer
 deduplicates on the message key plus ``event_id``.
+
+A record the broker refuses for good (too large, invalid) is never retried: with
+``drop_refused`` (the dead-letter sink) it is logged and counted in
+``fraudstream_sink_refused_total`` and the job goes on; otherwise it fails loudly.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from functools import partial
 from typing import Generic, TypeVar
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from operators import metrics
 from operators.sinks.retry import RetryPolicy, SinkError, retrying
 
-__all__ = ["DeliveredKafkaSink", "DeliveryError", "KafkaRecord"]
+__all__ = ["REFUSED", "DeliveredKafkaSink", "DeliveryError", "KafkaRecord"]
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 KafkaRecord = tuple[bytes | None, bytes, int | None]
 """Key, value and the broker timestamp (ms) of the input it came from."""
+
+
+REFUSED = frozenset(
+    {
+        KafkaError.MSG_SIZE_TOO_LARGE,
+        KafkaError.INVALID_MSG,
+        KafkaError.INVALID_MSG_SIZE,
+        KafkaError.INVALID_RECORD,
+        KafkaError.INVALID_TIMESTAMP,
+        KafkaError.RECORD_LIST_TOO_LARGE,
+    }
+)
+"""Errors that no retry can fix: the broker refuses the record itself."""
 
 
 class DeliveryError(SinkError):
@@ -45,10 +65,24 @@ class _Partition(StatelessSinkPartition[T], Generic[T]):
         encode: Callable[[T], KafkaRecord],
         policy: RetryPolicy,
         timeout_s: float,
+        drop_refused: bool,
     ) -> None:
         self.name, self.topic, self.encode = name, topic, encode
-        self.policy, self.timeout_s = policy, timeout_s
+        self.policy, self.timeout_s, self.drop_refused = policy, timeout_s, drop_refused
         self.producer = Producer(config)
+
+    def _refused(self, record: KafkaRecord, err: KafkaError) -> bool:
+        """True when ``err`` refuses ``record`` for good and this sink drops such records."""
+        if not self.drop_refused or err.code() not in REFUSED:
+            return False
+        metrics.SINK_REFUSED.labels(self.name).inc()
+        log.error(
+            "%s: the broker refused a %d-byte record for good (%s); dropped and counted",
+            self.name,
+            len(record[1]),
+            err.str(),
+        )
+        return True
 
     def _send(self, records: list[KafkaRecord]) -> tuple[list[KafkaRecord], KafkaError | None]:
         failed: list[KafkaRecord] = []
@@ -56,6 +90,8 @@ class _Partition(StatelessSinkPartition[T], Generic[T]):
 
         def report(record: KafkaRecord, err: KafkaError | None, msg: Message) -> None:
             if err is not None:
+                if self._refused(record, err):
+                    return
                 failed.append(record)
                 last_error.append(err)
             elif record[2] is not None:
@@ -72,6 +108,12 @@ class _Partition(StatelessSinkPartition[T], Generic[T]):
                     break
                 except BufferError:
                     self.producer.poll(0.05)
+                except KafkaException as exc:
+                    if not self._refused(record, exc.args[0]):
+                        raise DeliveryError(
+                            f"{self.name}: topic {self.topic!r} refused a record: {exc}"
+                        ) from exc
+                    break
         if self.producer.flush(self.timeout_s) > 0:
             self.producer.purge(in_queue=True, in_flight=False, blocking=True)
             self.producer.flush(1.0)
@@ -114,8 +156,10 @@ class DeliveredKafkaSink(DynamicSink[T], Generic[T]):
         policy: RetryPolicy | None = None,
         timeout_s: float = 30.0,
         client_config: dict[str, str] | None = None,
+        drop_refused: bool = False,
     ) -> None:
         self.name, self.topic, self.encode = name, topic, encode
+        self.drop_refused = drop_refused
         self.policy = policy or RetryPolicy()
         self.timeout_s = timeout_s
         self.config: dict[str, str | int | bool] = {
@@ -128,4 +172,12 @@ class DeliveredKafkaSink(DynamicSink[T], Generic[T]):
         self.config.update(client_config or {})
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _Partition[T]:
-        return _Partition(self.name, self.topic, dict(self.config), self.encode, self.policy, self.timeout_s)
+        return _Partition(
+            self.name,
+            self.topic,
+            dict(self.config),
+            self.encode,
+            self.policy,
+            self.timeout_s,
+            self.drop_refused,
+        )

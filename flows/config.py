@@ -17,14 +17,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from operators.dedup import DedupConfig
 from operators.ensemble import EnsembleConfig
 from operators.entity_risk import RiskConfig
+from operators.events import ValidationLimits
 from operators.rules import RulesConfig
 
 __all__ = ["ENV_VARS", "ConfigError", "Settings", "load_settings", "redact_url", "redacted"]
@@ -80,6 +83,38 @@ class StateSettings(_Section):
 class ValidationSettings(_Section):
     max_bytes: int = Field(65_536, ge=256)
     max_future_skew_s: float = Field(86_400.0, ge=0)
+    max_dead_letter_bytes: int = Field(
+        16_384,
+        ge=256,
+        le=262_144,
+        description="Payload bytes a dead letter keeps; longer ones keep this prefix, their length and "
+        "SHA-256 (base64 adds a third: keep it well under the DLQ topic's max.message.bytes).",
+    )
+
+    def limits(self) -> ValidationLimits:
+        return ValidationLimits(
+            max_bytes=self.max_bytes,
+            max_future_skew=timedelta(seconds=self.max_future_skew_s),
+            dead_letter_bytes=self.max_dead_letter_bytes,
+        )
+
+
+class DedupSettings(_Section):
+    window_s: float = Field(
+        3600.0,
+        gt=0,
+        description="How long (wall clock) the job remembers an event_id: a later message with the same "
+        "id is a duplicate and changes nothing (it goes to the DLQ with both payloads' hashes).",
+    )
+    max_ids: int = Field(
+        2_000_000,
+        ge=1_000,
+        description="At most this many ids remembered in all (the oldest are forgotten first); "
+        "about 150 bytes each.",
+    )
+
+    def config(self) -> DedupConfig:
+        return DedupConfig(self.window_s, self.max_ids)
 
 
 class ScoringSettings(_Section):
@@ -193,8 +228,19 @@ class GatewaySettings(_Section):
         description="YAML list of API keys by name and SHA-256 (fraudstream gateway-key); re-read on change. "
         "Required while require_auth is true.",
     )
-    rate_per_s: float = Field(200.0, gt=0, description="Requests per second per API key (per replica).")
-    rate_burst: int = Field(400, ge=1)
+    rate_per_s: float = Field(
+        1_000.0, gt=0, description="Events per second per API key (per replica); a batch counts each event."
+    )
+    rate_burst: int = Field(2_000, ge=1, description="Events a key may send at once; at least max_batch.")
+
+    @model_validator(mode="after")
+    def _burst_holds_a_batch(self) -> GatewaySettings:
+        if self.rate_burst < self.max_batch:
+            raise ValueError(
+                f"rate_burst: {self.rate_burst} is below max_batch {self.max_batch}, so a full batch "
+                "could never pass the rate limit"
+            )
+        return self
 
 
 class Settings(_Section):
@@ -206,6 +252,7 @@ class Settings(_Section):
     metrics: MetricsSettings = MetricsSettings()
     state: StateSettings = StateSettings()
     validation: ValidationSettings = ValidationSettings()
+    dedup: DedupSettings = DedupSettings()
     scoring: ScoringSettings = ScoringSettings()
     redis: RedisSettings = RedisSettings()
     sinks: SinkSettings = SinkSettings()

@@ -6,7 +6,8 @@ with the real Kafka source and sinks, for ``python -m bytewax.run
 checks and metrics).
 
     transactions -> validate -+-> dead letters -> DLQ topic
-                              +-> key by user_id -> user state + features
+                              +-> first of each event_id (later ones: dead letters)
+                                  -> key by user_id -> user state + features
                                   -> merchant, device, user risk windows <- labels (stored, resolved)
                                   -> score micro-batches (rules, models, ensemble)
                                   -> Postgres, Redis, alerts topic (MEDIUM/HIGH)
@@ -18,7 +19,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,6 @@ from models.base import RULES_ONLY, ModelSet
 from operators.batching import micro_batch
 from operators.blocklists import RedisBlocklists
 from operators.entities import entity_risk
-from operators.events import ValidationLimits
 from operators.labels import KnownLabel, LabelStore, resolve_labels, validate_labels
 from operators.profiles import Featured, profile_users
 from operators.records import encode_alert, encode_decision
@@ -46,6 +45,7 @@ from operators.sinks.labels import PostgresLabelStore
 from operators.sinks.retry import RetryPolicy
 from operators.sources import KafkaEventSource
 from operators.state import StateLimits
+from operators.steps.dedup import deduplicate
 from operators.validation import DeadLetter, validate
 
 __all__ = [
@@ -102,15 +102,14 @@ def build_flow(
     feeds the entity risk windows (with ``providers.label_store``).
     """
     p = providers or Providers()
-    limits = ValidationLimits(
-        settings.validation.max_bytes, 32, timedelta(seconds=settings.validation.max_future_skew_s)
-    )
+    limits = settings.validation.limits()
     state_limits = StateLimits(settings.state.window_s, settings.state.max_events, settings.state.max_devices)
     flow = Dataflow("fraudstream")
     raw = op.input("transactions", flow, source)
     checked = validate("validate", raw, limits, p.clock)
-    op.output("dead_letters", checked.errs, sinks.dead_letters)
-    by_user = op.key_on("by_user", checked.oks, lambda acc: acc.event.user_id)
+    firsts = deduplicate("dedup", checked.oks, settings.dedup.config(), limits.dead_letter_bytes, p.clock)
+    op.output("dead_letters", op.merge("rejected", checked.errs, firsts.dups), sinks.dead_letters)
+    by_user = op.key_on("by_user", firsts.oks, lambda acc: acc.event.user_id)
     featured = op.key_rm(
         "unkey", profile_users("user_state", by_user, state_limits, settings.state.ttl_s, p.clock)
     )
@@ -162,7 +161,7 @@ def _encode_dead_letter(d: DeadLetter) -> tuple[bytes | None, bytes, int | None]
     return (d.key.encode() if d.key is not None else None), _JSON.encode(d), None
 
 
-def kafka_source(settings: Settings) -> KafkaEventSource:
+def kafka_source(settings: Settings, stopping: Callable[[], bool] = lambda: False) -> KafkaEventSource:
     k = settings.kafka
     return KafkaEventSource(
         [k.bootstrap_servers],
@@ -171,10 +170,11 @@ def kafka_source(settings: Settings) -> KafkaEventSource:
         add_config={"fetch.wait.max.ms": str(k.fetch_wait_max_ms), **k.client_config},
         batch_size=k.source_batch_size,
         raise_on_errors=False,
+        stopping=stopping,
     )
 
 
-def kafka_label_source(settings: Settings) -> KafkaEventSource:
+def kafka_label_source(settings: Settings, stopping: Callable[[], bool] = lambda: False) -> KafkaEventSource:
     """The labels topic, from its beginning: labels are few and every one counts."""
     k = settings.kafka
     return KafkaEventSource(
@@ -184,6 +184,7 @@ def kafka_label_source(settings: Settings) -> KafkaEventSource:
         add_config={"fetch.wait.max.ms": "500", **k.client_config},
         batch_size=k.source_batch_size,
         raise_on_errors=False,
+        stopping=stopping,
     )
 
 
@@ -191,22 +192,34 @@ def kafka_sinks(settings: Settings) -> FlowSinks:
     k, s = settings.kafka, settings.sinks
     policy = RetryPolicy(None, s.retry_backoff_s, s.max_backoff_s, s.give_up_after_s)
 
-    def to_kafka(name: str, topic: str, encode: Callable[[Any], Any]) -> DeliveredKafkaSink[Any]:
+    def to_kafka(
+        name: str, topic: str, encode: Callable[[Any], Any], drop_refused: bool = False
+    ) -> DeliveredKafkaSink[Any]:
         return DeliveredKafkaSink(
-            name, k.bootstrap_servers, topic, encode, policy, s.delivery_timeout_s, k.client_config
+            name,
+            k.bootstrap_servers,
+            topic,
+            encode,
+            policy,
+            s.delivery_timeout_s,
+            k.client_config,
+            drop_refused,
         )
 
     return FlowSinks(
         scored=PostgresSink(settings.database_url, policy),
         alerts=to_kafka("alerts", k.alerts_topic, encode_alert),
         risk=RiskSink(settings.redis_url, settings.redis.risk_ttl_s, s.max_backoff_s),
-        dead_letters=to_kafka("dead_letters", k.dlq_topic, _encode_dead_letter),
+        dead_letters=to_kafka("dead_letters", k.dlq_topic, _encode_dead_letter, drop_refused=True),
         decisions=to_kafka("decisions", k.decisions_topic, encode_decision) if k.publish_decisions else None,
     )
 
 
-def kafka_flow(settings: Settings | None = None, workers: int = 1) -> Dataflow:
-    """The production flow: Kafka in, Postgres/Redis/Kafka out."""
+def kafka_flow(
+    settings: Settings | None = None, workers: int = 1, stopping: Callable[[], bool] = lambda: False
+) -> Dataflow:
+    """The production flow: Kafka in, Postgres/Redis/Kafka out; once ``stopping()``
+    is true the sources end and the flow finishes what is in flight."""
     settings = settings or load_settings()
     blocklists = RedisBlocklists(settings.redis_url, settings.redis.blocklist_refresh_s)
     policy = RetryPolicy(
@@ -218,8 +231,9 @@ def kafka_flow(settings: Settings | None = None, workers: int = 1) -> Dataflow:
         blocklists=blocklists.current,
         label_store=lambda: PostgresLabelStore(settings.database_url, policy),
     )
-    labels = kafka_label_source(settings) if settings.labels.enabled else None
-    return build_flow(kafka_source(settings), kafka_sinks(settings), settings, providers, workers, labels)
+    labels = kafka_label_source(settings, stopping) if settings.labels.enabled else None
+    source = kafka_source(settings, stopping)
+    return build_flow(source, kafka_sinks(settings), settings, providers, workers, labels)
 
 
 def challenger_provider(settings: Settings) -> Callable[[], ModelSet | None]:

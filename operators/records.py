@@ -49,7 +49,10 @@ def encode_alert(s: ScoredEvent) -> tuple[bytes, bytes, int | None]:
 
 def decision_record(s: ScoredEvent) -> dict[str, Any]:
     """Every decision, compact (no event echo): what a synchronous caller needs."""
-    return {**_verdict(s), "scored_at": s.scored_at, "processing_ms": s.processing_ms}
+    record = {**_verdict(s), "scored_at": s.scored_at, "processing_ms": s.processing_ms}
+    if s.request_id is not None:
+        record["request_id"] = s.request_id
+    return record
 
 
 def encode_decision(s: ScoredEvent) -> tuple[bytes, bytes, int | None]:

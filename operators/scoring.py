@@ -39,6 +39,8 @@ class ScoredEvent(msgspec.Struct, frozen=True):
     processing_ms: float
     challenger: tuple[str, float] | None = None
     """(version, fraud score) of the challenger scoring in shadow; never used for the decision."""
+    request_id: str | None = None
+    """The producer's request token (the gateway's), echoed on the decision."""
 
     @property
     def is_alert(self) -> bool:
@@ -89,6 +91,7 @@ def score_batch(
                 acc.ingest_ms,
                 round((now - acc.received_at) * 1000.0, 3),
                 shadow_score,
+                acc.request_id,
             )
         )
     return out

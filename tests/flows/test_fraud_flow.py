@@ -166,3 +166,24 @@ def test_waiting_micro_batches_score_everything_once(workload, outputs, workers)
     )
     by_id = {s.event.event_id: s.verdict.fraud_score for s in outputs["scored"]}
     assert all(by_id[s.event.event_id] == s.verdict.fraud_score for s in waited["scored"])
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_reused_event_id_gets_one_verdict_and_touches_no_state(workers):
+    first = event("e1", "du", 10.0)
+    other = {**first, "amount": 5000.0, "location": {"latitude": 39.0, "longitude": 125.7, "country": "KP"}}
+    second = event("e2", "du", 20.0, "2025-06-02T12:01:00+00:00")
+    later = event("e3", "du", 30.0, "2025-06-02T12:02:00+00:00")
+    msgs = [(b"du", encode(e)) for e in (first, other, second, second, later)]
+    out = run(msgs, workers=workers, batch_size=1)
+    scored = {s.event.event_id: s for s in out["scored"]}
+    assert sorted(scored) == ["e1", "e2", "e3"]
+    assert scored["e1"].event.amount == 10.0 and scored["e1"].verdict.risk_level == "LOW"
+    assert scored["e3"].features.user_event_count == 2  # the duplicates changed no state
+    assert [a.event.event_id for a in out["alerts"]] == []
+    dups = sorted(d.error.split(";")[0] for d in out["dlq"])
+    assert dups == [
+        "event_id: duplicate of an event already accepted (a different payload",
+        "event_id: duplicate of an event already accepted (an identical re-send",
+    ]
+    assert {d.offset for d in out["dlq"]} == {1, 3}

@@ -23,8 +23,9 @@ import json
 import logging
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +40,12 @@ from flows.config import ConfigError, Settings
 from operators.apikeys import KeyRing, RateLimiter
 from operators.blocklists import RedisBlocklists
 from operators.ensemble import combine
-from operators.events import InvalidEvent, TransactionEvent, ValidationLimits, decode_event, event_json_schema
+from operators.events import InvalidEvent, TransactionEvent, decode_event, event_json_schema
 from operators.features import compute_features
 from operators.rules import RuleContext, evaluate_rules
 from operators.sinks.redis import RISK_KEY
 from operators.state import UserState
-from operators.validation import error_field
+from operators.validation import REQUEST_ID_HEADER, error_field
 
 __all__ = ["DecisionRouter", "create_app", "run_gateway"]
 
@@ -68,10 +69,16 @@ KEY_HEADER = "X-API-Key"
 # --- replies -------------------------------------------------------------------------------------
 
 
+CONFLICT = "__conflict__"
+"""Marks a decision for the same ``event_id`` made on another request's payload."""
+
+
 class DecisionRouter:
     """Reads every partition of the decisions topic from its end and completes
     the future registered for each ``event_id`` (one consumer per replica, not
-    one per request)."""
+    one per request). Replies are matched by the request token the job echoes
+    (``request_id``): a decision made on another request's payload never
+    answers this one."""
 
     def __init__(self, bootstrap: str, topic: str, client_config: dict[str, str]) -> None:
         self.topic = topic
@@ -84,7 +91,7 @@ class DecisionRouter:
                 **client_config,
             }
         )
-        self._waiting: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Future[dict[str, Any]]]] = {}
+        self._waiting: dict[str, tuple[str, asyncio.AbstractEventLoop, asyncio.Future[dict[str, Any]]]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="decisions", daemon=True)
@@ -103,16 +110,22 @@ class DecisionRouter:
         self.ready.set()
         self._thread.start()
 
-    def expect(self, event_id: str) -> asyncio.Future[dict[str, Any]]:
+    def expect(self, event_id: str) -> tuple[str, asyncio.Future[dict[str, Any]]] | None:
+        """A fresh request token and the future its decision completes; None when
+        a score call for ``event_id`` is already waiting here (the caller answers 409)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[dict[str, Any]] = loop.create_future()
+        token = uuid.uuid4().hex
         with self._lock:
-            self._waiting[event_id] = (loop, fut)
-        return fut
+            if event_id in self._waiting:
+                return None
+            self._waiting[event_id] = (token, loop, fut)
+        return token, fut
 
-    def forget(self, event_id: str) -> None:
+    def forget(self, event_id: str, token: str) -> None:
         with self._lock:
-            self._waiting.pop(event_id, None)
+            if self._waiting.get(event_id, ("",))[0] == token:
+                del self._waiting[event_id]
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -123,9 +136,11 @@ class DecisionRouter:
                     waiter = self._waiting.pop(msg.key().decode(errors="replace"), None)  # type: ignore[union-attr]
                 if waiter is None:
                     continue
-                loop, fut = waiter
+                token, loop, fut = waiter
                 with contextlib.suppress(ValueError):
                     record = json.loads(msg.value() or b"{}")
+                    if record.get("request_id") != token:
+                        record = {CONFLICT: record.get("request_id")}
                     loop.call_soon_threadsafe(_resolve, fut, record)
 
     def close(self) -> None:
@@ -162,14 +177,17 @@ class DeliveringProducer:
         while not self._stop.is_set():
             self._producer.poll(0.05)
 
-    async def send(self, topic: str, key: bytes, value: bytes) -> None:
+    async def send(self, topic: str, key: bytes, value: bytes, request_id: str | None = None) -> None:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
 
         def delivered(err: KafkaError | None, _msg: Message) -> None:
             loop.call_soon_threadsafe(_deliver, fut, err)
 
-        self._producer.produce(topic, value, key, on_delivery=delivered)
+        headers: list[tuple[str, str | bytes | None]] | None = (
+            [(REQUEST_ID_HEADER, request_id.encode())] if request_id else None
+        )
+        self._producer.produce(topic, value, key, on_delivery=delivered, headers=headers)
         await fut
 
     def ready(self) -> bool:
@@ -313,9 +331,7 @@ def create_app(  # noqa: PLR0915 - one closure per route, sharing the app's stat
     clock: Callable[[], float] = time.time,
 ) -> FastAPI:
     g, k = settings.gateway, settings.kafka
-    limits = ValidationLimits(
-        settings.validation.max_bytes, 32, timedelta(seconds=settings.validation.max_future_skew_s)
-    )
+    limits = settings.validation.limits()
     limiter = RateLimiter(g.rate_per_s, g.rate_burst)
     blocklists = RedisBlocklists(settings.redis_url, settings.redis.blocklist_refresh_s)
     redis_client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
@@ -369,20 +385,25 @@ def create_app(  # noqa: PLR0915 - one closure per route, sharing the app's stat
         REQUESTS.labels(getattr(route, "path", "other"), str(response.status_code)).inc()
         return response
 
-    def authorise(request: Request) -> JSONResponse | None:
+    def authorise(request: Request) -> str | JSONResponse:
+        """The key's name, or the 401 answer."""
         if keys is None:
-            name = "anonymous"
-        else:
-            found = keys.name_of(request.headers.get(KEY_HEADER))
-            if found is None:
-                return _problem(
-                    401, f"missing, unknown or revoked {KEY_HEADER}", {"WWW-Authenticate": KEY_HEADER}
-                )
-            name = found
-        wait = limiter.acquire(name)
+            return "anonymous"
+        found = keys.name_of(request.headers.get(KEY_HEADER))
+        if found is None:
+            return _problem(
+                401, f"missing, unknown or revoked {KEY_HEADER}", {"WWW-Authenticate": KEY_HEADER}
+            )
+        return found
+
+    def throttle(name: str, events: int) -> JSONResponse | None:
+        """The 429 answer when ``events`` more events exceed the key's rate."""
+        wait = limiter.acquire(name, events)
         if wait:
             return _problem(
-                429, f"rate limit of {g.rate_per_s:g}/s for this key", {"Retry-After": f"{wait:.3f}"}
+                429,
+                f"rate limit of {g.rate_per_s:g} events/s for this key ({events} in this request)",
+                {"Retry-After": f"{wait:.3f}"},
             )
         return None
 
@@ -400,26 +421,38 @@ def create_app(  # noqa: PLR0915 - one closure per route, sharing the app's stat
             parsed = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             return _problem(422, [invalid(None, f"payload: not JSON ({exc})")])
-        items = parsed if many and isinstance(parsed, list) else [parsed]
-        if many and isinstance(parsed, list) and not 1 <= len(parsed) <= g.max_batch:
+        except RecursionError:
+            return _problem(422, [invalid(None, "payload: JSON is nested too deeply")])
+        batch = many and isinstance(parsed, list)
+        items = parsed if batch else [parsed]
+        if batch and not 1 <= len(items) <= g.max_batch:
             return _problem(422, [invalid(None, f"payload: a batch holds 1 to {g.max_batch} events")])
         now = datetime.fromtimestamp(clock(), UTC)
         out, problems = [], []
         for i, item in enumerate(items):
-            raw = json.dumps(item, separators=(",", ":")).encode() if len(items) > 1 else body
+            try:
+                raw = json.dumps(item, separators=(",", ":")).encode() if batch else body
+            except RecursionError:
+                problems.append(invalid(i if batch else None, "payload: JSON is nested too deeply"))
+                continue
             result = decode_event(raw, limits, now)
             if isinstance(result, InvalidEvent):
-                problems.append(invalid(i if len(items) > 1 else None, result.error))
+                problems.append(invalid(i if batch else None, result.error))
             else:
                 out.append((result, raw))
         if problems:
             return _problem(422, problems)
         return out
 
-    async def produce(events: list[tuple[TransactionEvent, bytes]]) -> JSONResponse | None:
+    async def produce(
+        events: list[tuple[TransactionEvent, bytes]], request_id: str | None = None
+    ) -> JSONResponse | None:
         try:
             await asyncio.gather(
-                *(producer.send(k.transactions_topic, ev.user_id.encode(), raw) for ev, raw in events)
+                *(
+                    producer.send(k.transactions_topic, ev.user_id.encode(), raw, request_id)
+                    for ev, raw in events
+                )
             )
         except RuntimeError as exc:
             log.warning("produce failed: %s", exc)
@@ -435,11 +468,13 @@ def create_app(  # noqa: PLR0915 - one closure per route, sharing the app's stat
         summary="Ingest one event or a batch (JSON array) into the stream",
     )
     async def ingest(request: Request) -> Any:
-        if (denied := authorise(request)) is not None:
-            return denied
+        if isinstance(name := authorise(request), JSONResponse):
+            return name
         decoded = await decode(request, many=True)
         if isinstance(decoded, JSONResponse):
             return decoded
+        if (limited := throttle(name, len(decoded))) is not None:
+            return limited
         if (failed := await produce(decoded)) is not None:
             return failed
         return JSONResponse(
@@ -449,22 +484,33 @@ def create_app(  # noqa: PLR0915 - one closure per route, sharing the app's stat
     @app.post(
         "/v1/transactions/score",
         response_model=ScoreResponse,
-        responses=errors,
+        responses={
+            **errors,
+            "409": {
+                "description": "a call for this event_id is in flight, or was decided on another payload",
+                "model": Problem,
+            },
+        },
         openapi_extra={"requestBody": {**body_one, "required": True}},
         summary="Ingest one event and wait for the job's decision (fallback when the budget runs out)",
     )
     async def score(request: Request, budget_ms: float | None = None) -> Any:
         began = time.perf_counter()
-        if (denied := authorise(request)) is not None:
-            return denied
+        if isinstance(name := authorise(request), JSONResponse):
+            return name
         decoded = await decode(request, many=False)
         if isinstance(decoded, JSONResponse):
             return decoded
+        if (limited := throttle(name, 1)) is not None:
+            return limited
         ((ev, raw),) = decoded
         budget = min(budget_ms if budget_ms and budget_ms > 0 else g.score_budget_ms, g.max_budget_ms) / 1000
-        waiter = router.expect(ev.event_id)
+        expected = router.expect(ev.event_id)
+        if expected is None:
+            return _problem(409, f"a score call for event_id {ev.event_id!r} is already waiting")
+        token, waiter = expected
         try:
-            if (failed := await produce([(ev, raw)])) is not None:
+            if (failed := await produce([(ev, raw)], token)) is not None:
                 return failed
             try:
                 decision = await asyncio.wait_for(waiter, max(0.0, budget - (time.perf_counter() - began)))
@@ -473,10 +519,12 @@ def create_app(  # noqa: PLR0915 - one closure per route, sharing the app's stat
                 answer = await asyncio.to_thread(fallback_answer, ev, settings, blocklists, "timeout", began)
                 SCORE_SECONDS.labels("fallback").observe(time.perf_counter() - began)
                 return answer
+            if CONFLICT in decision:
+                return _problem(409, f"event_id {ev.event_id!r} was decided on another request's payload")
             SCORE_SECONDS.labels("stream").observe(time.perf_counter() - began)
             return stream_answer(ev.event_id, decision, began)
         finally:
-            router.forget(ev.event_id)
+            router.forget(ev.event_id, token)
 
     @app.get(
         "/v1/users/{user_id}/risk",
@@ -488,8 +536,10 @@ def create_app(  # noqa: PLR0915 - one closure per route, sharing the app's stat
         summary="The user's latest risk from Redis (written by the job)",
     )
     async def user_risk(request: Request, user_id: str) -> Any:
-        if (denied := authorise(request)) is not None:
-            return denied
+        if isinstance(name := authorise(request), JSONResponse):
+            return name
+        if (limited := throttle(name, 1)) is not None:
+            return limited
         try:
             raw = await redis_client.hgetall(RISK_KEY.format(user_id=user_id))
         except (aioredis.RedisError, OSError):

@@ -218,22 +218,75 @@ def test_auth_size_limit_and_rate_limit(gw, tmp_path):
         assert c.post("/v1/transactions", json=_ev()).status_code == 401
 
 
-def test_rate_limit_per_key_answers_429_with_retry_after(gw, tmp_path):
+def test_rate_limit_per_key_counts_events_and_answers_429_with_retry_after(gw, tmp_path):
+    third = new_key()
+    keys_file = tmp_path / "keys.yaml"
+    keys_file.write_text(
+        yaml.safe_dump(
+            {
+                "keys": [
+                    {"name": "main", "sha256": hash_key(KEY)},
+                    {"name": "third", "sha256": hash_key(third)},
+                ]
+            }
+        )
+    )
     proc, url = _start_gateway(
         gw.settings,
         tmp_path,
-        gw.keys_file,
+        keys_file,
         FRAUDSTREAM__GATEWAY__RATE_PER_S="1",
         FRAUDSTREAM__GATEWAY__RATE_BURST="3",
+        FRAUDSTREAM__GATEWAY__MAX_BATCH="3",
     )
     try:
         with httpx.Client(base_url=url, headers={"X-API-Key": KEY}, timeout=10) as c:
             codes = [c.post("/v1/transactions", json=_ev()).status_code for _ in range(5)]
             last = c.post("/v1/transactions", json=_ev())
+        with httpx.Client(base_url=url, headers={"X-API-Key": third}, timeout=10) as c:
+            batch = c.post("/v1/transactions", json=[_ev() for _ in range(3)])
+            after_batch = c.post("/v1/transactions", json=_ev())
     finally:
         stop_process(proc)
     assert codes[:3] == [202, 202, 202] and 429 in codes[3:]
     assert last.status_code == 429 and float(last.headers["retry-after"]) > 0
+    # a batch of three spends three events of the burst, not one request
+    assert batch.status_code == 202 and after_batch.status_code == 429, after_batch.text
+
+
+def test_a_one_event_batch_is_a_batch_and_deep_nesting_is_a_422(gw):
+    ev = _ev()
+    deep = b'{"event_id":"d","user_id":"u","amount":1,"timestamp":"2025-06-02T10:00:00Z","x":' + (
+        b"[" * 5000 + b"]" * 5000 + b"}"
+    )
+    with gw.client() as c:
+        one = c.post("/v1/transactions", json=[ev])
+        nested = [
+            c.post(path, content=deep, headers={"content-type": "application/json"})
+            for path in ("/v1/transactions", "/v1/transactions/score")
+        ]
+    assert one.status_code == 202 and one.json() == {"accepted": 1, "event_ids": [ev["event_id"]]}, one.text
+    for r in nested:
+        assert r.status_code == 422 and "nested too deeply" in r.json()["detail"][0]["reason"], r.text
+
+
+def test_concurrent_score_calls_with_one_event_id_never_get_each_others_answer(gw):
+    """Same id, different payloads, at once: one gets its own decision, the other a 409."""
+    import concurrent.futures
+
+    small = _ev(amount=10.0)
+    big = {**small, "amount": 5000.0, "location": {"latitude": 39.0, "longitude": 125.7, "country": "KP"}}
+    with gw.client() as c, concurrent.futures.ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda body: c.post("/v1/transactions/score", json=body), [small, big]))
+    codes = sorted(r.status_code for r in answers)
+    assert codes == [200, 409], [r.text for r in answers]
+    (won,) = [(body, r.json()) for body, r in zip([small, big], answers, strict=True) if r.status_code == 200]
+    with psycopg.connect(gw.settings.database_url) as conn:
+        row = conn.execute(
+            "SELECT amount, risk_level FROM scored_events WHERE event_id = %s", (small["event_id"],)
+        ).fetchone()
+    # the answer describes the payload of the request that got it, and the system of record agrees
+    assert row is not None and float(row[0]) == won[0]["amount"] and row[1] == won[1]["risk_level"]
 
 
 def test_fallback_when_no_job_answers_and_the_event_is_not_lost(stack, tmp_path, gw):
@@ -298,3 +351,45 @@ def test_schemathesis_finds_no_server_errors(gw, tmp_path):
     )
     assert result.returncode == 0, result.stdout[-4000:]
     assert "Tested: 3" in result.stdout and " passed" in result.stdout and "failed" not in result.stdout
+
+
+def test_the_router_answers_a_waiter_only_with_its_own_requests_decision(stack):
+    """A decision made on another request's payload (another replica, a plain ingestion)
+    resolves the waiter as a conflict, never as its answer."""
+    import asyncio
+    import json
+
+    from confluent_kafka import Producer
+
+    from flows.gateway import CONFLICT, DecisionRouter
+
+    settings = new_settings(stack, "gw-router")
+    k = settings.kafka
+    ensure_topics(k.bootstrap_servers, {k.decisions_topic: 1})
+    router = DecisionRouter(k.bootstrap_servers, k.decisions_topic, {})
+    router.start()
+    producer = Producer({"bootstrap.servers": k.bootstrap_servers})
+
+    async def wait_for(event_id: str, echoed: str | None) -> dict:
+        expected = router.expect(event_id)
+        assert expected is not None
+        token, fut = expected
+        assert router.expect(event_id) is None  # a second caller here would get 409
+        record = {"event_id": event_id, "risk_level": "LOW"}
+        if echoed is not None:
+            record["request_id"] = token if echoed == "own" else echoed
+        producer.produce(k.decisions_topic, json.dumps(record).encode(), event_id.encode())
+        producer.flush(10)
+        try:
+            return await asyncio.wait_for(fut, 10)
+        finally:
+            router.forget(event_id, token)
+
+    try:
+        own = asyncio.run(wait_for("r-1", "own"))
+        other = asyncio.run(wait_for("r-2", "someone-else"))
+        untagged = asyncio.run(wait_for("r-3", None))
+    finally:
+        router.close()
+    assert own["risk_level"] == "LOW" and CONFLICT not in own
+    assert CONFLICT in other and CONFLICT in untagged

@@ -112,14 +112,21 @@ def run_process(
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
+        # Raising here would unwind through whatever Bytewax step runs now and
+        # print a Rust panic: the first signal ends the sources instead (the
+        # flow drains and returns), a second one stops at once.
+        if stopping.is_set():
+            raise KeyboardInterrupt
         stopping.set()
-        raise KeyboardInterrupt
+        log.info("%s: finishing the events in flight, then stopping", signal.Signals(signum).name)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
     try:
         cli_main(
-            kafka_flow(settings, workers=len(addresses or [""]) * workers_per_process),
+            kafka_flow(
+                settings, workers=len(addresses or [""]) * workers_per_process, stopping=stopping.is_set
+            ),
             workers_per_process=workers_per_process,
             process_id=process_id,
             addresses=addresses,
@@ -129,6 +136,9 @@ def run_process(
     except (KeyboardInterrupt, BytewaxRuntimeError):
         if not stopping.is_set():
             raise
+        log.info("stopped by a second signal")
+        return
+    if stopping.is_set():
         log.info("stopped by signal")
 
 

@@ -28,9 +28,10 @@ import httpx
 import numpy as np
 from fastapi import Request
 
+from apps.replay.workload import generate
+from bench.harness import isolated_settings
 from bench.job import PARTITIONS, _percentiles, embedded_stack, machine_facts, run_job, train_models
-from flows.workload import generate
-from infra.jobproc import isolated_settings, start_gateway, stop_process
+from flows.launcher import start_gateway, stop_process
 from infra.stack import free_port
 
 __all__ = ["main", "seed_style_app"]
@@ -46,8 +47,7 @@ def seed_style_app(training: list[Any]) -> Any:
     from models.training import replay_features
     from operators.ensemble import combine
     from operators.events import TransactionEvent, decode_event
-    from operators.features import feature_matrix
-    from operators.profiles import update_profile
+    from operators.features import feature_matrix, update_profile
     from operators.rules import RuleContext, evaluate_rules
     from operators.state import StateLimits, UserState
     from operators.validation import Accepted

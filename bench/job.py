@@ -42,10 +42,11 @@ from typing import Any
 import psycopg
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from apps.produce import produce_all
+from apps.replay.workload import Workload, generate
+from bench.harness import isolated_settings
 from flows.config import Settings
-from flows.produce import produce_all
-from flows.workload import Workload, generate
-from infra.jobproc import JobProcess, Samples, isolated_settings, start_job
+from flows.launcher import JobProcess, Samples, start_job
 from infra.stack import EmbeddedStack, StackInfo
 from infra.topics import ensure_topics
 
@@ -113,8 +114,9 @@ def _sum(samples: Samples, name: str, **labels: str) -> float:
 
 
 def run_job(settings: Settings, processes: int, models: Path | None, log_dir: Path) -> JobProcess:
-    extra = {"FRAUDSTREAM_MODEL_DIR": str(models)} if models is not None else {}
-    return start_job(settings, processes, log_dir, **extra)
+    if models is None:
+        return start_job(settings, processes, log_dir)
+    return start_job(settings, processes, log_dir, FRAUDSTREAM_MODEL_DIR=str(models))
 
 
 def _peak_rss(pids: Sequence[int]) -> dict[int, int]:
@@ -334,9 +336,9 @@ def scoring_ratio(models: Path | None, events: int, batch: int, budget_s: float)
     from models.artifacts import ActiveModels
     from models.base import RULES_ONLY
     from models.training import replay_features
-    from operators.blocklists import Blocklists
     from operators.events import TransactionEvent, decode_event
-    from operators.profiles import Featured
+    from operators.features import Featured
+    from operators.rules import Blocklists
     from operators.scoring import score_batch
     from operators.validation import Accepted
 

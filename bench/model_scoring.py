@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from sklearn.ensemble import IsolationForest
 
-from flows.workload import generate
+from apps.replay.workload import generate
 from models.autoencoder import AutoencoderScorer
 from models.isolation_forest import IsolationForestScorer
 from models.training import replay_features

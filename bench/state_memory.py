@@ -20,7 +20,7 @@ import tracemalloc
 from datetime import UTC, datetime, timedelta
 
 from operators.events import Location, TransactionEvent
-from operators.profiles import update_profile
+from operators.features import update_profile
 from operators.state import StateLimits, UserState
 from operators.validation import Accepted
 

@@ -4,6 +4,9 @@ Precedence: built-in defaults < YAML file (``FRAUDSTREAM_CONFIG`` or ``--config`
 < contract environment variables (``KAFKA_BOOTSTRAP_SERVERS``, ``DATABASE_URL``,
 ``REDIS_URL``, ``METRICS_PORT``) < nested overrides ``FRAUDSTREAM__SECTION__KEY``.
 Any invalid value stops start-up with :class:`ConfigError` naming the field.
+Sections turn into the domain objects the code uses in one place, here, and
+one way: ``settings.<section>.config()`` (e.g. ``settings.state.config()`` is
+the :class:`~operators.state.StateLimits`).
 
 >>> load_settings(env={"METRICS_PORT": "9999"}).metrics.port
 9999
@@ -29,6 +32,8 @@ from operators.ensemble import EnsembleConfig
 from operators.entity_risk import RiskConfig
 from operators.events import ValidationLimits
 from operators.rules import RulesConfig
+from operators.sinks.retry import RetryPolicy
+from operators.state import StateLimits
 
 __all__ = ["ENV_VARS", "ConfigError", "Settings", "load_settings", "redact_url", "redacted"]
 
@@ -79,6 +84,9 @@ class StateSettings(_Section):
     max_events: int = Field(64, ge=8)
     max_devices: int = Field(16, ge=1)
 
+    def config(self) -> StateLimits:
+        return StateLimits(self.window_s, self.max_events, self.max_devices)
+
 
 class ValidationSettings(_Section):
     max_bytes: int = Field(65_536, ge=256)
@@ -91,7 +99,7 @@ class ValidationSettings(_Section):
         "SHA-256 (base64 adds a third: keep it well under the DLQ topic's max.message.bytes).",
     )
 
-    def limits(self) -> ValidationLimits:
+    def config(self) -> ValidationLimits:
         return ValidationLimits(
             max_bytes=self.max_bytes,
             max_future_skew=timedelta(seconds=self.max_future_skew_s),
@@ -182,6 +190,9 @@ class SinkSettings(_Section):
         600.0, gt=0, description="An outage longer than this fails the job loudly (it waits until then)."
     )
     delivery_timeout_s: float = Field(30.0, gt=0, description="Kafka delivery timeout per attempt.")
+
+    def config(self) -> RetryPolicy:
+        return RetryPolicy(None, self.retry_backoff_s, self.max_backoff_s, self.give_up_after_s)
 
 
 class RecoverySettings(_Section):

@@ -29,24 +29,26 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 
+from flows.blocklists import RedisBlocklists
 from flows.config import Settings, load_settings
 from models.artifacts import ActiveModels
 from models.base import RULES_ONLY, ModelSet
-from operators.batching import micro_batch
-from operators.blocklists import RedisBlocklists
-from operators.entities import entity_risk
-from operators.labels import KnownLabel, LabelStore, resolve_labels, validate_labels
-from operators.profiles import Featured, profile_users
+from operators.features import Featured
+from operators.labels import KnownLabel, LabelStore
 from operators.records import encode_alert, encode_decision
 from operators.rules import Blocklists
-from operators.scoring import ScoredEvent, Scorer, score
+from operators.scoring import ScoredEvent
 from operators.sinks import DeliveredKafkaSink, PostgresSink, RiskSink
 from operators.sinks.labels import PostgresLabelStore
-from operators.sinks.retry import RetryPolicy
 from operators.sources import KafkaEventSource
-from operators.state import StateLimits
+from operators.steps.batching import micro_batch
 from operators.steps.dedup import deduplicate
-from operators.validation import DeadLetter, validate
+from operators.steps.entity_risk import entity_risk
+from operators.steps.labels import resolve_labels, validate_labels
+from operators.steps.profile import profile_users
+from operators.steps.scoring import ScoringStep, score
+from operators.steps.validation import validate
+from operators.validation import DeadLetter
 
 __all__ = [
     "FlowSinks",
@@ -102,8 +104,8 @@ def build_flow(
     feeds the entity risk windows (with ``providers.label_store``).
     """
     p = providers or Providers()
-    limits = settings.validation.limits()
-    state_limits = StateLimits(settings.state.window_s, settings.state.max_events, settings.state.max_devices)
+    limits = settings.validation.config()
+    state_limits = settings.state.config()
     flow = Dataflow("fraudstream")
     raw = op.input("transactions", flow, source)
     checked = validate("validate", raw, limits, p.clock)
@@ -119,7 +121,7 @@ def build_flow(
     scored = score(
         "score",
         batches,
-        Scorer(p.models, p.blocklists, settings.rules, settings.ensemble, p.clock, p.challenger),
+        ScoringStep(p.models, p.blocklists, settings.rules, settings.ensemble, p.clock, p.challenger),
     )
     op.output("scored_events", scored, sinks.scored)
     op.output("risk", scored, sinks.risk)
@@ -137,7 +139,7 @@ def _entity_risk(
     settings: Settings,
     p: Providers,
 ) -> Stream[Featured]:
-    """Labels in, then one risk-window step per entity kind (see :mod:`operators.entities`)."""
+    """Labels in, then one risk-window step per entity kind (see :mod:`operators.steps.entity_risk`)."""
     risk = settings.entity_risk
     known: Stream[KnownLabel] | None = None
     if labels is not None:
@@ -190,7 +192,7 @@ def kafka_label_source(settings: Settings, stopping: Callable[[], bool] = lambda
 
 def kafka_sinks(settings: Settings) -> FlowSinks:
     k, s = settings.kafka, settings.sinks
-    policy = RetryPolicy(None, s.retry_backoff_s, s.max_backoff_s, s.give_up_after_s)
+    policy = s.config()
 
     def to_kafka(
         name: str, topic: str, encode: Callable[[Any], Any], drop_refused: bool = False
@@ -222,9 +224,7 @@ def kafka_flow(
     is true the sources end and the flow finishes what is in flight."""
     settings = settings or load_settings()
     blocklists = RedisBlocklists(settings.redis_url, settings.redis.blocklist_refresh_s)
-    policy = RetryPolicy(
-        None, settings.sinks.retry_backoff_s, settings.sinks.max_backoff_s, settings.sinks.give_up_after_s
-    )
+    policy = settings.sinks.config()
     providers = Providers(
         models=model_provider(settings),
         challenger=challenger_provider(settings),

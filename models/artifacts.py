@@ -33,6 +33,7 @@ from models.isolation_forest import IsolationForestScorer
 from models.supervised import SupervisedScorer
 from operators import metrics
 from operators.features import FEATURE_NAMES, is_risk_feature
+from operators.refresh import Throttle
 
 __all__ = ["FORMAT", "ActiveModels", "ArtifactError", "ModelStore", "load_artifact", "write_artifact"]
 
@@ -196,16 +197,14 @@ class ActiveModels:
     ) -> None:
         self.store = ModelStore(root)
         self.pointer = pointer
-        self.device, self.refresh_s, self.clock = device, refresh_s, clock
+        self.device = device
         self.current = RULES_ONLY
-        self._next = 0.0
+        self._throttle = Throttle(refresh_s, clock)
         self._failed: str | None = None
         self._publish()
 
     def __call__(self) -> ModelSet:
-        now = self.clock()
-        if now >= self._next:
-            self._next = now + self.refresh_s
+        if self._throttle.due():
             self._refresh()
         return self.current
 

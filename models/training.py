@@ -1,7 +1,7 @@
 """Offline training: replay events through the job's own state and feature code,
 fit both scorers, calibrate, and write a versioned artifact.
 
-Features come from :func:`operators.profiles.update_profile` and
+Features come from :func:`operators.steps.profile.update_profile` and
 :func:`operators.features.feature_matrix`, exactly what the stream job runs, so
 there is no train/serve skew.
 """
@@ -19,12 +19,10 @@ from models.artifacts import ModelStore, write_artifact
 from models.autoencoder import AutoencoderScorer
 from models.base import Scorer
 from models.isolation_forest import IsolationForestScorer
-from operators.entities import update_window
-from operators.entity_risk import RiskConfig, RiskWindow
+from operators.entity_risk import RiskConfig, RiskWindow, update_window
 from operators.events import TransactionEvent
-from operators.features import FEATURE_NAMES, Features, feature_matrix
+from operators.features import FEATURE_NAMES, Features, feature_matrix, update_profile
 from operators.labels import ENTITY_KEYS, EventRef, KnownLabel, Label
-from operators.profiles import update_profile
 from operators.state import StateLimits, UserState
 from operators.validation import Accepted
 

@@ -30,7 +30,10 @@ from dataclasses import dataclass
 
 import msgspec
 
-__all__ = ["SHARDS", "DedupConfig", "SeenEvents", "shard_of"]
+from operators.events import encode_event
+from operators.validation import Accepted, DeadLetter, Message, dead_letter
+
+__all__ = ["SHARDS", "DedupConfig", "SeenEvents", "admit", "duplicate_letter", "shard_of"]
 
 SHARDS = 64
 """Id memory is split into this many shards of users (Bytewax keys), spread over the workers."""
@@ -123,3 +126,35 @@ class SeenEvents:
         seen.digests = OrderedDict(zip(ids, digests, strict=True))
         seen.times = deque(times)
         return seen
+
+
+def duplicate_letter(acc: Accepted, first_digest: int, now: float, max_value_bytes: int) -> DeadLetter:
+    """The dead letter of a re-used id: both payloads' SHA-256 prefixes in the reason;
+    the value is the event as decoded, re-encoded."""
+    first = first_digest.to_bytes(8, "big", signed=True).hex()
+    this = acc.digest[:8].hex()
+    same = "an identical re-send" if first == this else "a different payload"
+    topic, partition, offset = acc.origin or (None, None, None)
+    msg = Message(acc.event.user_id.encode(), None, topic, partition, offset)
+    error = (
+        f"event_id: duplicate of an event already accepted ({same}; first payload sha256 {first}..., "
+        f"this one {this}...)"
+    )
+    return dead_letter(msg, error, now, max_value_bytes, value=encode_event(acc.event))
+
+
+def admit(
+    seen: SeenEvents, batch: list[Accepted], now: float, config: DedupConfig, max_value_bytes: int
+) -> tuple[list[Accepted | DeadLetter], int]:
+    """The batch with every re-used id replaced by its dead letter, and how many there were."""
+    seen.evict(now, config)
+    out: list[Accepted | DeadLetter] = []
+    dups = 0
+    for acc in batch:
+        first = seen.first(acc.event.event_id, acc.digest, acc.received_at, config)
+        if first is None:
+            out.append(acc)
+        else:
+            dups += 1
+            out.append(duplicate_letter(acc, first, now, max_value_bytes))
+    return out, dups

@@ -28,9 +28,16 @@ False
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-__all__ = ["DAY", "RiskConfig", "RiskWindow", "risk_feature_names"]
+import msgspec
+
+from operators.features import Featured
+from operators.labels import KnownLabel
+
+__all__ = ["DAY", "RiskConfig", "RiskWindow", "risk_feature_names", "update_window"]
 
 DAY = 86_400.0
 
@@ -42,7 +49,7 @@ Timeline = tuple[tuple[float, bool], ...]
 class RiskConfig:
     """Window lengths (days) and the label delay (days) the windows end at."""
 
-    label_delay_days: int = 7
+    label_delay_days: int = 2
     windows: tuple[int, ...] = (1, 7, 30)
     max_frauds: int = 4096
     """Labelled frauds kept per entity; the oldest days go first beyond it."""
@@ -161,3 +168,27 @@ class RiskWindow:
             self.latest_day,
             self.touched_at,
         )
+
+
+def update_window(
+    window: RiskWindow, items: Iterable[Featured | KnownLabel], kind: str, config: RiskConfig
+) -> list[Featured]:
+    """Apply labels, then events in event-time order; events come back with their risk features.
+
+    Sorting matters: the step before (per user) hands over one activation's
+    events grouped by user, so a merchant may see a later day before an
+    earlier one within a batch.
+    """
+    out = []
+    ordered = sorted(items, key=lambda i: -math.inf if isinstance(i, KnownLabel) else i.accepted.ts)
+    for item in ordered:
+        if isinstance(item, KnownLabel):
+            lab = item.label
+            window.apply_label(lab.event_id, item.ref.event_ts, lab.is_fraud, lab.label_ts, config)
+            continue
+        ts = item.accepted.ts
+        risk = {f"{kind}_{name}": value for name, value in window.features(ts, config).items()}
+        features = msgspec.structs.replace(item.features, risk={**item.features.risk, **risk})
+        window.add_event(ts, config)
+        out.append(Featured(item.accepted, features))
+    return out

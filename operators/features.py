@@ -11,22 +11,26 @@ import bisect
 import math
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import msgspec
 import numpy as np
 
 from operators.events import TransactionEvent
 from operators.geo import haversine_km
-from operators.state import Seen, UserState
+from operators.state import Seen, StateLimits, UserState
+from operators.validation import Accepted
 
 __all__ = [
     "DERIVED_ATTRIBUTES",
     "FEATURE_NAMES",
+    "Featured",
     "Features",
     "attribute_value",
     "compute_features",
     "feature_matrix",
     "is_risk_feature",
+    "update_profile",
 ]
 
 
@@ -112,6 +116,27 @@ def compute_features(state: UserState, event: TransactionEvent, ts: float) -> Fe
         device_known=state.knows_device(event.device_id) if event.device_id else None,
         known_devices=len(state.devices),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Featured:
+    """An accepted event with its features (the user's, then the entity risk windows')."""
+
+    accepted: Accepted
+    features: Features
+
+
+def update_profile(state: UserState, acc: Accepted, limits: StateLimits) -> Featured:
+    """Features of ``acc`` against ``state``, then ``acc`` pushed into ``state``."""
+    ev = acc.event
+    features = compute_features(state, ev, acc.ts)
+    loc = ev.location
+    state.push(
+        Seen(acc.ts, ev.amount, loc.latitude if loc else None, loc.longitude if loc else None),
+        ev.device_id,
+        limits,
+    )
+    return Featured(acc, features)
 
 
 def _pstdev(values: Sequence[float], mean: float) -> float:

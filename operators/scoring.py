@@ -1,29 +1,35 @@
 """Micro-batch scoring: rules per event, every model once per batch, then the ensemble.
 
-``score_batch`` is a plain function over plain data; ``score`` wires it into the
-dataflow after :func:`operators.batching.micro_batch`.
+``score_batch`` is a plain function over plain data; :mod:`operators.steps.scoring`
+wires it into the dataflow.
 """
 
 from __future__ import annotations
 
-import time
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Protocol
 
-import bytewax.operators as op
 import msgspec
-from bytewax.dataflow import Stream
+import numpy as np
 
-from models.base import ModelSet
-from operators import metrics
 from operators.ensemble import EnsembleConfig, Verdict, combine
 from operators.events import TransactionEvent
-from operators.features import Features, feature_matrix
-from operators.profiles import Featured
+from operators.features import Featured, Features, feature_matrix
 from operators.rules import Blocklists, RuleContext, RuleHit, RulesConfig, evaluate_rules
 
-__all__ = ["ScoredEvent", "Scorer", "score", "score_batch"]
+__all__ = ["BatchModels", "ScoredEvent", "score_batch"]
+
+
+class BatchModels(Protocol):
+    """What scoring needs of a model set (``models.base.ModelSet`` is one): a
+    version, the matrix columns, and one call that scores a whole batch."""
+
+    @property
+    def version(self) -> str: ...
+    @property
+    def columns(self) -> tuple[str, ...]: ...
+    def score(self, x: np.ndarray) -> Mapping[str, np.ndarray]: ...
 
 
 class ScoredEvent(msgspec.Struct, frozen=True):
@@ -49,12 +55,12 @@ class ScoredEvent(msgspec.Struct, frozen=True):
 
 def score_batch(
     batch: Sequence[Featured],
-    models: ModelSet,
+    models: BatchModels,
     rules: RulesConfig,
     blocklists: Blocklists,
     ensemble: EnsembleConfig,
     now: float,
-    challenger: ModelSet | None = None,
+    challenger: BatchModels | None = None,
 ) -> list[ScoredEvent]:
     """Score a batch: one model call per component for the whole batch.
 
@@ -95,63 +101,3 @@ def score_batch(
             )
         )
     return out
-
-
-class Scorer:
-    """Scores one micro-batch with the current models and blocklists."""
-
-    def __init__(
-        self,
-        models: Callable[[], ModelSet],
-        blocklists: Callable[[], Blocklists],
-        rules: RulesConfig,
-        ensemble: EnsembleConfig,
-        clock: Callable[[], float] = time.time,
-        challenger: Callable[[], ModelSet | None] = lambda: None,
-    ) -> None:
-        self.models = models
-        self.challenger = challenger
-        self.blocklists = blocklists
-        self.rules = rules
-        self.ensemble = ensemble
-        self.clock = clock
-
-    def __call__(self, batch: list[Featured]) -> list[ScoredEvent]:
-        began = time.perf_counter()
-        scored = score_batch(
-            batch,
-            self.models(),
-            self.rules,
-            self.blocklists(),
-            self.ensemble,
-            self.clock(),
-            self.challenger(),
-        )
-        metrics.STAGE_SECONDS.labels("score").observe(time.perf_counter() - began)
-        metrics.BATCH_SIZE.labels("score").observe(len(batch))
-        _count(scored)
-        return scored
-
-
-def _count(scored: list[ScoredEvent]) -> None:
-    """Metrics of one batch: counters once per label, histograms per event."""
-    metrics.EVENTS.labels("scored").inc(len(scored))
-    alerts = Counter(s.verdict.risk_level for s in scored if s.is_alert)
-    hits = Counter(hit.rule for s in scored for hit in s.hits)
-    for level, n in alerts.items():
-        metrics.ALERTS.labels(level).inc(n)
-    for rule, n in hits.items():
-        metrics.RULE_HITS.labels(rule).inc(n)
-    components = {
-        name: metrics.COMPONENT_SCORE.labels(name) for name in ("rules", "isolation_forest", "autoencoder")
-    }
-    metrics.observe_many(metrics.FRAUD_SCORE, [s.verdict.fraud_score for s in scored])
-    for name, child in components.items():
-        values = [v for s in scored if (v := s.verdict.scores.get(name)) is not None]
-        if values:
-            metrics.observe_many(child, values)
-
-
-def score(step_id: str, batches: Stream[list[Featured]], scorer: Scorer) -> Stream[ScoredEvent]:
-    """Score each micro-batch (see :mod:`operators.batching`)."""
-    return op.flat_map(step_id, batches, scorer)

@@ -1,8 +1,7 @@
-"""Decode and validate raw Kafka messages into events or dead letters.
+"""Decode and validate raw Kafka messages into events or dead letters (pure; the
+step is :mod:`operators.steps.validation`).
 
->>> from bytewax.connectors.kafka import KafkaSourceMessage
->>> out = check_message(KafkaSourceMessage(b"u", b"not json", topic="t", partition=0, offset=7),
-...                     ValidationLimits(), now=0.0)
+>>> out = check_message(Message(b"u", b"not json", "t", 0, 7), ValidationLimits(), now=0.0)
 >>> (out.error, out.offset)
 ('payload: JSON is malformed: invalid character (byte 4)', 7)
 """
@@ -11,19 +10,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import logging
 import re
-import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
-import bytewax.operators as op
 import msgspec
-from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
-from bytewax.dataflow import Stream
 
-from operators import metrics
 from operators.events import (
     InvalidEvent,
     TransactionEvent,
@@ -36,16 +30,45 @@ __all__ = [
     "REQUEST_ID_HEADER",
     "Accepted",
     "DeadLetter",
-    "ValidatedStreams",
+    "Message",
+    "RawMessage",
     "check_message",
     "dead_letter",
     "error_field",
-    "validate",
 ]
 
-log = logging.getLogger(__name__)
 
-RawMessage = KafkaSourceMessage[bytes | None, bytes | None]
+class RawMessage(Protocol):
+    """What validation reads of a Kafka message (Bytewax's ``KafkaSourceMessage`` is one)."""
+
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def topic(self) -> str | None: ...
+    @property
+    def partition(self) -> int | None: ...
+    @property
+    def offset(self) -> int | None: ...
+    @property
+    def timestamp(self) -> tuple[int, int] | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]] | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A plain :class:`RawMessage` (tests, re-encoded duplicates)."""
+
+    key: bytes | None
+    value: bytes | None
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+    timestamp: tuple[int, int] | None = None
+    headers: Sequence[tuple[str, bytes]] | None = None
+
 
 REQUEST_ID_HEADER = "fraudstream-request-id"
 """Kafka header a producer (the gateway) sets to match the job's decision to its request."""
@@ -95,12 +118,6 @@ class DeadLetter(msgspec.Struct, frozen=True):
     truncated: bool = False
 
 
-@dataclass(frozen=True)
-class ValidatedStreams:
-    oks: Stream[Accepted]
-    errs: Stream[DeadLetter]
-
-
 def _text(raw: bytes) -> tuple[str, str]:
     try:
         return raw.decode("utf-8"), "utf-8"
@@ -133,7 +150,7 @@ def dead_letter(
 ) -> DeadLetter:
     """The dead letter for ``msg`` (``value`` replaces its payload, e.g. a re-encoded duplicate).
 
-    >>> big = KafkaSourceMessage(b"k", b"x" * 100, topic="t", partition=0, offset=1)
+    >>> big = Message(b"k", b"x" * 100, "t", 0, 1)
     >>> d = dead_letter(big, "payload: too big", 0.0, max_value_bytes=8)
     >>> (d.value, d.value_bytes, d.truncated, d.value_sha256[:8])
     ('xxxxxxxx', 100, True, '09ecb6eb')
@@ -190,36 +207,3 @@ def check_message(msg: RawMessage, limits: ValidationLimits, now: float) -> Acce
         )
     except Exception as exc:
         return dead_letter(msg, undecodable_reason(exc, msg.value or b""), now, limits.dead_letter_bytes)
-
-
-def validate(
-    step_id: str,
-    up: Stream[RawMessage | KafkaError],
-    limits: ValidationLimits,
-    clock: Callable[[], float] = time.time,
-) -> ValidatedStreams:
-    """Split raw messages into valid events and dead letters (nothing is dropped).
-
-    Consumer errors from the source carry no event: they are logged and counted.
-    """
-
-    def check_batch(batch: list[RawMessage | KafkaError]) -> list[Accepted | DeadLetter]:
-        started = time.perf_counter()
-        now = clock()
-        out: list[Accepted | DeadLetter] = []
-        for item in batch:
-            if isinstance(item, KafkaError):
-                log.warning("%s: consumer error: %s", step_id, item.err)
-                metrics.EVENTS.labels("consumer_error").inc()
-                continue
-            result = check_message(item, limits, now)
-            if isinstance(result, DeadLetter):
-                metrics.EVENTS.labels("dead_lettered").inc()
-                metrics.DLQ_EVENTS.labels(error_field(result.error)).inc()
-            out.append(result)
-        metrics.STAGE_SECONDS.labels("validate").observe(time.perf_counter() - started)
-        return out
-
-    checked = op.flat_map_batch("check", up, check_batch)
-    branch = op.branch("split", checked, lambda r: isinstance(r, Accepted))
-    return ValidatedStreams(branch.trues, branch.falses)  # type: ignore[arg-type]

@@ -6,6 +6,7 @@ import pkgutil
 
 import pytest
 
+import apps
 import flows
 import infra
 import models
@@ -13,7 +14,7 @@ import operators
 
 MODULES = sorted(
     m.name
-    for pkg in (operators, flows, models, infra)
+    for pkg in (operators, models, flows, apps, infra)
     for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + ".")
     if m.name not in {"flows.worker"}
 )

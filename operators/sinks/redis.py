@@ -19,12 +19,12 @@ import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from operators import metrics
+from operators.redis_keys import RISK_KEY
 from operators.scoring import ScoredEvent
 
-__all__ = ["RISK_KEY", "RiskSink"]
+__all__ = ["RiskSink"]
 
 log = logging.getLogger(__name__)
-RISK_KEY = "fraud:risk:{user_id}"
 
 
 def _command(*args: bytes) -> bytes:

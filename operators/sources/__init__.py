@@ -1,6 +1,5 @@
-"""Where events come from: Kafka for the job, files and Postgres for training and replay."""
+"""Bytewax sources and live inputs of the job: Kafka, and the Redis blocklists read per batch."""
 
-from operators.sources.files import EventReadReport, read_events, row_to_event
 from operators.sources.kafka import KafkaEventSource
 
-__all__ = ["EventReadReport", "KafkaEventSource", "read_events", "row_to_event"]
+__all__ = ["KafkaEventSource"]

@@ -8,16 +8,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import bytewax.operators as op
-from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.dataflow import Stream, operator
 from bytewax.operators import StatefulBatchLogic
 
 from operators import metrics
-from operators.dedup import DedupConfig, SeenEvents, shard_of
-from operators.events import encode_event
-from operators.validation import Accepted, DeadLetter, RawMessage, dead_letter
+from operators.dedup import DedupConfig, SeenEvents, admit, shard_of
+from operators.validation import Accepted, DeadLetter
 
-__all__ = ["DedupStreams", "deduplicate", "duplicate_letter"]
+__all__ = ["DedupStreams", "deduplicate"]
 
 
 @dataclass(frozen=True)
@@ -28,23 +26,6 @@ class DedupStreams:
     """Later messages with an id already seen, as dead letters."""
 
 
-def duplicate_letter(acc: Accepted, first_digest: int, now: float, max_value_bytes: int) -> DeadLetter:
-    """The dead letter of a re-used id: both payloads' SHA-256 prefixes in the reason;
-    the value is the event as decoded, re-encoded."""
-    first = first_digest.to_bytes(8, "big", signed=True).hex()
-    this = acc.digest[:8].hex()
-    same = "an identical re-send" if first == this else "a different payload"
-    topic, partition, offset = acc.origin or (None, None, None)
-    msg: RawMessage = KafkaSourceMessage(
-        acc.event.user_id.encode(), None, topic=topic, partition=partition, offset=offset
-    )
-    error = (
-        f"event_id: duplicate of an event already accepted ({same}; first payload sha256 {first}..., "
-        f"this one {this}...)"
-    )
-    return dead_letter(msg, error, now, max_value_bytes, value=encode_event(acc.event))
-
-
 class _Shard(StatefulBatchLogic[Accepted, "Accepted | DeadLetter", bytes]):
     def __init__(
         self, seen: SeenEvents, config: DedupConfig, clock: Callable[[], float], max_value_bytes: int
@@ -52,17 +33,7 @@ class _Shard(StatefulBatchLogic[Accepted, "Accepted | DeadLetter", bytes]):
         self.seen, self.config, self.clock, self.max_value_bytes = seen, config, clock, max_value_bytes
 
     def on_batch(self, values: list[Accepted]) -> tuple[list[Accepted | DeadLetter], bool]:
-        now = self.clock()
-        self.seen.evict(now, self.config)
-        out: list[Accepted | DeadLetter] = []
-        dups = 0
-        for acc in values:
-            first = self.seen.first(acc.event.event_id, acc.digest, acc.received_at, self.config)
-            if first is None:
-                out.append(acc)
-            else:
-                dups += 1
-                out.append(duplicate_letter(acc, first, now, self.max_value_bytes))
+        out, dups = admit(self.seen, values, self.clock(), self.config, self.max_value_bytes)
         if dups:
             metrics.EVENTS.labels("duplicate").inc(dups)
             metrics.DLQ_EVENTS.labels("event_id").inc(dups)

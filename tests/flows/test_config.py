@@ -87,7 +87,7 @@ def test_bad_environment_value_names_the_field():
 def test_cli_refuses_to_start_with_a_bad_config(tmp_path):
     from typer.testing import CliRunner
 
-    from flows.cli import app
+    from apps.cli import app
 
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("rules:\n  high_amount:\n    multiplier: zero\n")
@@ -99,7 +99,7 @@ def test_cli_refuses_to_start_with_a_bad_config(tmp_path):
 def test_secrets_never_printed_by_check_config():
     from typer.testing import CliRunner
 
-    from flows.cli import app
+    from apps.cli import app
 
     env = {
         "DATABASE_URL": "postgresql://app:pg-s3cret@db:5432/fraud",
@@ -110,3 +110,25 @@ def test_secrets_never_printed_by_check_config():
     assert result.exit_code == 0, result.output
     assert "s3cret" not in result.output
     assert "SASL_SSL" in result.output and "postgresql://app:***@db:5432/fraud" in result.output
+
+
+def test_domain_defaults_equal_the_settings_defaults():
+    """Each section's ``config()`` is the domain object's own default: no drift between the two."""
+    from operators.dedup import DedupConfig
+    from operators.entity_risk import RiskConfig
+    from operators.events import ValidationLimits
+    from operators.sinks.retry import RetryPolicy
+    from operators.state import StateLimits
+
+    s = Settings()
+    assert s.validation.config() == ValidationLimits()
+    assert s.state.config() == StateLimits()
+    assert s.dedup.config() == DedupConfig()
+    assert s.entity_risk.config() == RiskConfig()
+    policy, default = s.sinks.config(), RetryPolicy()
+    assert (policy.backoff_s, policy.max_backoff_s, policy.give_up_after_s, policy.max_retries) == (
+        default.backoff_s,
+        default.max_backoff_s,
+        default.give_up_after_s,
+        default.max_retries,
+    )

@@ -6,39 +6,13 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from bytewax.connectors.kafka import KafkaSourceMessage
-from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
+from apps.replay.workload import SCENARIO_RULES, generate
 from flows.config import Settings
-from flows.fraud import FlowSinks, Providers, build_flow
-from flows.workload import SCENARIO_RULES, generate
+from flows.fraud import Providers
 from operators.rules import Blocklists
-from tests.conftest import encode, event
-
-
-def run(
-    messages: list[tuple[bytes | None, bytes]],
-    workers: int = 1,
-    providers: Providers | None = None,
-    settings: Settings | None = None,
-    batch_size: int = 500,
-) -> dict[str, list[Any]]:
-    msgs = [
-        KafkaSourceMessage(k, v, topic="tx", partition=0, offset=i, timestamp=(1, 1_700_000_000_000))
-        for i, (k, v) in enumerate(messages)
-    ]
-    out: dict[str, list[Any]] = {k: [] for k in ("scored", "alerts", "risk", "dlq")}
-    flow = build_flow(
-        TestingSource(msgs, batch_size=batch_size),
-        FlowSinks(*(TestingSink(out[k]) for k in ("scored", "alerts", "risk", "dlq"))),
-        settings or Settings(),
-        providers,
-    )
-    if workers == 1:
-        run_main(flow)
-    else:
-        cluster_main(flow, [], 0, worker_count_per_proc=workers)
-    return out
+from tests.support import encode, event
+from tests.support import run_flow as run
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from operators.events import TransactionEvent, decode_event
-from tests.flows.test_fraud_flow import run
 from tests.fuzz_corpus import corpus, mutate, valid_event
+from tests.support import run_flow as run
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -29,7 +29,7 @@ from flows.config import Settings
 from infra import dashboards
 from infra.stack import free_port
 from operators import metrics as job_metrics
-from tests.conftest import new_settings
+from tests.support import new_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "grafana"
@@ -228,13 +228,13 @@ def _wait(check, timeout_s: float, what: str) -> None:
 
 @pytest.fixture(scope="module")
 def live(stack, tmp_path_factory) -> Iterator[Live]:
-    from flows.produce import produce_all
-    from flows.workload import generate
+    from apps.produce import produce_all
+    from apps.replay.workload import generate
+    from flows.launcher import start_job
     from infra.topics import ensure_topics
     from models.training import TrainingConfig, train
     from operators.events import TransactionEvent, decode_event
     from tests.fake_anthropic import FakeAnthropic
-    from tests.integration.jobs import start_job, wait_rows
 
     tmp = tmp_path_factory.mktemp("dashboards")
     settings = new_settings(stack, "dashboards")
@@ -253,7 +253,7 @@ def live(stack, tmp_path_factory) -> Iterator[Live]:
     explainer_port = free_port()
     explainer_log = open(tmp / "explainer.log", "wb")  # noqa: SIM115
     explainer = subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "explain"],
+        [sys.executable, "-m", "apps.cli", "explain"],
         env={
             **os.environ,
             "KAFKA_BOOTSTRAP_SERVERS": k.bootstrap_servers,
@@ -291,7 +291,7 @@ def live(stack, tmp_path_factory) -> Iterator[Live]:
 
     feeder = threading.Thread(target=trickle, daemon=True)
     try:
-        assert wait_rows(job, first.valid) >= first.valid
+        assert job.wait_rows(first.valid) >= first.valid
         feeder.start()
         result = Live(f"http://127.0.0.1:{prom_port}", settings)
 

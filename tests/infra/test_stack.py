@@ -44,7 +44,7 @@ def test_cli_stack_up_status_down(tmp_path):
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "flows.cli", *args],
+            [sys.executable, "-m", "apps.cli", *args],
             cwd=tmp_path,
             env=env,
             capture_output=True,

@@ -13,9 +13,9 @@ import urllib.request
 import psycopg
 import pytest
 
-from flows.produce import produce_all
-from flows.workload import generate
-from infra.jobproc import free_port_range, job_env
+from apps.produce import produce_all
+from apps.replay.workload import generate
+from flows.launcher import free_port_range, job_env
 from infra.stack import free_port
 from infra.topics import ensure_topics
 
@@ -44,7 +44,7 @@ def test_separately_started_members_form_one_cluster_and_score_everything(make_s
         members.append(
             (
                 subprocess.Popen(
-                    [sys.executable, "-m", "flows.cli", "run"], env=env, stdout=log, stderr=subprocess.STDOUT
+                    [sys.executable, "-m", "apps.cli", "run"], env=env, stdout=log, stderr=subprocess.STDOUT
                 ),
                 log,
             )

@@ -6,11 +6,12 @@ import os
 import psycopg
 import pytest
 
-from flows.produce import produce_all
+from apps.produce import produce_all
+from flows.launcher import start_job
 from infra.topics import ensure_topics
 from operators.events import TransactionEvent, decode_event
 from tests.fuzz_corpus import corpus
-from tests.integration.jobs import consume, start_job, wait_rows
+from tests.support import consume
 
 pytestmark = pytest.mark.integration
 SIZE = int(os.environ.get("FRAUDSTREAM_FUZZ_EVENTS", "3000"))
@@ -27,9 +28,9 @@ def test_real_job_survives_the_fuzz_corpus(make_settings, tmp_path):
     produce_all(k.bootstrap_servers, k.transactions_topic, payloads)
     job = start_job(settings, 1, tmp_path)
     try:
-        assert wait_rows(job, len(valid)) == len(valid)
+        assert job.wait_rows(len(valid)) == len(valid)
         dead = consume(k.bootstrap_servers, k.dlq_topic, k.partitions, invalid)
-        job.assert_alive()
+        job.check_alive()
     finally:
         job.stop()
     assert len(dead) == invalid

@@ -23,10 +23,10 @@ import pytest
 import redis
 from confluent_kafka import KafkaError, Message, Producer
 
+from flows.launcher import start_job
 from infra.topics import ensure_topics
-from operators.sinks.redis import RISK_KEY
-from tests.conftest import event
-from tests.integration.jobs import consume, start_job, wait_rows
+from operators.redis_keys import RISK_KEY
+from tests.support import consume, event
 
 pytestmark = pytest.mark.integration
 
@@ -128,7 +128,7 @@ def test_no_input_stops_the_job_and_a_reused_id_gets_one_verdict(make_settings, 
     }
     job = start_job(settings, 2, tmp_path, **env)
     try:
-        assert wait_rows(job, len(first_half) + 2) == len(first_half) + 2
+        assert job.wait_rows(len(first_half) + 2) == len(first_half) + 2
         time.sleep(2.5)  # at least one snapshot of the id memory
     finally:
         job.kill9()
@@ -145,10 +145,10 @@ def test_no_input_stops_the_job_and_a_reused_id_gets_one_verdict(make_settings, 
     job = start_job(settings, 2, tmp_path, **env)
     expected_rows = len(first_half) + len(second_half) + 2
     try:
-        assert wait_rows(job, expected_rows) == expected_rows
+        assert job.wait_rows(expected_rows) == expected_rows
         hostile_at = {where: p for where, p in {**first, **second}.items() if p in set(bad) or not p}
         records = dead_letters(k.bootstrap_servers, k.dlq_topic, k.partitions, set(hostile_at) | duplicate_at)
-        job.assert_alive()
+        job.check_alive()
         samples = job.metrics()
     finally:
         job.stop()
@@ -211,11 +211,11 @@ def test_a_dead_letter_the_broker_refuses_is_counted_and_the_job_goes_on(make_se
         FRAUDSTREAM__KAFKA__CLIENT_CONFIG='{"message.max.bytes": "100000"}',
     )
     try:
-        assert wait_rows(job, len(evs)) == len(evs)
+        assert job.wait_rows(len(evs)) == len(evs)
         deadline = time.monotonic() + 20
         while job.metrics().get(("fraudstream_sink_refused_total", (("sink", "dead_letters"),)), 0) < 1:
             assert time.monotonic() < deadline, "the refused dead letter was not counted"
             time.sleep(0.2)
-        job.assert_alive()
+        job.check_alive()
     finally:
         job.stop()

@@ -10,12 +10,13 @@ import psycopg
 import pytest
 import redis
 
-from flows.produce import produce_all
-from flows.workload import SCENARIO_RULES, Workload, generate
+from apps.produce import produce_all
+from apps.replay.workload import SCENARIO_RULES, Workload, generate
+from flows.launcher import JobProcess as Job
+from flows.launcher import start_job
 from infra.topics import ensure_topics
-from operators.blocklists import BLOCKLIST_KEYS
-from tests.conftest import encode, event, new_settings
-from tests.integration.jobs import Job, consume, start_job, wait_rows
+from operators.redis_keys import BLOCKLIST_KEYS
+from tests.support import consume, encode, event, new_settings
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +33,7 @@ def _run(make_settings, tmp_path_factory, workload: Workload, processes: int) ->
     produce_all(k.bootstrap_servers, k.transactions_topic, workload.messages)
     job = start_job(settings, processes, tmp_path_factory.mktemp("job"))
     try:
-        rows = wait_rows(job, workload.valid)
+        rows = job.wait_rows(workload.valid)
         time.sleep(1.0)  # let metrics and the last sink batches settle
         with psycopg.connect(settings.database_url) as conn:
             scored = {
@@ -160,7 +161,7 @@ def test_redis_blocklist_change_takes_effect_mid_stream(make_settings, tmp_path)
             for i in range(5)
         ]
         produce_all(k.bootstrap_servers, k.transactions_topic, first)
-        assert wait_rows(job, 5) == 5
+        assert job.wait_rows(5) == 5
         client.sadd(BLOCKLIST_KEYS["devices"], device)
         time.sleep(1.0)
         second = [
@@ -168,7 +169,7 @@ def test_redis_blocklist_change_takes_effect_mid_stream(make_settings, tmp_path)
             for i in range(5)
         ]
         produce_all(k.bootstrap_servers, k.transactions_topic, second)
-        assert wait_rows(job, 10) == 10
+        assert job.wait_rows(10) == 10
     finally:
         job.stop()
         client.srem(BLOCKLIST_KEYS["devices"], device)
@@ -216,11 +217,11 @@ def test_model_hot_swap_mid_stream_loses_and_doubles_nothing(make_settings, tmp_
     ]
     try:
         produce_all(k.bootstrap_servers, k.transactions_topic, first)
-        assert wait_rows(job, 300) == 300
+        assert job.wait_rows(300) == 300
         ModelStore(models).activate(v2)
         time.sleep(1.0)
         produce_all(k.bootstrap_servers, k.transactions_topic, second)
-        assert wait_rows(job, 600) == 600
+        assert job.wait_rows(600) == 600
         swapped = job.metrics()
     finally:
         job.stop()

@@ -21,8 +21,9 @@ import psycopg
 import pytest
 from sklearn.metrics import average_precision_score
 
-from flows.merchant_fraud import MerchantFraudConfig, generate_merchant_fraud, label_releases
-from flows.produce import produce_all
+from apps.produce import produce_all
+from apps.replay.merchant_fraud import MerchantFraudConfig, generate_merchant_fraud, label_releases
+from flows.launcher import start_job
 from models.artifacts import ModelStore, load_artifact, write_artifact
 from models.champion import labelled_rows, promote, supervised_columns, train_supervised
 from models.supervised import SupervisedScorer
@@ -31,7 +32,6 @@ from operators.entity_risk import RiskConfig
 from operators.events import TransactionEvent, decode_event
 from operators.features import feature_matrix
 from operators.labels import Label, encode_label
-from tests.integration.jobs import start_job, wait_rows
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +47,7 @@ def wait_metric(job, outcome: str, expected: float, timeout_s: float = 60) -> fl
     deadline = time.monotonic() + timeout_s
     value = 0.0
     while time.monotonic() < deadline:
-        job.assert_alive()
+        job.check_alive()
         value = labels_metric(job, outcome)
         if value >= expected:
             return value
@@ -98,7 +98,7 @@ def test_labels_close_the_loop(make_settings, tmp_path):
                     ((e["user_id"].encode(), json.dumps(e).encode()) for e in batch),
                 )
                 produced_events += len(batch)
-                assert wait_rows(job, produced_events) == produced_events
+                assert job.wait_rows(produced_events) == produced_events
             if next_release is None or next_release >= until:
                 return
             release = [lab for lab in labels[produced_labels:] if lab.label_ts == next_release]
@@ -220,7 +220,7 @@ def test_labels_close_the_loop(make_settings, tmp_path):
             *(
                 sys.executable,
                 "-m",
-                "flows.cli",
+                "apps.cli",
                 "evaluate",
                 "--prequential",
                 "--points",

@@ -9,12 +9,13 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
+from apps.produce import produce_all
 from flows.config import Settings, load_settings
-from flows.produce import produce_all
+from flows.launcher import JobProcess as Job
+from flows.launcher import start_job
 from infra.stack import EmbeddedStack, StackInfo
 from infra.topics import ensure_topics
-from tests.conftest import encode, event
-from tests.integration.jobs import Job, start_job, wait_rows
+from tests.support import encode, event
 
 pytestmark = pytest.mark.integration
 OUTAGE_S = 20
@@ -62,14 +63,14 @@ def test_store_outage_is_waited_out_without_loss(own_stack, tmp_path, service):
     job = start_job(settings, 1, tmp_path, FRAUDSTREAM__SINKS__MAX_BACKOFF_S="1")
     try:
         produce_all(k.bootstrap_servers, k.transactions_topic, batch("a", 500, 10))
-        assert wait_rows(job, 500) == 500
+        assert job.wait_rows(500) == 500
         stack.stop_service(service)
         time.sleep(1.5)  # past the blocklist refresh interval
         produce_all(k.bootstrap_servers, k.transactions_topic, batch("b", 500, 11))
         deadline = time.monotonic() + OUTAGE_S
         seen_outage = False
         while time.monotonic() < deadline:
-            job.assert_alive()
+            job.check_alive()
             seen_outage = seen_outage or gauge(job, "fraudstream_sink_unavailable", service) == 1
             time.sleep(1)
         assert seen_outage, f"fraudstream_sink_unavailable{{sink={service}}} never showed the outage"
@@ -78,12 +79,12 @@ def test_store_outage_is_waited_out_without_loss(own_stack, tmp_path, service):
             assert count(settings) == 1000
             assert job.metrics()[("fraudstream_blocklist_stale", ())] == 1
         stack.start_service(service)
-        assert wait_rows(job, 1000, timeout_s=60) == 1000
+        assert job.wait_rows(1000, timeout_s=60) == 1000
         if service == "redis":  # the risk kept meanwhile is written once Redis answers
             produce_all(k.bootstrap_servers, k.transactions_topic, batch("c", 50, 12))
-            assert wait_rows(job, 1050, timeout_s=30) == 1050
+            assert job.wait_rows(1050, timeout_s=30) == 1050
             time.sleep(2)
-        job.assert_alive()
+        job.check_alive()
         m = job.metrics()
         # Postgres blocks and retries with backoff; Redis retries on the next batch after retry_s
         assert m[("fraudstream_sink_retries_total", (("sink", service),))] >= (
@@ -107,14 +108,14 @@ def test_broker_unreachable_for_a_while_loses_nothing(own_stack, tmp_path):
     job = start_job(settings, 1, tmp_path)
     try:
         produce_all(k.bootstrap_servers, k.transactions_topic, batch("a", 300, 10))
-        assert wait_rows(job, 300) == 300
+        assert job.wait_rows(300) == 300
         stack.pause_service("kafka")
         time.sleep(OUTAGE_S)
-        job.assert_alive()
+        job.check_alive()
         stack.resume_service("kafka")
         produce_all(k.bootstrap_servers, k.transactions_topic, batch("b", 300, 11))
-        assert wait_rows(job, 600, timeout_s=90) == 600
-        job.assert_alive()
+        assert job.wait_rows(600, timeout_s=90) == 600
+        job.check_alive()
     finally:
         job.stop()
 
@@ -130,10 +131,10 @@ def test_broker_restart_mid_stream_is_survived(own_stack, tmp_path):
     job = start_job(settings, 1, tmp_path)
     try:
         produce_all(k.bootstrap_servers, k.transactions_topic, batch("a", 300, 10))
-        assert wait_rows(job, 300) == 300
+        assert job.wait_rows(300) == 300
         stack.stop_service("kafka")
         time.sleep(5)
-        job.assert_alive()
+        job.check_alive()
         stack.start_service("kafka")
         ensure_topics(
             k.bootstrap_servers,
@@ -141,7 +142,7 @@ def test_broker_restart_mid_stream_is_survived(own_stack, tmp_path):
         )
         produce_all(k.bootstrap_servers, k.transactions_topic, batch("b", 1200, 11))
         # every partition now holds far more than the ~75 records each had before the restart
-        assert wait_rows(job, 300 + 600, timeout_s=90) >= 900
-        job.assert_alive()
+        assert job.wait_rows(300 + 600, timeout_s=90) >= 900
+        job.check_alive()
     finally:
         job.stop()

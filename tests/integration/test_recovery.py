@@ -10,12 +10,13 @@ import psycopg
 import pytest
 from bytewax.connectors.kafka import KafkaSourceMessage
 
+from apps.produce import produce_all
+from apps.replay.workload import generate
 from flows.config import Settings
-from flows.produce import produce_all
-from flows.workload import generate
+from flows.launcher import start_job
 from infra.topics import ensure_topics
-from tests.flows.test_fraud_flow import run as run_in_process
-from tests.integration.jobs import consume, start_job, wait_rows
+from tests.support import consume
+from tests.support import run_flow as run_in_process
 
 pytestmark = pytest.mark.integration
 
@@ -69,14 +70,14 @@ def test_kill_9_mid_stream_then_restart_loses_and_doubles_nothing(
     }
     job = start_job(settings, processes, tmp_path, **env)
     try:
-        partial = wait_rows(job, workload.valid // 3)
+        partial = job.wait_rows(workload.valid // 3)
         assert partial < workload.valid, "the job finished before it could be killed"
     finally:
         job.kill9()
     time.sleep(0.5)
     job = start_job(settings, processes, tmp_path, **env)
     try:
-        assert wait_rows(job, workload.valid, timeout_s=240) == workload.valid
+        assert job.wait_rows(workload.valid, timeout_s=240) == workload.valid
         time.sleep(1.0)
     finally:
         job.stop()

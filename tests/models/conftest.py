@@ -3,18 +3,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flows.workload import generate
 from models.training import replay_features
-from operators.events import TransactionEvent, decode_event
+from operators.events import TransactionEvent
 from operators.features import feature_matrix
-
-
-def events_of(
-    seed: int, events: int, users: int, fraud_share: float
-) -> tuple[list[TransactionEvent], dict[str, str]]:
-    w = generate(events=events, users=users, fraud_share=fraud_share, malformed=0, seed=seed)
-    decoded = [decode_event(v) for _, v in w.messages]
-    return [e for e in decoded if isinstance(e, TransactionEvent)], w.labels
+from tests.support import events_of
 
 
 @pytest.fixture(scope="session")

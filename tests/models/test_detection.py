@@ -8,7 +8,7 @@ from models.autoencoder import AutoencoderScorer
 from models.isolation_forest import IsolationForestScorer
 from models.training import replay_features
 from operators.features import feature_matrix
-from tests.models.conftest import events_of
+from tests.support import events_of
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from flows.evaluate import Scored, evaluate
+from apps.evaluate import Scored, evaluate
 from models.evaluation import card_precision_at_k
 
 #            id    user day           score level     rules                    fraud?
@@ -70,7 +70,7 @@ def test_card_precision_with_k_larger_than_the_day():
 
 
 def test_report_files_are_written(report, tmp_path):
-    from flows.evaluate import write_report
+    from apps.evaluate import write_report
 
     scored = [Scored(*r, latency_s=0.01) for r in ROWS]
     files = write_report(report, scored, LABELS, tmp_path)

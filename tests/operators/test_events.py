@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from operators.events import InvalidEvent, TransactionEvent, decode_event, encode_event
-from tests.conftest import encode, event
+from tests.support import encode, event
 
 NOW = datetime(2025, 6, 3, tzinfo=UTC)
 

@@ -8,7 +8,7 @@ from infra.topics import ensure_topics
 from operators.records import encode_alert
 from operators.sinks import DeliveredKafkaSink, DeliveryError
 from operators.sinks.retry import RetryPolicy
-from tests.operators.sinks.helpers import scored_events
+from tests.support import scored_events
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ from infra.migrations import apply_migrations
 from operators.labels import Label
 from operators.sinks import PostgresSink
 from operators.sinks.labels import PostgresLabelStore
-from tests.operators.sinks.helpers import scored_events
+from tests.support import scored_events
 
 pytestmark = pytest.mark.integration
 

@@ -4,7 +4,7 @@ import pytest
 from infra.migrations import apply_migrations, migration_files
 from operators.sinks import PostgresSink, SinkError
 from operators.sinks.retry import RetryPolicy
-from tests.operators.sinks.helpers import scored_events
+from tests.support import scored_events
 
 pytestmark = pytest.mark.integration
 

@@ -1,11 +1,12 @@
 import pytest
 import redis
 
+from flows.blocklists import RedisBlocklists
 from infra.stack import free_port
 from operators import metrics
-from operators.blocklists import BLOCKLIST_KEYS, RedisBlocklists
+from operators.redis_keys import BLOCKLIST_KEYS
 from operators.sinks import RiskSink
-from tests.operators.sinks.helpers import scored_events
+from tests.support import scored_events
 
 pytestmark = pytest.mark.integration
 

@@ -1,0 +1,390 @@
+"""The ``fraudstream`` command line."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from apps.cli_data import ConfigOpt, console, settings_or_exit
+
+app = typer.Typer(
+    help="Real-time fraud detection on Kafka with Bytewax.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+stack_app = typer.Typer(
+    help="The embedded stack: Kafka-protocol broker, PostgreSQL, Redis.", no_args_is_help=True
+)
+app.add_typer(stack_app, name="stack")
+models_app = typer.Typer(help="Model versions: list, activate, challenge, promote.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+STACK_ROOT = Path(".fraudstream/stack")
+
+
+@app.command()
+def run(
+    config: ConfigOpt = None,
+    processes: Annotated[int, typer.Option("--processes", "-p", min=1)] = 1,
+    workers: Annotated[int, typer.Option("--workers-per-process", "-w", min=1)] = 1,
+    process_id: Annotated[
+        int | None,
+        typer.Option(
+            "--process-id",
+            "-i",
+            min=0,
+            envvar="FRAUDSTREAM_PROCESS_ID",
+            help="run as this member of a cluster started elsewhere (e.g. a StatefulSet pod ordinal)",
+        ),
+    ] = None,
+    addresses: Annotated[
+        str | None,
+        typer.Option(
+            "--addresses",
+            "-a",
+            envvar="FRAUDSTREAM_ADDRESSES",
+            help="comma-separated host:port of every cluster member, in process-id order",
+        ),
+    ] = None,
+) -> None:
+    """Run the scoring job against the configured Kafka, Postgres and Redis.
+
+    Either ``--processes N`` local processes, or one member of a cluster with
+    ``--process-id`` and ``--addresses`` (Kubernetes: one per pod)."""
+    from flows.runner import run_job, run_member
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = settings_or_exit(config)
+    if (process_id is None) != (addresses is None):
+        console.print("[red]--process-id and --addresses go together[/red]")
+        raise typer.Exit(2)
+    try:
+        if process_id is not None and addresses is not None:
+            members = [a.strip() for a in addresses.split(",") if a.strip()]
+            if process_id >= len(members):
+                console.print(f"[red]--process-id {process_id} but only {len(members)} addresses[/red]")
+                raise typer.Exit(2)
+            code = run_member(settings, process_id, members, workers)
+        else:
+            code = run_job(settings, processes, workers, str(config) if config else None)
+    except KeyboardInterrupt:
+        code = 0
+    raise typer.Exit(code)
+
+
+@app.command()
+def demo(
+    events: Annotated[int, typer.Option(help="approximate valid events")] = 20_000,
+    users: int = 2_000,
+    processes: Annotated[int, typer.Option("--processes", "-p", min=1)] = 1,
+    seed: int = 7,
+    metrics_port: int = 9108,
+    keep_running: Annotated[bool, typer.Option(help="keep job and stack up afterwards")] = False,
+) -> None:
+    """Start the embedded stack, run the job, stream a workload with injected fraud, summarise."""
+    from apps.demo import run_demo
+
+    summary = run_demo(
+        events, users, processes, seed, Path(".fraudstream/demo"), metrics_port, keep_running, console
+    )
+    table = Table(title="fraudstream demo", show_header=False)
+    table.add_row("events produced", f"{summary.events:,}")
+    table.add_row("scored (rows in Postgres)", f"{summary.rows:,}")
+    table.add_row("dead-lettered", f"{summary.dead_letters:,}")
+    table.add_row("alerts", f"MEDIUM {summary.levels['MEDIUM']:,}  HIGH {summary.levels['HIGH']:,}")
+    table.add_row("model version", ", ".join(summary.model_versions))
+    table.add_row("top rules", ", ".join(f"{r} {n}" for r, n in summary.top_rules) or "-")
+    table.add_row("throughput", f"{summary.throughput:,.0f} events/s")
+    table.add_row(
+        "end-to-end latency", f"p50 {summary.latency_p50_ms:.1f} ms  p99 {summary.latency_p99_ms:.1f} ms"
+    )
+    console.print(table)
+    ok = summary.rows + summary.dead_letters == summary.events
+    if not ok:
+        console.print("[red]not every event was accounted for[/]")
+    raise typer.Exit(0 if ok else 1)
+
+
+@app.command()
+def train(
+    out: Annotated[Path, typer.Option("--out", "-o", help="model directory (versions + active)")],
+    source: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--source", "-s", help="events: .jsonl/.csv/.parquet (optionally .gz) or a postgresql:// URL"
+        ),
+    ] = None,
+    supervised: Annotated[
+        bool,
+        typer.Option(
+            help="train the supervised model on scored_events joined with labels (Postgres of the "
+            "config) and make it the challenger"
+        ),
+    ] = False,
+    config: ConfigOpt = None,
+    validation_days: Annotated[float, typer.Option(help="--supervised: latest days held out")] = 7.0,
+    activate: Annotated[bool, typer.Option(help="make the new version the active one")] = False,
+    attribute_features: Annotated[
+        str,
+        typer.Option(
+            help="comma-separated event attributes to use as features, e.g. "
+            "trip_distance,duration_minutes,fare_per_mile,trip_speed_mph"
+        ),
+    ] = "",
+    epochs: int = 40,
+    seed: int = 0,
+    device: str = "auto",
+) -> None:
+    """Train the autoencoder and Isolation Forest on events and write a versioned artifact;
+    with --supervised, train the supervised model on labelled scored events as the challenger."""
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    if supervised:
+        _train_supervised(config, out, validation_days, seed)
+        return
+    if not source:
+        raise typer.BadParameter("give --source (events to learn normal traffic from) or --supervised")
+
+    from models.training import TrainingConfig
+    from models.training import train as run_training
+    from operators.event_files import EventReadReport, read_events
+
+    attrs = tuple(a.strip() for a in attribute_features.split(",") if a.strip())
+    training_config = TrainingConfig(attribute_features=attrs, seed=seed, epochs=epochs, device=device)
+    report = EventReadReport()
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"), console=console
+    ) as progress:
+        step = progress.add_task("reading events", total=None, info="")
+        epoch = progress.add_task("autoencoder epochs", total=epochs, info="", visible=False)
+
+        def on_epoch(n: int, loss: float) -> None:
+            progress.update(epoch, completed=n, visible=True, info=f"val loss {loss:.4f}")
+
+        try:
+            result = run_training(
+                read_events(source, report),
+                out,
+                training_config,
+                activate,
+                lambda msg: progress.update(step, description=msg),
+                on_epoch,
+            )
+        except (ValueError, OSError) as exc:
+            console.print(f"[red]error:[/] {exc}")
+            raise typer.Exit(2) from exc
+    console.print(
+        f"read {report.read:,} records, {report.invalid:,} invalid {report.errors if report.errors else ''}"
+    )
+    console.print(
+        f"trained version [bold]{result.version}[/] on {result.events:,} events, "
+        f"{len(result.columns)} features -> {out / result.version}" + (" (active)" if activate else "")
+    )
+
+
+def _train_supervised(config: Path | None, out: Path, validation_days: float, seed: int) -> None:
+    from models.champion import supervised_columns, train_supervised
+
+    settings = settings_or_exit(config)
+    risk = settings.entity_risk
+    columns = supervised_columns(risk.entities if risk.enabled else (), risk.windows_days)
+    try:
+        result = train_supervised(
+            settings.database_url, out, columns, settings.labels.maturity_days, validation_days, seed=seed
+        )
+    except ValueError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    m = result.metrics
+    console.print(
+        f"trained challenger [bold]{result.version}[/] on {m['train_events']:,} events "
+        f"({m['train_frauds']:,} frauds), labels as of {m['as_of']}"
+    )
+    console.print(
+        f"held-out window from {m['validation_from']}: {m['validation_events']:,} events, "
+        f"{m['validation_frauds']:,} frauds; average precision supervised "
+        f"{_fmt(m['supervised_ap'])} vs champion {_fmt(m['champion_ap'])}"
+    )
+    console.print("it now scores in shadow; decide with: fraudstream models promote " + str(out))
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+@models_app.command("promote")
+def models_promote(
+    path: Annotated[Path, typer.Argument(help="model directory")],
+    config: ConfigOpt = None,
+    margin: Annotated[float, typer.Option(help="AP the challenger must gain over the champion")] = 0.02,
+    window_days: Annotated[float, typer.Option(help="most recent labelled window compared")] = 7.0,
+    min_frauds: Annotated[int, typer.Option(help="labelled frauds needed in the window")] = 10,
+) -> None:
+    """Promote the challenger if its shadow scores beat the active model's; the decision is logged."""
+    from models.champion import promote
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = settings_or_exit(config)
+    try:
+        d = promote(
+            settings.database_url,
+            path,
+            settings.labels.maturity_days,
+            margin,
+            window_days,
+            min_frauds,
+        )
+    except ValueError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    verdict = "[green]promoted[/]" if d.promoted else "[yellow]not promoted[/]"
+    console.print(
+        f"{verdict} {d.challenger} (champion {d.champion}): {d.reason}; "
+        f"{d.events:,} shadow-scored events, {d.frauds:,} labelled frauds"
+    )
+    raise typer.Exit(0 if d.promoted else 3)
+
+
+@models_app.command("challenge")
+def models_challenge(path: Annotated[Path, typer.Argument(help="model directory")], version: str) -> None:
+    """Make VERSION the challenger: running jobs score it in shadow beside the active model."""
+    from models.artifacts import ArtifactError, ModelStore
+
+    try:
+        ModelStore(path).activate(version, pointer="challenger")
+    except ArtifactError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    console.print(f"challenger: {version}")
+
+
+@models_app.command("list")
+def models_list(path: Annotated[Path, typer.Argument(help="model directory")]) -> None:
+    """List model versions; the active one is marked."""
+    import json
+
+    from models.artifacts import ModelStore
+
+    store = ModelStore(path)
+    active, challenger = store.active(), store.challenger()
+    for version in store.versions():
+        meta = json.loads((path / version / "metadata.json").read_text())
+        mark = "*" if version == active else "c" if version == challenger else " "
+        console.print(
+            f"{mark} {version}  {meta['created_at']}  {meta['training']['events']:,} events  "
+            f"{len(meta['features'])} features"
+        )
+
+
+@models_app.command("activate")
+def models_activate(path: Annotated[Path, typer.Argument(help="model directory")], version: str) -> None:
+    """Make VERSION the active model; running jobs switch to it without a restart."""
+    from models.artifacts import ArtifactError, ModelStore
+
+    try:
+        ModelStore(path).activate(version)
+    except ArtifactError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    console.print(f"active model: {version}")
+
+
+@stack_app.command("up")
+def stack_up(kafka_port: int = 19092, postgres_port: int = 15432, redis_port: int = 16379) -> None:
+    """Start the embedded services in the background (ports match the default config)."""
+    from infra.stack import EmbeddedStack
+
+    info = EmbeddedStack(
+        STACK_ROOT, {"kafka": kafka_port, "postgres": postgres_port, "redis": redis_port}
+    ).start()
+    for name, value in info.env().items():
+        console.print(f"export {name}={value}", highlight=False)
+
+
+@stack_app.command("down")
+def stack_down() -> None:
+    """Stop the embedded services (the broker is memory-only: its data goes)."""
+    from infra.stack import EmbeddedStack
+
+    EmbeddedStack(STACK_ROOT).stop()
+    console.print("stack stopped")
+
+
+@stack_app.command("status")
+def stack_status() -> None:
+    """Show whether each embedded service is running."""
+    from infra.stack import EmbeddedStack
+
+    info = EmbeddedStack(STACK_ROOT).info()
+    if info is None:
+        console.print("stack is not running")
+        raise typer.Exit(1)
+    alive = info.alive()
+    for name, port in info.ports.items():
+        console.print(f"{name:9} 127.0.0.1:{port:<6} {'up' if alive.get(name) else 'DOWN'}")
+    raise typer.Exit(0 if all(alive.values()) else 1)
+
+
+@app.command("check-config")
+def check_config(config: ConfigOpt = None) -> None:
+    """Validate the configuration and print it."""
+    import json
+
+    from flows.config import redacted
+
+    console.print_json(json.dumps(redacted(settings_or_exit(config))))
+
+
+@app.command()
+def gateway(
+    config: ConfigOpt = None,
+    host: Annotated[str | None, typer.Option(help="default: gateway.host")] = None,
+    port: Annotated[int | None, typer.Option(help="default: gateway.port")] = None,
+) -> None:
+    """HTTP gateway: ingestion and synchronous score calls into the stream (OpenAPI docs at /docs)."""
+    from apps.gateway import run_gateway
+    from flows.config import ConfigError
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = settings_or_exit(config)
+    try:
+        run_gateway(settings, host, port)
+    except ConfigError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+
+
+@app.command("gateway-key")
+def gateway_key(name: Annotated[str, typer.Argument(help="who the key is for, e.g. pos-terminals")]) -> None:
+    """Make a new API key: prints the key once, and the entry (name + SHA-256) for gateway.keys_file."""
+    from apps.gateway.keys import hash_key, new_key
+
+    key = new_key()
+    print(f"key (give it to the client; it is not stored): {key}")
+    print("add to the keys file:")
+    print(f"  - name: {name}\n    sha256: {hash_key(key)}")
+
+
+def _register_data_commands() -> None:
+    from apps import cli_data
+
+    for fn in (
+        cli_data.replay,
+        cli_data.produce,
+        cli_data.label,
+        cli_data.alerts,
+        cli_data.evaluate,
+        cli_data.explain,
+    ):
+        app.command()(fn)
+
+
+_register_data_commands()
+
+
+if __name__ == "__main__":
+    sys.exit(app())

@@ -1,0 +1,2 @@
+"""Replaying NYC TLC trips as payment events: trip reading, riders, fraud
+injection, generated workloads, and the time-ordered producer."""

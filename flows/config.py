@@ -18,6 +18,7 @@ flows.config.ConfigError: invalid configuration (environment): metrics.port: ...
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from datetime import timedelta
@@ -32,6 +33,7 @@ from operators.ensemble import EnsembleConfig
 from operators.entity_risk import RiskConfig
 from operators.events import ValidationLimits
 from operators.rules import RulesConfig
+from operators.shards import UserShardConfig
 from operators.sinks.retry import RetryPolicy
 from operators.state import StateLimits
 
@@ -83,6 +85,13 @@ class StateSettings(_Section):
     window_s: float = Field(86_400.0, ge=3600.0)
     max_events: int = Field(64, ge=8)
     max_devices: int = Field(16, ge=1)
+    shards: int = Field(
+        64,
+        ge=1,
+        le=4096,
+        description="State shards (Bytewax keys) of the user and risk-window steps: each processes whole "
+        "batches; more shards spread over more workers, fewer make larger batches.",
+    )
 
     def config(self) -> StateLimits:
         return StateLimits(self.window_s, self.max_events, self.max_devices)
@@ -275,6 +284,16 @@ class Settings(_Section):
     gateway: GatewaySettings = GatewaySettings()
     labels: LabelSettings = LabelSettings()
     entity_risk: EntityRiskSettings = EntityRiskSettings()
+
+    def user_shards(self) -> UserShardConfig:
+        """The user shards' configuration: state bounds, the id memory, the user risk window."""
+        risk = self.entity_risk
+        return UserShardConfig(
+            self.state.config(),
+            dataclasses.replace(self.dedup.config(), shards=self.state.shards),
+            risk.config() if risk.enabled and "user" in risk.entities else None,
+            self.validation.max_dead_letter_bytes,
+        )
 
     @model_validator(mode="after")
     def _rule_windows(self) -> Settings:

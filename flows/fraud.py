@@ -5,12 +5,17 @@ with the real Kafka source and sinks, for ``python -m bytewax.run
 "flows.fraud:kafka_flow()"`` (``fraudstream run`` does the same, plus start-up
 checks and metrics).
 
-    transactions -> validate -+-> dead letters -> DLQ topic
-                              +-> first of each event_id (later ones: dead letters)
-                                  -> key by user_id -> user state + features
-                                  -> merchant, device, user risk windows <- labels (stored, resolved)
-                                  -> score micro-batches (rules, models, ensemble)
-                                  -> Postgres, Redis, alerts topic (MEDIUM/HIGH)
+    transactions (one batch per partition poll)
+      -> validate -+-> dead letters -> DLQ topic
+                   +-> user shards: first of each event_id (re-used ids: dead letters),
+                       user state + features, user risk window   <- labels (stored, resolved)
+                   -> merchant shards, device shards: risk windows <- labels
+                   -> score what each activation brings (rules, models, ensemble)
+                   -> Postgres, Redis, alerts and decisions topics
+
+Every item after the source is a list of events; a stateful step is keyed by a
+shard of users (or merchants, devices), never by one user, so Bytewax's
+per-item and per-key costs are paid per batch (see docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -26,27 +31,24 @@ import bytewax.operators as op
 import msgspec
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
-from bytewax.outputs import Sink
+from bytewax.outputs import DynamicSink, Sink
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 
 from flows.blocklists import RedisBlocklists
 from flows.config import Settings, load_settings
 from models.artifacts import ActiveModels
 from models.base import RULES_ONLY, ModelSet
-from operators.features import Featured
 from operators.labels import KnownLabel, LabelStore
 from operators.records import encode_alert, encode_decision
 from operators.rules import Blocklists
 from operators.scoring import ScoredEvent
 from operators.sinks import DeliveredKafkaSink, PostgresSink, RiskSink
 from operators.sinks.labels import PostgresLabelStore
+from operators.sinks.lists import Flattened
 from operators.sources import KafkaEventSource
-from operators.steps.batching import micro_batch
-from operators.steps.dedup import deduplicate
-from operators.steps.entity_risk import entity_risk
 from operators.steps.labels import resolve_labels, validate_labels
-from operators.steps.profile import profile_users
 from operators.steps.scoring import ScoringStep, score
+from operators.steps.shards import entity_shards, user_shards
 from operators.steps.validation import validate
 from operators.validation import DeadLetter
 
@@ -69,11 +71,11 @@ log = logging.getLogger(__name__)
 class FlowSinks:
     """Where the job's outputs go (``decisions``: every decision, for the gateway)."""
 
-    scored: Sink[ScoredEvent]
-    alerts: Sink[ScoredEvent]
-    risk: Sink[ScoredEvent]
+    scored: DynamicSink[ScoredEvent]
+    alerts: DynamicSink[ScoredEvent]
+    risk: DynamicSink[ScoredEvent]
     dead_letters: Sink[DeadLetter]
-    decisions: Sink[ScoredEvent] | None = None
+    decisions: DynamicSink[ScoredEvent] | None = None
 
 
 @dataclass(frozen=True)
@@ -104,56 +106,51 @@ def build_flow(
     feeds the entity risk windows (with ``providers.label_store``).
     """
     p = providers or Providers()
-    limits = settings.validation.config()
-    state_limits = settings.state.config()
+    snapshots = settings.recovery.dir is not None
+    shards, st = settings.state.shards, settings.state
     flow = Dataflow("fraudstream")
     raw = op.input("transactions", flow, source)
-    checked = validate("validate", raw, limits, p.clock)
-    firsts = deduplicate("dedup", checked.oks, settings.dedup.config(), limits.dead_letter_bytes, p.clock)
-    op.output("dead_letters", op.merge("rejected", checked.errs, firsts.dups), sinks.dead_letters)
-    by_user = op.key_on("by_user", firsts.oks, lambda acc: acc.event.user_id)
-    featured = op.key_rm(
-        "unkey", profile_users("user_state", by_user, state_limits, settings.state.ttl_s, p.clock)
+    checked = validate("validate", raw, settings.validation.config(), p.clock)
+    known = _known_labels(flow, labels, sinks, settings, p)
+    risk = settings.entity_risk
+    users = user_shards(
+        "users", checked.oks, known, settings.user_shards(), shards, st.ttl_s, risk.ttl_s, snapshots, p.clock
     )
-    featured = _entity_risk(flow, featured, labels, sinks, settings, p)
+    op.output("dead_letters", op.merge("rejected", checked.errs, users.dups), sinks.dead_letters)
+    featured = users.oks
+    if risk.enabled:
+        for kind in (k for k in risk.entities if k != "user"):
+            featured = entity_shards(
+                f"{kind}_risk", featured, known, kind, risk.config(), shards, risk.ttl_s, snapshots, p.clock
+            )
     s = settings.scoring
-    batches = micro_batch("micro_batch", featured, s.max_batch_size, s.max_wait_ms, workers, p.clock)
-    scored = score(
-        "score",
-        batches,
-        ScoringStep(p.models, p.blocklists, settings.rules, settings.ensemble, p.clock, p.challenger),
-    )
-    op.output("scored_events", scored, sinks.scored)
-    op.output("risk", scored, sinks.risk)
-    op.output("alerts", op.filter("alerts_only", scored, lambda s: s.is_alert), sinks.alerts)
+    scorer = ScoringStep(p.models, p.blocklists, settings.rules, settings.ensemble, p.clock, p.challenger)
+    scored = score("score", featured, scorer, s.max_batch_size, s.max_wait_ms, workers, p.clock)
+    op.output("scored_events", scored, Flattened(sinks.scored))
+    op.output("risk", scored, Flattened(sinks.risk))
+    alerts = op.filter("has_alerts", op.map("alerts_only", scored, _alerts), bool)
+    op.output("alerts", alerts, Flattened(sinks.alerts))
     if sinks.decisions is not None:
-        op.output("decisions", scored, sinks.decisions)
+        op.output("decisions", scored, Flattened(sinks.decisions))
     return flow
 
 
-def _entity_risk(
-    flow: Dataflow,
-    featured: Stream[Featured],
-    labels: Source[Any] | None,
-    sinks: FlowSinks,
-    settings: Settings,
-    p: Providers,
-) -> Stream[Featured]:
-    """Labels in, then one risk-window step per entity kind (see :mod:`operators.steps.entity_risk`)."""
-    risk = settings.entity_risk
-    known: Stream[KnownLabel] | None = None
-    if labels is not None:
-        if p.label_store is None:
-            raise ValueError("build_flow: a labels source needs providers.label_store")
-        checked = validate_labels("validate_labels", op.input("labels", flow, labels), p.clock)
-        op.output("label_dead_letters", checked.errs, sinks.dead_letters)
-        s = settings.labels
-        known = resolve_labels("resolve_labels", checked.oks, p.label_store, s.pending_s, s.retry_s, p.clock)
-    if not risk.enabled:
-        return featured
-    for kind in risk.entities:
-        featured = entity_risk(f"{kind}_risk", featured, known, kind, risk.config(), risk.ttl_s, p.clock)
-    return featured
+def _alerts(scored: list[ScoredEvent]) -> list[ScoredEvent]:
+    return [s for s in scored if s.is_alert]
+
+
+def _known_labels(
+    flow: Dataflow, labels: Source[Any] | None, sinks: FlowSinks, settings: Settings, p: Providers
+) -> Stream[KnownLabel] | None:
+    """Labels in: validated, stored, and resolved to their events' entities (or None without labels)."""
+    if labels is None:
+        return None
+    if p.label_store is None:
+        raise ValueError("build_flow: a labels source needs providers.label_store")
+    checked = validate_labels("validate_labels", op.input("labels", flow, labels), p.clock)
+    op.output("label_dead_letters", checked.errs, sinks.dead_letters)
+    s = settings.labels
+    return resolve_labels("resolve_labels", checked.oks, p.label_store, s.pending_s, s.retry_s, p.clock)
 
 
 _JSON = msgspec.json.Encoder()
@@ -173,6 +170,7 @@ def kafka_source(settings: Settings, stopping: Callable[[], bool] = lambda: Fals
         batch_size=k.source_batch_size,
         raise_on_errors=False,
         stopping=stopping,
+        batches=True,
     )
 
 

@@ -1,7 +1,7 @@
 """Offline training: replay events through the job's own state and feature code,
 fit both scorers, calibrate, and write a versioned artifact.
 
-Features come from :func:`operators.steps.profile.update_profile` and
+Features come from :func:`operators.features.update_profile` and
 :func:`operators.features.feature_matrix`, exactly what the stream job runs, so
 there is no train/serve skew.
 """

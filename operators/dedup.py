@@ -6,10 +6,11 @@ second verdict anywhere. Ids are remembered for ``window_s`` of wall-clock time
 and at most ``max_ids`` in all, the oldest forgotten first; the memory is part
 of the job's recovered state, so a restart forgets nothing.
 
-The memory is sharded by user (:func:`shard_of` the ``user_id``), not by event
-id: a user's events then reach the user state in the order they arrived, as
-an exchange by event id would not keep them. An id re-used under another
-``user_id`` is therefore not caught here (Postgres still keeps its first row).
+The memory lives in the user's shard (:class:`operators.shards.UserShard`),
+not in a shard of event ids: a user's events then reach the user state in the
+order they arrived, as an exchange by event id would not keep them. An id
+re-used under another ``user_id`` is therefore not caught (Postgres still keeps
+its first row).
 
 >>> seen, cfg = SeenEvents(), DedupConfig(window_s=60.0, max_ids=1_000)
 >>> seen.first("e1", b"\\x01" * 32, now=0.0, config=cfg) is None
@@ -23,7 +24,6 @@ True
 from __future__ import annotations
 
 import hashlib
-import zlib
 from array import array
 from collections import OrderedDict, deque
 from dataclasses import dataclass
@@ -33,29 +33,20 @@ import msgspec
 from operators.events import encode_event
 from operators.validation import Accepted, DeadLetter, Message, dead_letter
 
-__all__ = ["SHARDS", "DedupConfig", "SeenEvents", "admit", "duplicate_letter", "shard_of"]
-
-SHARDS = 64
-"""Id memory is split into this many shards of users (Bytewax keys), spread over the workers."""
+__all__ = ["DedupConfig", "SeenEvents", "admit", "duplicate_letter"]
 
 
 @dataclass(frozen=True, slots=True)
 class DedupConfig:
+    """Ids are remembered ``window_s`` (wall clock), at most ``max_ids`` in all over ``shards``."""
+
     window_s: float = 3600.0
     max_ids: int = 2_000_000
+    shards: int = 64
 
     @property
     def max_per_shard(self) -> int:
-        return -(-self.max_ids // SHARDS)
-
-
-def shard_of(user_id: str) -> str:
-    """The shard (a Bytewax key) that remembers the ids of ``user_id``'s events.
-
-    >>> shard_of("u1")
-    '54'
-    """
-    return str(zlib.crc32(user_id.encode("utf-8", "surrogatepass")) % SHARDS)
+        return -(-self.max_ids // self.shards)
 
 
 def _id_hash(event_id: str) -> int:

@@ -31,8 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-
-import msgspec
+from typing import Any
 
 from operators.features import Featured
 from operators.labels import KnownLabel
@@ -89,6 +88,10 @@ class RiskWindow:
     latest_day: int | None = None
     touched_at: float = 0.0
     """Wall-clock time of the last update, for idle eviction."""
+    version: int = field(default=0, compare=False, repr=False)
+    """Bumped by every change that can alter features already computed (not by today's events)."""
+    cache: tuple[Any, ...] | None = field(default=None, compare=False, repr=False)
+    """The last features computed, with their window end, version, prefix and bounding label times."""
 
     def add_event(self, ts: float, config: RiskConfig = RiskConfig()) -> None:
         day = int(ts // DAY)
@@ -96,6 +99,8 @@ class RiskWindow:
         if self.latest_day is None or day > self.latest_day:
             self.latest_day = day
             self._evict(config)
+        if self.cache is not None and day < self.cache[0]:
+            self.version += 1  # a late event inside the window of the cached features
 
     def apply_label(
         self,
@@ -123,11 +128,25 @@ class RiskWindow:
             return False
         self.frauds.setdefault(day, {})[event_id] = tuple(sorted((*(timeline or ()), entry)))
         self._cap(config)
+        self.version += 1
         return True
 
-    def features(self, ts: float, config: RiskConfig = RiskConfig()) -> dict[str, float | None]:
-        """Counts and fraud share per window for an event at ``ts`` (shares ``None`` without events)."""
+    def features(
+        self, ts: float, config: RiskConfig = RiskConfig(), prefix: str = ""
+    ) -> dict[str, float | None]:
+        """Counts and fraud share per window for an event at ``ts`` (shares ``None`` without events),
+        named ``<prefix><name>``.
+
+        The answer depends only on closed days and on which labels are known at
+        ``ts``, so it is cached: events of the same day reuse it until a label
+        time is crossed or a label or a late event changes the window. The
+        returned dict is shared: do not change it.
+        """
         end = int(ts // DAY) - config.label_delay_days
+        c = self.cache
+        if c is not None and c[0] == end and c[1] == self.version and c[2] <= ts < c[3] and c[4] == prefix:
+            result: dict[str, float | None] = c[5]
+            return result
         longest = max(config.windows)
         events = [0] * (longest + 1)
         frauds = [0] * (longest + 1)
@@ -135,26 +154,38 @@ class RiskWindow:
             back = end - day
             if 1 <= back <= longest:
                 events[back] += n
+        lo, hi = -math.inf, math.inf
         for day, labelled in self.frauds.items():
             back = end - day
             if 1 <= back <= longest:
-                frauds[back] += sum(1 for timeline in labelled.values() if _fraud_at(timeline, ts))
+                for timeline in labelled.values():
+                    for label_time, _ in timeline:
+                        if label_time <= ts:
+                            lo = max(lo, label_time)
+                        else:
+                            hi = min(hi, label_time)
+                    frauds[back] += _fraud_at(timeline, ts)
         out: dict[str, float | None] = {}
         for w in config.windows:
             n_events = sum(events[1 : w + 1])
             n_frauds = sum(frauds[1 : w + 1])
-            out[f"events_{w}d"] = n_events
-            out[f"frauds_{w}d"] = n_frauds
-            out[f"fraud_share_{w}d"] = n_frauds / n_events if n_events else None
+            out[f"{prefix}events_{w}d"] = n_events
+            out[f"{prefix}frauds_{w}d"] = n_frauds
+            out[f"{prefix}fraud_share_{w}d"] = n_frauds / n_events if n_events else None
+        self.cache = (end, self.version, lo, hi, prefix, out)
         return out
 
     def _evict(self, config: RiskConfig) -> None:
         assert self.latest_day is not None
         oldest = self.latest_day - config.retention_days
-        for day in [d for d in self.days if d < oldest]:
+        old = [d for d in self.days if d < oldest]
+        for day in old:
             del self.days[day]
-        for day in [d for d in self.frauds if d < oldest]:
+        old_frauds = [d for d in self.frauds if d < oldest]
+        for day in old_frauds:
             del self.frauds[day]
+        if old or old_frauds:
+            self.version += 1
 
     def _cap(self, config: RiskConfig) -> None:
         while sum(len(v) for v in self.frauds.values()) > config.max_frauds and len(self.frauds) > 1:
@@ -177,7 +208,8 @@ def update_window(
 
     Sorting matters: the step before (per user) hands over one activation's
     events grouped by user, so a merchant may see a later day before an
-    earlier one within a batch.
+    earlier one within a batch. The risk features are added to each event's
+    ``features.risk`` in place.
     """
     out = []
     ordered = sorted(items, key=lambda i: -math.inf if isinstance(i, KnownLabel) else i.accepted.ts)
@@ -187,8 +219,7 @@ def update_window(
             window.apply_label(lab.event_id, item.ref.event_ts, lab.is_fraud, lab.label_ts, config)
             continue
         ts = item.accepted.ts
-        risk = {f"{kind}_{name}": value for name, value in window.features(ts, config).items()}
-        features = msgspec.structs.replace(item.features, risk={**item.features.risk, **risk})
+        item.features.risk.update(window.features(ts, config, f"{kind}_"))
         window.add_event(ts, config)
-        out.append(Featured(item.accepted, features))
+        out.append(item)
     return out

@@ -158,7 +158,11 @@ def _has_nul(event: TransactionEvent) -> str | None:
     return None
 
 
-def _semantic_error(event: TransactionEvent, limits: ValidationLimits, now: datetime) -> str | None:
+def _semantic_error(
+    event: TransactionEvent, limits: ValidationLimits, now: datetime, may_have_nul: bool = True
+) -> str | None:
+    """``may_have_nul``: False when the payload holds no ``\\u0000`` escape (JSON cannot
+    carry a NUL otherwise), which skips the per-field search."""
     if not math.isfinite(event.amount):
         return "amount: must be a finite number"
     if event.currency not in ISO_4217:
@@ -174,7 +178,7 @@ def _semantic_error(event: TransactionEvent, limits: ValidationLimits, now: date
             return f"attributes.{key}: must be a finite number"
         if isinstance(value, int) and not -(2**63) <= value < 2**63:
             return f"attributes.{key}: integer out of the 64-bit range"
-    nul_field = _has_nul(event)
+    nul_field = _has_nul(event) if may_have_nul else None
     if nul_field is not None:
         return f"{nul_field}: contains a NUL character"
     return None
@@ -196,7 +200,7 @@ def decode_event(
         return InvalidEvent(raw, decode_reason(exc))
     except Exception as exc:  # any other failure on hostile bytes is still a dead letter
         return InvalidEvent(raw, undecodable_reason(exc, raw))
-    error = _semantic_error(event, limits, now if now is not None else datetime.now(UTC))
+    error = _semantic_error(event, limits, now if now is not None else datetime.now(UTC), b"\\u0000" in raw)
     if error is not None:
         return InvalidEvent(raw, error)
     return event

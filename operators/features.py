@@ -155,15 +155,16 @@ def is_risk_feature(name: str) -> bool:
     return _RISK_NAME.fullmatch(name) is not None
 
 
-def _value(features: Features, name: str) -> float:
+_NAN = math.nan
+
+
+def _column(rows: Sequence[Features], name: str) -> list[float]:
+    """One matrix column, the accessor chosen once per column (NaN = missing)."""
     if name == "device_novelty":
-        known = features.device_known
-        return math.nan if known is None else float(not known)
-    if name in features.risk or is_risk_feature(name):
-        risk = features.risk.get(name)
-        return math.nan if risk is None else float(risk)
-    value = getattr(features, name)
-    return math.nan if value is None else float(value)
+        return [_NAN if (k := f.device_known) is None else float(not k) for f in rows]
+    if is_risk_feature(name):
+        return [_NAN if (v := f.risk.get(name)) is None else float(v) for f in rows]
+    return [_NAN if (v := getattr(f, name)) is None else float(v) for f in rows]
 
 
 def _number(value: object) -> float:
@@ -211,5 +212,5 @@ def feature_matrix(
                 raise ValueError(f"column {name!r} needs the events")
             matrix[:, j] = [attribute_value(ev, name) for ev in events]
         else:
-            matrix[:, j] = [_value(f, name) for f in rows]
+            matrix[:, j] = _column(rows, name)
     return matrix

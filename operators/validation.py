@@ -31,7 +31,9 @@ __all__ = [
     "Accepted",
     "DeadLetter",
     "Message",
+    "RawBatch",
     "RawMessage",
+    "check_batch",
     "check_message",
     "dead_letter",
     "error_field",
@@ -207,3 +209,64 @@ def check_message(msg: RawMessage, limits: ValidationLimits, now: float) -> Acce
         )
     except Exception as exc:
         return dead_letter(msg, undecodable_reason(exc, msg.value or b""), now, limits.dead_letter_bytes)
+
+
+@dataclass(frozen=True, slots=True)
+class RawBatch:
+    """One poll of one partition: the messages as parallel lists (the job's source item).
+
+    >>> batch = RawBatch.of([Message(b"u", b"{}", "t", 0, 5), Message(None, b"x", "t", 0, 6)])
+    >>> len(batch), batch.offsets, batch.message(1).key
+    (2, [5, 6], None)
+    """
+
+    topic: str | None
+    partition: int | None
+    offsets: list[int]
+    keys: list[bytes | None]
+    values: list[bytes | None]
+    timestamps: list[tuple[int, int] | None]
+    headers: list[Sequence[tuple[str, bytes]] | None]
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def message(self, i: int) -> Message:
+        return Message(
+            self.keys[i],
+            self.values[i],
+            self.topic,
+            self.partition,
+            self.offsets[i],
+            self.timestamps[i],
+            self.headers[i],
+        )
+
+    @classmethod
+    def of(cls, messages: Sequence[RawMessage]) -> RawBatch:
+        """A batch of messages from one partition (tests build batches this way)."""
+        first = messages[0] if messages else None
+        return cls(
+            first.topic if first else None,
+            first.partition if first else None,
+            [m.offset if m.offset is not None else -1 for m in messages],
+            [m.key for m in messages],
+            [m.value for m in messages],
+            [m.timestamp for m in messages],
+            [m.headers for m in messages],
+        )
+
+
+def check_batch(
+    batch: RawBatch, limits: ValidationLimits, now: float
+) -> tuple[list[Accepted], list[DeadLetter]]:
+    """Every message of a batch to an event or a dead letter, in order; never raises."""
+    accepted: list[Accepted] = []
+    dead: list[DeadLetter] = []
+    for i in range(len(batch)):
+        result = check_message(batch.message(i), limits, now)
+        if isinstance(result, Accepted):
+            accepted.append(result)
+        else:
+            dead.append(result)
+    return accepted, dead

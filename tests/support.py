@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 from confluent_kafka import Consumer, TopicPartition
 
@@ -27,7 +26,7 @@ from operators.features import update_profile
 from operators.rules import Blocklists, RulesConfig
 from operators.scoring import ScoredEvent, score_batch
 from operators.state import StateLimits, UserState
-from operators.validation import Accepted
+from operators.validation import Accepted, Message, RawBatch
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -98,13 +97,16 @@ def run_flow(
     settings: Settings | None = None,
     batch_size: int = 500,
 ) -> dict[str, list[Any]]:
+    """The job's dataflow in process: ``messages`` as one partition polled
+    ``batch_size`` at a time; the outputs of every sink by name."""
     msgs = [
-        KafkaSourceMessage(k, v, topic="tx", partition=0, offset=i, timestamp=(1, 1_700_000_000_000))
+        Message(k, v, topic="tx", partition=0, offset=i, timestamp=(1, 1_700_000_000_000))
         for i, (k, v) in enumerate(messages)
     ]
+    batches = [RawBatch.of(msgs[i : i + batch_size]) for i in range(0, len(msgs), batch_size)]
     out: dict[str, list[Any]] = {k: [] for k in ("scored", "alerts", "risk", "dlq")}
     flow = build_flow(
-        TestingSource(msgs, batch_size=batch_size),
+        TestingSource(batches),
         FlowSinks(*(TestingSink(out[k]) for k in ("scored", "alerts", "risk", "dlq"))),
         settings or Settings(),
         providers,

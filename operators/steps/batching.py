@@ -1,10 +1,9 @@
 """Micro-batching in front of the models: up to ``max_size`` events or
 ``max_wait_ms``, whichever comes first.
 
-``max_wait_ms = 0`` (the default) adds no wait: a batch is whatever Bytewax hands
-over in one activation (up to the source's poll size), cut to ``max_size``.
-Under load the backlog makes those batches large by itself; when traffic is
-light, events are scored at once. With ``max_wait_ms > 0`` events are held per
+``max_wait_ms = 0`` (the default) adds no wait and does not use this step: a
+batch is whatever Bytewax hands over in one activation, cut to ``max_size``
+(see :func:`operators.steps.scoring.score`). With ``max_wait_ms > 0`` events are held per
 shard (``crc32(user_id) % shards``, one shard per worker is a good choice) until
 the batch fills or the wait expires: fewer, larger model calls at the cost of up
 to ``max_wait_ms`` latency and one more exchange between workers.
@@ -21,7 +20,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream
 from bytewax.operators import StatefulBatchLogic
 
-from operators.steps.profile import Featured
+from operators.features import Featured
 
 __all__ = ["BatchLogic", "micro_batch"]
 
@@ -73,13 +72,7 @@ def micro_batch(
     shards: int = 1,
     clock: Callable[[], float] = time.time,
 ) -> Stream[list[Featured]]:
-    """Group events into batches for the models (see the module docstring)."""
-    if max_wait_ms <= 0:
-
-        def cut(items: list[Featured]) -> list[list[Featured]]:
-            return [items[i : i + max_size] for i in range(0, len(items), max_size)]
-
-        return op.flat_map_batch(step_id, up, cut)
+    """Group events into batches for the models, held up to ``max_wait_ms`` per shard."""
     keyed = op.key_on(
         f"{step_id}_shard", up, lambda f: str(zlib.crc32(f.accepted.event.user_id.encode()) % max(1, shards))
     )

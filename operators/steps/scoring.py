@@ -8,13 +8,14 @@ from collections import Counter
 from collections.abc import Callable
 
 import bytewax.operators as op
-from bytewax.dataflow import Stream
+from bytewax.dataflow import Stream, operator
 
 from operators import metrics
 from operators.ensemble import EnsembleConfig
 from operators.features import Featured
 from operators.rules import Blocklists, RulesConfig
 from operators.scoring import BatchModels, ScoredEvent, score_batch
+from operators.steps.batching import micro_batch
 
 __all__ = ["ScoringStep", "score"]
 
@@ -74,6 +75,28 @@ def _count(scored: list[ScoredEvent]) -> None:
             metrics.observe_many(child, values)
 
 
-def score(step_id: str, batches: Stream[list[Featured]], scorer: ScoringStep) -> Stream[ScoredEvent]:
-    """Score each micro-batch (see :mod:`operators.steps.batching`)."""
-    return op.flat_map(step_id, batches, scorer)
+@operator
+def score(
+    step_id: str,
+    up: Stream[list[Featured]],
+    scorer: ScoringStep,
+    max_size: int,
+    max_wait_ms: float = 0.0,
+    shards: int = 1,
+    clock: Callable[[], float] = time.time,
+) -> Stream[list[ScoredEvent]]:
+    """Score lists of featured events; one list of verdicts out per model call.
+
+    Without a wait, everything one activation brings is scored together, in
+    chunks of ``max_size``; with ``max_wait_ms`` events are held per shard until
+    the batch fills or the wait expires (see :mod:`operators.steps.batching`)."""
+    if max_wait_ms > 0:
+        events = op.flat_map("events", up, lambda batch: batch)
+        batches = micro_batch("micro_batch", events, max_size, max_wait_ms, shards, clock)
+        return op.map("score", batches, scorer)
+
+    def chunks(lists: list[list[Featured]]) -> list[list[ScoredEvent]]:
+        events = [f for batch in lists for f in batch]
+        return [scorer(events[i : i + max_size]) for i in range(0, len(events), max_size)]
+
+    return op.flat_map_batch("score", up, chunks)

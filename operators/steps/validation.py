@@ -1,60 +1,50 @@
-"""The validate step: raw Kafka messages to events and dead letters (see
-:mod:`operators.validation`)."""
+"""The validate step: each polled batch of raw messages to a list of events and
+its dead letters (see :mod:`operators.validation`)."""
 
 from __future__ import annotations
 
-import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import bytewax.operators as op
-from bytewax.connectors.kafka import KafkaError
-from bytewax.dataflow import Stream
+from bytewax.dataflow import Stream, operator
 
 from operators import metrics
 from operators.events import ValidationLimits
-from operators.validation import Accepted, DeadLetter, RawMessage, check_message, error_field
+from operators.validation import Accepted, DeadLetter, RawBatch, check_batch, error_field
 
 __all__ = ["ValidatedStreams", "validate"]
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class ValidatedStreams:
-    oks: Stream[Accepted]
+    oks: Stream[list[Accepted]]
+    """One list of valid events per polled batch (in partition order)."""
     errs: Stream[DeadLetter]
 
 
+@operator
 def validate(
     step_id: str,
-    up: Stream[RawMessage | KafkaError],
+    up: Stream[RawBatch],
     limits: ValidationLimits,
     clock: Callable[[], float] = time.time,
 ) -> ValidatedStreams:
-    """Split raw messages into valid events and dead letters (nothing is dropped).
+    """Split every batch into valid events and dead letters (nothing is dropped)."""
 
-    Consumer errors from the source carry no event: they are logged and counted.
-    """
-
-    def check_batch(batch: list[RawMessage | KafkaError]) -> list[Accepted | DeadLetter]:
+    def check(batch: RawBatch) -> tuple[list[Accepted], list[DeadLetter]]:
         started = time.perf_counter()
-        now = clock()
-        out: list[Accepted | DeadLetter] = []
-        for item in batch:
-            if isinstance(item, KafkaError):
-                log.warning("%s: consumer error: %s", step_id, item.err)
-                metrics.EVENTS.labels("consumer_error").inc()
-                continue
-            result = check_message(item, limits, now)
-            if isinstance(result, DeadLetter):
-                metrics.EVENTS.labels("dead_lettered").inc()
-                metrics.DLQ_EVENTS.labels(error_field(result.error)).inc()
-            out.append(result)
+        accepted, dead = check_batch(batch, limits, clock())
+        if dead:
+            metrics.EVENTS.labels("dead_lettered").inc(len(dead))
+            for field, n in Counter(error_field(d.error) for d in dead).items():
+                metrics.DLQ_EVENTS.labels(field).inc(n)
         metrics.STAGE_SECONDS.labels("validate").observe(time.perf_counter() - started)
-        return out
+        return accepted, dead
 
-    checked = op.flat_map_batch("check", up, check_batch)
-    branch = op.branch("split", checked, lambda r: isinstance(r, Accepted))
-    return ValidatedStreams(branch.trues, branch.falses)  # type: ignore[arg-type]
+    checked = op.map("check", up, check)
+    oks = op.filter("has_events", op.map("events", checked, lambda c: c[0]), bool)
+    errs = op.flat_map("dead_letters", checked, lambda c: c[1])
+    return ValidatedStreams(oks, errs)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 
-from operators.dedup import SHARDS, DedupConfig, SeenEvents, shard_of
+from operators.dedup import DedupConfig, SeenEvents
+from operators.shards import shard_of
+
+SHARDS = 64
 
 
 def digest(text: str) -> bytes:
@@ -52,5 +55,5 @@ def test_snapshot_is_compact_and_restores_the_same_memory():
 
 
 def test_shards_spread_users_and_are_stable():
-    shards = {shard_of(f"user-{i}") for i in range(2000)}
-    assert len(shards) == SHARDS and shard_of("u1") == shard_of("u1")
+    shards = {shard_of(f"user-{i}", SHARDS) for i in range(2000)}
+    assert len(shards) == SHARDS and shard_of("u1", SHARDS) == shard_of("u1", SHARDS)

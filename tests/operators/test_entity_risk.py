@@ -1,6 +1,8 @@
 import pickle
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from operators.entity_risk import DAY, RiskConfig, RiskWindow, risk_feature_names
 
@@ -74,3 +76,30 @@ def test_snapshot_is_independent_and_picklable():
 def test_feature_names():
     assert len(risk_feature_names("device", CFG)) == 9
     assert "merchant_fraud_share_30d" in risk_feature_names("merchant", CFG)
+
+
+_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("event"), st.floats(0, 10 * DAY)),
+        st.tuples(st.just("label"), st.floats(0, 10 * DAY), st.booleans(), st.floats(0, 12 * DAY)),
+        st.tuples(st.just("features"), st.floats(0, 10 * DAY)),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_ops, st.integers(0, 3))
+def test_cached_features_equal_a_fresh_computation(ops, delay):
+    """The per-window cache never serves a stale answer, whatever the order of
+    events, labels and queries (a fresh copy of the window has no cache)."""
+    cfg = RiskConfig(label_delay_days=delay, windows=(1, 3, 7))
+    w = RiskWindow()
+    for i, op in enumerate(ops):
+        if op[0] == "event":
+            w.add_event(op[1], cfg)
+        elif op[0] == "label":
+            w.apply_label(f"e{i % 7}", op[1], op[2], op[3], cfg)
+        else:
+            fresh = RiskWindow(dict(w.days), {d: dict(v) for d, v in w.frauds.items()}, w.latest_day)
+            assert w.features(op[1], cfg, "m_") == fresh.features(op[1], cfg, "m_")

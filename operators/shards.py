@@ -1,0 +1,228 @@
+"""State shards: the unit of state on the hot path.
+
+Per-user state, the ids already accepted and the user's risk window live in a
+:class:`UserShard`; merchant and device risk windows in an :class:`EntityShard`.
+A shard is one Bytewax key (``shard_of(key, shards)``) and processes a whole
+batch per call, so Bytewax routes a few lists per poll instead of one item per
+event, and the per-key cost of a stateful step is paid per shard, not per
+event. Idle entries are dropped by a sweep, not one timer each; a snapshot is
+one compact msgpack document.
+
+>>> shard, cfg = UserShard(), UserShardConfig()
+>>> from datetime import UTC, datetime
+>>> from operators.events import TransactionEvent
+>>> ev = TransactionEvent("e1", "u1", 10.0, datetime(2025, 6, 2, 12, tzinfo=UTC))
+>>> acc = Accepted(ev, ev.timestamp.timestamp(), None, 0.0, b"d" * 32)
+>>> featured, dups = shard.process([acc, acc], [], now=0.0, config=cfg)
+>>> len(featured), len(dups), dups[0].error.split(" (")[0]
+(1, 1, 'event_id: duplicate of an event already accepted')
+>>> UserShard.restore(shard.snapshot()).users["u1"].count
+1
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from operators.dedup import DedupConfig, SeenEvents, admit
+from operators.entity_risk import RiskConfig, RiskWindow, update_window
+from operators.events import TransactionEvent
+from operators.features import Featured, update_profile
+from operators.labels import KnownLabel
+from operators.state import Seen, StateLimits, UserState
+from operators.validation import Accepted, DeadLetter
+
+__all__ = [
+    "EntityShard",
+    "UserShard",
+    "UserShardConfig",
+    "decode_user",
+    "decode_window",
+    "encode_user",
+    "encode_window",
+    "shard_of",
+]
+
+
+def shard_of(key: str, shards: int) -> str:
+    """The shard (a Bytewax key) of ``key``: stable across processes and restarts.
+
+    >>> shard_of("u1", 64)
+    '54'
+    """
+    return str(zlib.crc32(key.encode("utf-8", "surrogatepass")) % shards)
+
+
+@dataclass(frozen=True, slots=True)
+class UserShardConfig:
+    """What a user shard needs: state bounds, the id memory, the user risk window (None: off)."""
+
+    limits: StateLimits = field(default_factory=StateLimits)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
+    risk: RiskConfig | None = None
+    dead_letter_bytes: int = 16_384
+
+
+def encode_user(s: UserState) -> list[Any]:
+    """A user's state as plain msgpack-able values (a flat list of recent events)."""
+    flat: list[float | None] = []
+    for seen in s.recent:
+        flat.extend(seen)
+    return [flat, s.count, s.mean, s.m2, s.devices, s.first_seen, s.touched_at]
+
+
+def decode_user(v: list[Any]) -> UserState:
+    flat = v[0]
+    recent = [Seen(*flat[i : i + 4]) for i in range(0, len(flat), 4)]
+    return UserState(recent, v[1], v[2], v[3], list(v[4]), v[5], v[6])
+
+
+def encode_window(w: RiskWindow) -> list[Any]:
+    frauds = {
+        day: {eid: [list(e) for e in tl] for eid, tl in by_id.items()} for day, by_id in w.frauds.items()
+    }
+    return [w.days, frauds, w.latest_day, w.touched_at]
+
+
+def decode_window(v: list[Any]) -> RiskWindow:
+    frauds = {
+        int(day): {eid: tuple((float(t), bool(f)) for t, f in tl) for eid, tl in by_id.items()}
+        for day, by_id in v[1].items()
+    }
+    return RiskWindow({int(d): n for d, n in v[0].items()}, frauds, v[2], v[3])
+
+
+def _sweep(table: dict[str, Any], before: float) -> int:
+    idle = [key for key, value in table.items() if value.touched_at < before]
+    for key in idle:
+        del table[key]
+    return len(idle)
+
+
+class UserShard:
+    """The users of one shard: their state, the event ids they sent, their risk windows."""
+
+    __slots__ = ("seen", "users", "windows")
+
+    def __init__(self) -> None:
+        self.users: dict[str, UserState] = {}
+        self.windows: dict[str, RiskWindow] = {}
+        self.seen = SeenEvents()
+
+    def process(
+        self, batch: Sequence[Accepted], labels: Sequence[KnownLabel], now: float, config: UserShardConfig
+    ) -> tuple[list[Featured], list[DeadLetter]]:
+        """Events in arrival order: a re-used id becomes a dead letter; the others get the
+        user's features (and the user risk window's), then update the state."""
+        checked, _ = admit(self.seen, list(batch), now, config.dedup, config.dead_letter_bytes)
+        dups: list[DeadLetter] = []
+        featured: list[Featured] = []
+        users, limits = self.users, config.limits
+        for item in checked:
+            if isinstance(item, DeadLetter):
+                dups.append(item)
+                continue
+            uid = item.event.user_id
+            state = users.get(uid)
+            if state is None:
+                state = users[uid] = UserState()
+            featured.append(update_profile(state, item, limits))
+            state.touched_at = now
+        if config.risk is not None and (featured or labels):
+            featured = _windows(self.windows, featured, labels, "user", _user_of, config.risk, now)
+        return featured, dups
+
+    def sweep(self, users_before: float, windows_before: float) -> int:
+        """Drop users idle since before ``users_before`` and risk windows idle since
+        ``windows_before``; how many users went."""
+        _sweep(self.windows, windows_before)
+        return _sweep(self.users, users_before)
+
+    def snapshot(self) -> bytes:
+        return msgspec.msgpack.encode(
+            [
+                {uid: encode_user(s) for uid, s in self.users.items()},
+                {uid: encode_window(w) for uid, w in self.windows.items()},
+                self.seen.snapshot(),
+            ]
+        )
+
+    @classmethod
+    def restore(cls, data: bytes) -> UserShard:
+        users, windows, seen = msgspec.msgpack.decode(data)
+        shard = cls()
+        shard.users = {uid: decode_user(v) for uid, v in users.items()}
+        shard.windows = {uid: decode_window(v) for uid, v in windows.items()}
+        shard.seen = SeenEvents.restore(seen)
+        return shard
+
+
+def _user_of(ev: TransactionEvent) -> str | None:
+    return ev.user_id
+
+
+def _windows(
+    windows: dict[str, RiskWindow],
+    featured: Sequence[Featured],
+    labels: Sequence[KnownLabel],
+    kind: str,
+    key_of: Callable[[TransactionEvent], str | None],
+    config: RiskConfig,
+    now: float,
+) -> list[Featured]:
+    """Each entity's labels, then its events in event-time order (see
+    :func:`operators.entity_risk.update_window`); events come back with the risk features."""
+    groups: dict[str, list[Featured | KnownLabel]] = {}
+    for lab in labels:
+        key = lab.key(kind)
+        if key is not None:
+            groups.setdefault(key, []).append(lab)
+    for item in featured:
+        key = key_of(item.accepted.event)
+        if key is not None:
+            groups.setdefault(key, []).append(item)
+    out: list[Featured] = []
+    for key, items in groups.items():
+        window = windows.get(key)
+        if window is None:
+            window = windows[key] = RiskWindow()
+        out.extend(update_window(window, items, kind, config))
+        window.touched_at = now
+    return out
+
+
+class EntityShard:
+    """The merchant (or device) risk windows of one shard."""
+
+    __slots__ = ("windows",)
+
+    def __init__(self) -> None:
+        self.windows: dict[str, RiskWindow] = {}
+
+    def process(
+        self,
+        featured: Sequence[Featured],
+        labels: Sequence[KnownLabel],
+        kind: str,
+        key_of: Callable[[TransactionEvent], str | None],
+        config: RiskConfig,
+        now: float,
+    ) -> list[Featured]:
+        return _windows(self.windows, featured, labels, kind, key_of, config, now)
+
+    def sweep(self, before: float) -> int:
+        return _sweep(self.windows, before)
+
+    def snapshot(self) -> bytes:
+        return msgspec.msgpack.encode({key: encode_window(w) for key, w in self.windows.items()})
+
+    @classmethod
+    def restore(cls, data: bytes) -> EntityShard:
+        shard = cls()
+        shard.windows = {key: decode_window(v) for key, v in msgspec.msgpack.decode(data).items()}
+        return shard

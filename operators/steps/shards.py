@@ -1,0 +1,216 @@
+"""The sharded state steps: users (with the id memory and the user risk window)
+and merchant or device risk windows, one Bytewax key per shard, whole lists per
+call (see :mod:`operators.shards`).
+
+    lists of events ─ split by shard ─┐
+             labels ─ by shard ───────┴─ shard logic (a batch per call) ─> lists of featured events
+
+Idle entries are swept every ``ttl_s / 10`` (at most a minute), on traffic or
+on a timer; a shard itself is never discarded. With ``snapshots=False`` (no
+recovery directory) the per-epoch snapshot is skipped: nothing would read it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Generic, Protocol, TypeVar
+
+import bytewax.operators as op
+from bytewax.dataflow import Stream, operator
+from bytewax.operators import StatefulBatchLogic
+
+from operators import metrics
+from operators.entity_risk import RiskConfig
+from operators.events import TransactionEvent
+from operators.features import Featured
+from operators.labels import ENTITY_KEYS, KnownLabel
+from operators.shards import EntityShard, UserShard, UserShardConfig, shard_of
+from operators.validation import Accepted, DeadLetter
+
+__all__ = ["UserStreams", "entity_shards", "user_shards"]
+
+T = TypeVar("T")
+
+
+class _Shard(Protocol):
+    def snapshot(self) -> bytes: ...
+
+
+S = TypeVar("S", bound=_Shard)
+
+
+class _ShardLogic(StatefulBatchLogic[Any, Any, bytes | None], Generic[S]):
+    """Run ``process(shard, events, labels, now)`` per call; ``sweep(shard, now)`` idle
+    entries every ``sweep_every_s`` (on traffic or on a timer)."""
+
+    def __init__(
+        self,
+        shard: S,
+        process: Callable[[S, list[Any], list[KnownLabel], float], list[Any]],
+        sweep: Callable[[S, float], None],
+        sweep_every_s: float,
+        clock: Callable[[], float],
+        snapshots: bool,
+        stage: str,
+    ) -> None:
+        self.shard, self.process, self.sweep, self.clock = shard, process, sweep, clock
+        self.snapshots = snapshots
+        self.seconds = metrics.STAGE_SECONDS.labels(stage)
+        self.every = sweep_every_s
+        self.next_sweep = clock() + self.every
+
+    def on_batch(self, values: list[Any]) -> tuple[list[Any], bool]:
+        began = time.perf_counter()
+        events: list[Any] = []
+        labels: list[KnownLabel] = []
+        for value in values:
+            if isinstance(value, KnownLabel):
+                labels.append(value)
+            else:
+                events.extend(value)
+        now = self.clock()
+        out = self.process(self.shard, events, labels, now)
+        if now >= self.next_sweep:
+            self._sweep(now)
+        self.seconds.observe(time.perf_counter() - began)
+        return out, StatefulBatchLogic.RETAIN
+
+    def _sweep(self, now: float) -> None:
+        self.sweep(self.shard, now)
+        self.next_sweep = now + self.every
+
+    def on_notify(self) -> tuple[list[Any], bool]:
+        self._sweep(self.clock())
+        return [], StatefulBatchLogic.RETAIN
+
+    def notify_at(self) -> datetime:
+        return datetime.fromtimestamp(self.next_sweep, UTC)
+
+    def snapshot(self) -> bytes | None:
+        return self.shard.snapshot() if self.snapshots else None
+
+
+def _sweep_every(ttl_s: float) -> float:
+    return min(ttl_s / 10.0, 60.0)
+
+
+def _split(key_of: Callable[[T], str], shards: int) -> Callable[[list[T]], list[tuple[str, list[T]]]]:
+    def split(items: list[T]) -> list[tuple[str, list[T]]]:
+        parts: dict[str, list[T]] = {}
+        for item in items:
+            parts.setdefault(shard_of(key_of(item), shards), []).append(item)
+        return list(parts.items())
+
+    return split
+
+
+def _keyed_labels(
+    labels: Stream[KnownLabel] | None, kind: str, shards: int
+) -> op.KeyedStream[KnownLabel] | None:
+    """Labels of events that have a ``kind``, keyed by that entity's shard (substeps of the caller)."""
+    if labels is None:
+        return None
+    relevant = op.filter("labels_with_key", labels, lambda k: k.key(kind) is not None)
+    return op.key_on("label_shard", relevant, lambda k: shard_of(k.key(kind) or "", shards))
+
+
+@dataclass(frozen=True)
+class UserStreams:
+    oks: Stream[list[Featured]]
+    """Events with the user's features (and the user risk window's), one list per shard call."""
+    dups: Stream[DeadLetter]
+    """Re-used event ids, as dead letters."""
+
+
+@operator
+def user_shards(
+    step_id: str,
+    up: Stream[list[Accepted]],
+    labels: Stream[KnownLabel] | None,
+    config: UserShardConfig,
+    shards: int,
+    ttl_s: float,
+    risk_ttl_s: float,
+    snapshots: bool = True,
+    clock: Callable[[], float] = time.time,
+) -> UserStreams:
+    """Per-user features for every list of events, keeping each user's state in its shard."""
+    routed: op.KeyedStream[Any] = op.flat_map("route", up, _split(lambda a: a.event.user_id, shards))
+    keyed_labels = _keyed_labels(labels, "user", shards) if config.risk is not None else None
+    if keyed_labels is not None:
+        routed = op.merge("with_labels", routed, keyed_labels)
+
+    def process(
+        shard: UserShard, events: list[Accepted], labs: list[KnownLabel], now: float
+    ) -> list[tuple[list[Featured], list[DeadLetter]]]:
+        before = len(shard.users)
+        featured, dups = shard.process(events, labs, now, config)
+        metrics.USER_STATES.inc(len(shard.users) - before)
+        if dups:
+            metrics.EVENTS.labels("duplicate").inc(len(dups))
+            metrics.DLQ_EVENTS.labels("event_id").inc(len(dups))
+        return [(featured, dups)]
+
+    def sweep(shard: UserShard, now: float) -> None:
+        metrics.USER_STATES.dec(shard.sweep(now - ttl_s, now - risk_ttl_s))
+
+    def build(resume: bytes | None) -> _ShardLogic[UserShard]:
+        shard = UserShard.restore(resume) if resume else UserShard()
+        metrics.USER_STATES.inc(len(shard.users))
+        return _ShardLogic(shard, process, sweep, _sweep_every(ttl_s), clock, snapshots, "users")
+
+    out = op.key_rm("unshard", op.stateful_batch("users", routed, build))
+    oks = op.filter("has_events", op.map("events", out, lambda o: o[0]), bool)
+    dups = op.flat_map("duplicates", out, lambda o: o[1])
+    return UserStreams(oks, dups)
+
+
+@operator
+def entity_shards(
+    step_id: str,
+    up: Stream[list[Featured]],
+    labels: Stream[KnownLabel] | None,
+    kind: str,
+    config: RiskConfig,
+    shards: int,
+    ttl_s: float,
+    snapshots: bool = True,
+    clock: Callable[[], float] = time.time,
+) -> Stream[list[Featured]]:
+    """``kind``'s risk features on every event that has that entity (others pass by)."""
+    key_of: Callable[[TransactionEvent], str | None] = ENTITY_KEYS[kind]
+
+    def split(items: list[Featured]) -> list[tuple[str, list[Featured]]]:
+        parts: dict[str, list[Featured]] = {}
+        for item in items:
+            key = key_of(item.accepted.event)
+            parts.setdefault("" if key is None else shard_of(key, shards), []).append(item)
+        return list(parts.items())
+
+    routed: op.KeyedStream[Any] = op.flat_map("route", up, split)
+    passing = op.filter_map("without_key", routed, lambda kv: kv[1] if kv[0] == "" else None)
+    keyed: op.KeyedStream[Any] = op.filter("with_key", routed, lambda kv: kv[0] != "")
+    keyed_labels = _keyed_labels(labels, kind, shards)
+    if keyed_labels is not None:
+        keyed = op.merge("with_labels", keyed, keyed_labels)
+    live = metrics.ENTITY_STATES.labels(kind)
+
+    def process(shard: EntityShard, events: list[Featured], labs: list[KnownLabel], now: float) -> list[Any]:
+        before = len(shard.windows)
+        out = shard.process(events, labs, kind, key_of, config, now)
+        live.inc(len(shard.windows) - before)
+        return [out] if out else []
+
+    def sweep(shard: EntityShard, now: float) -> None:
+        live.dec(shard.sweep(now - ttl_s))
+
+    def build(resume: bytes | None) -> _ShardLogic[EntityShard]:
+        shard = EntityShard.restore(resume) if resume else EntityShard()
+        live.inc(len(shard.windows))
+        return _ShardLogic(shard, process, sweep, _sweep_every(ttl_s), clock, snapshots, "risk_windows")
+
+    windowed = op.key_rm("unshard", op.stateful_batch("windows", keyed, build))
+    return op.merge("rejoin", windowed, passing)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from functools import partial
 from typing import Generic, TypeVar
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
@@ -85,26 +84,25 @@ class _Partition(StatelessSinkPartition[T], Generic[T]):
         return True
 
     def _send(self, records: list[KafkaRecord]) -> tuple[list[KafkaRecord], KafkaError | None]:
+        """Produce every record and wait for the broker's reports; the failed ones come back.
+
+        One delivery callback for all records (no closure per message) and one
+        latency histogram update per batch, once the broker acknowledged it."""
         failed: list[KafkaRecord] = []
         last_error: list[KafkaError] = []
 
-        def report(record: KafkaRecord, err: KafkaError | None, msg: Message) -> None:
+        def report(err: KafkaError | None, msg: Message) -> None:
             if err is not None:
-                if self._refused(record, err):
-                    return
-                failed.append(record)
-                last_error.append(err)
-            elif record[2] is not None:
-                metrics.END_TO_END_LATENCY.labels(self.name).observe(
-                    max(0.0, time.time() - record[2] / 1000.0)
-                )
+                record: KafkaRecord = (msg.key(), msg.value() or b"", None)
+                if not self._refused(record, err):
+                    failed.append(record)
+                    last_error.append(err)
 
+        produce, topic = self.producer.produce, self.topic
         for record in records:
             while True:
                 try:
-                    self.producer.produce(
-                        self.topic, key=record[0], value=record[1], on_delivery=partial(report, record)
-                    )
+                    produce(topic, record[1], record[0], on_delivery=report)
                     break
                 except BufferError:
                     self.producer.poll(0.05)
@@ -117,6 +115,12 @@ class _Partition(StatelessSinkPartition[T], Generic[T]):
         if self.producer.flush(self.timeout_s) > 0:
             self.producer.purge(in_queue=True, in_flight=False, blocking=True)
             self.producer.flush(1.0)
+        if not failed:
+            now = time.time()
+            metrics.observe_many(
+                metrics.END_TO_END_LATENCY.labels(self.name),
+                [max(0.0, now - r[2] / 1000.0) for r in records if r[2] is not None],
+            )
         return failed, (last_error[-1] if last_error else None)
 
     def write_batch(self, items: list[T]) -> None:

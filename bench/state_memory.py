@@ -8,7 +8,10 @@ Memory is bounded by design: ``state.max_events`` recent events and
 ``state.max_devices`` devices per user, and a user idle for ``state.ttl_s`` is
 dropped, so a process holds at most (users active within the TTL) x (bytes per
 user). The plateau part streams users through a TTL of ``--ttl-users`` arrivals
-and shows the live count and memory flattening.
+and shows the live count and memory flattening. The snapshot part fills
+``state.shards`` user shards (state, id memory, user risk window) with
+``--snapshot-users`` users and times what one epoch's snapshot costs when every
+shard was touched (the worst case), with its bytes per user.
 """
 
 from __future__ import annotations
@@ -16,11 +19,14 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import time
 import tracemalloc
 from datetime import UTC, datetime, timedelta
 
+from operators.entity_risk import RiskConfig
 from operators.events import Location, TransactionEvent
 from operators.features import update_profile
+from operators.shards import UserShard, UserShardConfig, shard_of
 from operators.state import StateLimits, UserState
 from operators.validation import Accepted
 
@@ -37,7 +43,7 @@ def _event(user: int, k: int) -> Accepted:
         location=Location(40.7, -74.0, "US"),
         device_id=f"d{user % 3}",
     )
-    return Accepted(ev, ts.timestamp(), None, ts.timestamp())
+    return Accepted(ev, ts.timestamp(), None, ts.timestamp(), f"{user}-{k}".encode().ljust(32, b"."))
 
 
 def bytes_per_user(users: int, events: int) -> float:
@@ -71,6 +77,26 @@ def plateau(arrivals: int, ttl_users: int) -> list[tuple[int, int, float]]:
     return out
 
 
+def snapshots(users: int, events: int, shards: int = 64) -> dict[str, float]:
+    """Every shard snapshot once (an epoch in which each shard was touched): seconds and bytes per user."""
+    config = UserShardConfig(risk=RiskConfig())
+    table = [UserShard() for _ in range(shards)]
+    batches: list[list[Accepted]] = [[] for _ in range(shards)]
+    for u in range(users):
+        batches[int(shard_of(f"user-{u}", shards))].extend(_event(u, k) for k in range(events))
+    for shard, batch in zip(table, batches, strict=True):
+        shard.process(batch, [], 0.0, config)
+    began = time.perf_counter()
+    blobs = [shard.snapshot() for shard in table]
+    took = time.perf_counter() - began
+    began = time.perf_counter()
+    for blob in blobs:
+        UserShard.restore(blob)
+    restored = time.perf_counter() - began
+    size = sum(len(b) for b in blobs)
+    return {"snapshot_s": took, "restore_s": restored, "snapshot_bytes_per_user": size / users}
+
+
 def main(argv: list[str] | None = None) -> dict[str, object]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -78,6 +104,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("--users", default="100000,1000000")
     parser.add_argument("--events-per-user", type=int, default=3)
     parser.add_argument("--ttl-users", type=int, default=100_000)
+    parser.add_argument("--snapshot-users", default="100000,1000000")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
     result: dict[str, object] = {"events_per_user": args.events_per_user, "bytes_per_user": {}}
@@ -92,6 +119,15 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     result["plateau"] = plateau(arrivals, args.ttl_users)
     for seen, live, mib in result["plateau"]:  # type: ignore[attr-defined]
         print(f"after {seen:>9,} users: {live:>8,} live states, {mib:7.1f} MiB")
+    result["snapshots"] = {}
+    for n in (int(x) for x in args.snapshot_users.split(",")):
+        snap = snapshots(n, args.events_per_user)
+        result["snapshots"][n] = snap  # type: ignore[index]
+        print(
+            f"{n:>9,} users in 64 shards: snapshot of every shard {snap['snapshot_s'] * 1000:,.0f} ms, "
+            f"{snap['snapshot_bytes_per_user']:,.0f} bytes/user; restore {snap['restore_s'] * 1000:,.0f} ms",
+            flush=True,
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)

@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import msgspec
 
 from operators.features import Featured
 from operators.labels import KnownLabel
@@ -78,20 +80,24 @@ def _fraud_at(timeline: Timeline, ts: float) -> bool:
     return status
 
 
-@dataclass(slots=True)
-class RiskWindow:
-    """One entity's daily event counts and labelled frauds (small and picklable)."""
+class RiskWindow(msgspec.Struct, dict=True, array_like=True):
+    """One entity's daily event counts and labelled frauds (small; msgpack-able as is).
 
-    days: dict[int, int] = field(default_factory=dict)
-    frauds: dict[int, dict[str, Timeline]] = field(default_factory=dict)
+    ``version`` (bumped by every change that can alter features already
+    computed, not by today's events) and ``cache`` (the last features computed,
+    with their window end, version, prefix and bounding label times) are plain
+    attributes, not fields: snapshots leave them out.
+    """
+
+    days: dict[int, int] = {}
+    frauds: dict[int, dict[str, Timeline]] = {}
     """Day of the event -> event_id -> its labels, for events with a fraud label."""
     latest_day: int | None = None
     touched_at: float = 0.0
     """Wall-clock time of the last update, for idle eviction."""
-    version: int = field(default=0, compare=False, repr=False)
-    """Bumped by every change that can alter features already computed (not by today's events)."""
-    cache: tuple[Any, ...] | None = field(default=None, compare=False, repr=False)
-    """The last features computed, with their window end, version, prefix and bounding label times."""
+
+    version = 0
+    cache: ClassVar[tuple[Any, ...] | None] = None
 
     def add_event(self, ts: float, config: RiskConfig = RiskConfig()) -> None:
         day = int(ts // DAY)

@@ -42,9 +42,7 @@ __all__ = [
     "UserShard",
     "UserShardConfig",
     "decode_user",
-    "decode_window",
     "encode_user",
-    "encode_window",
     "shard_of",
 ]
 
@@ -97,6 +95,9 @@ def decode_window(v: list[Any]) -> RiskWindow:
     return RiskWindow({int(d): n for d, n in v[0].items()}, frauds, v[2], v[3])
 
 
+_UserShardSnapshot = tuple[dict[str, list[Any]], dict[str, RiskWindow], bytes]
+
+
 def _sweep(table: dict[str, Any], before: float) -> int:
     idle = [key for key, value in table.items() if value.touched_at < before]
     for key in idle:
@@ -147,17 +148,17 @@ class UserShard:
         return msgspec.msgpack.encode(
             [
                 {uid: encode_user(s) for uid, s in self.users.items()},
-                {uid: encode_window(w) for uid, w in self.windows.items()},
+                self.windows,
                 self.seen.snapshot(),
             ]
         )
 
     @classmethod
     def restore(cls, data: bytes) -> UserShard:
-        users, windows, seen = msgspec.msgpack.decode(data)
+        users, windows, seen = msgspec.msgpack.decode(data, type=_UserShardSnapshot)
         shard = cls()
         shard.users = {uid: decode_user(v) for uid, v in users.items()}
-        shard.windows = {uid: decode_window(v) for uid, v in windows.items()}
+        shard.windows = windows
         shard.seen = SeenEvents.restore(seen)
         return shard
 
@@ -219,10 +220,10 @@ class EntityShard:
         return _sweep(self.windows, before)
 
     def snapshot(self) -> bytes:
-        return msgspec.msgpack.encode({key: encode_window(w) for key, w in self.windows.items()})
+        return msgspec.msgpack.encode(self.windows)
 
     @classmethod
     def restore(cls, data: bytes) -> EntityShard:
         shard = cls()
-        shard.windows = {key: decode_window(v) for key, v in msgspec.msgpack.decode(data).items()}
+        shard.windows = msgspec.msgpack.decode(data, type=dict[str, RiskWindow])
         return shard

@@ -216,3 +216,21 @@ def test_k8s_config_file_and_kustomization_are_complete(tmp_path):
         if "secretKeyRef" in e.get("valueFrom", {})
     }
     assert secrets_used == {"fraudstream-secrets"}
+
+
+def test_compose_creates_every_topic_the_job_uses_and_compacts_decisions():
+    """The topics service creates decisions (compact,delete: the gateway reads it from its end)
+    and labels, besides the input and output topics."""
+    command = " ".join(_compose()["services"]["topics"]["command"])
+    for topic in ("transactions", "alerts", "transactions.dlq", "alerts.explained", "labels", "decisions"):
+        assert f" {topic}" in command, topic
+    assert "rpk topic create decisions" in command and "cleanup.policy=compact,delete" in command
+
+
+def test_compose_replay_has_zones_centroids_and_sends_labels_to_the_topic():
+    replay = _compose()["services"]["replay"]
+    command = replay["command"]
+    assert "--zones" in command and "--centroids" in command and "--emit-labels" in command
+    labels_out = command[command.index("--labels-out") + 1]
+    mounts = {v.rsplit("}", 1)[-1].split(":")[1] for v in replay["volumes"]}
+    assert labels_out.startswith("/labels/") and "/labels" in mounts and "/zones" in mounts

@@ -8,9 +8,18 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from apps.cli_data import ConfigOpt, console, settings_or_exit
+from apps.cli_data import (
+    ConfigOpt,
+    config_or_exit,
+    console,
+    err_console,
+    fail,
+    service_errors,
+    settings_or_exit,
+)
 
 app = typer.Typer(
     help="Real-time fraud detection on Kafka with Bytewax.",
@@ -58,19 +67,20 @@ def run(
     from flows.runner import run_job, run_member
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = settings_or_exit(config)
+    settings, source = config_or_exit(config)
     if (process_id is None) != (addresses is None):
         console.print("[red]--process-id and --addresses go together[/red]")
         raise typer.Exit(2)
     try:
-        if process_id is not None and addresses is not None:
-            members = [a.strip() for a in addresses.split(",") if a.strip()]
-            if process_id >= len(members):
-                console.print(f"[red]--process-id {process_id} but only {len(members)} addresses[/red]")
-                raise typer.Exit(2)
-            code = run_member(settings, process_id, members, workers)
-        else:
-            code = run_job(settings, processes, workers, str(config) if config else None)
+        with service_errors(settings):
+            if process_id is not None and addresses is not None:
+                members = [a.strip() for a in addresses.split(",") if a.strip()]
+                if process_id >= len(members):
+                    console.print(f"[red]--process-id {process_id} but only {len(members)} addresses[/red]")
+                    raise typer.Exit(2)
+                code = run_member(settings, process_id, members, workers)
+            else:
+                code = run_job(settings, processes, workers, str(source.path) if source.path else None)
     except KeyboardInterrupt:
         code = 0
     raise typer.Exit(code)
@@ -98,10 +108,21 @@ def demo(
     table.add_row("alerts", f"MEDIUM {summary.levels['MEDIUM']:,}  HIGH {summary.levels['HIGH']:,}")
     table.add_row("model version", ", ".join(summary.model_versions))
     table.add_row("top rules", ", ".join(f"{r} {n}" for r, n in summary.top_rules) or "-")
-    table.add_row("throughput", f"{summary.throughput:,.0f} events/s")
+    for scenario, (hit, total) in summary.caught.items():
+        table.add_row(f"caught: {scenario}", f"{hit:,} of {total:,} injected alerted")
+    if summary.alert_precision is not None:
+        table.add_row("alert precision", f"{summary.alert_precision:.0%} of alerts are injected fraud")
+    table.add_row("throughput", f"{summary.throughput:,.0f} events/s (the whole burst, queueing included)")
     table.add_row(
-        "end-to-end latency", f"p50 {summary.latency_p50_ms:.1f} ms  p99 {summary.latency_p99_ms:.1f} ms"
+        "latency in the burst",
+        f"p50 {summary.latency_p50_ms:.1f} ms  p99 {summary.latency_p99_ms:.1f} ms "
+        "(produce to row: mostly waiting behind the burst)",
     )
+    if summary.steady is not None:
+        rate, p50, p99 = summary.steady
+        table.add_row(
+            "end-to-end latency", f"p50 {p50:.1f} ms  p99 {p99:.1f} ms at a steady {rate:,.0f} events/s"
+        )
     console.print(table)
     ok = summary.rows + summary.dead_letters == summary.events
     if not ok:
@@ -138,13 +159,19 @@ def train(
     epochs: int = 40,
     seed: int = 0,
     device: str = "auto",
+    keep: Annotated[
+        int, typer.Option(help="keep the N newest versions (plus the active one and the challenger)")
+    ] = 10,
 ) -> None:
     """Train the autoencoder and Isolation Forest on events and write a versioned artifact;
     with --supervised, train the supervised model on labelled scored events as the challenger."""
     from rich.progress import BarColumn, Progress, TextColumn
 
+    if keep < 1:
+        raise typer.BadParameter("--keep must be at least 1")
     if supervised:
         _train_supervised(config, out, validation_days, seed)
+        _prune(out, keep)
         return
     if not source:
         raise typer.BadParameter("give --source (events to learn normal traffic from) or --supervised")
@@ -184,6 +211,17 @@ def train(
         f"trained version [bold]{result.version}[/] on {result.events:,} events, "
         f"{len(result.columns)} features -> {out / result.version}" + (" (active)" if activate else "")
     )
+    _prune(out, keep)
+
+
+def _prune(out: Path, keep: int) -> None:
+    from models.artifacts import ModelStore
+
+    removed = ModelStore(out).prune(keep)
+    if removed:
+        console.print(
+            f"removed {len(removed)} old version(s), keeping the {keep} newest: {', '.join(removed)}"
+        )
 
 
 def _train_supervised(config: Path | None, out: Path, validation_days: float, seed: int) -> None:
@@ -347,30 +385,73 @@ def gateway(
 ) -> None:
     """HTTP gateway: ingestion and synchronous score calls into the stream (OpenAPI docs at /docs)."""
     from apps.gateway import run_gateway
+    from apps.gateway.keys import KeysFileError
     from flows.config import ConfigError
+    from flows.runner import check_port
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = settings_or_exit(config)
+    g = settings.gateway
     try:
-        run_gateway(settings, host, port)
-    except ConfigError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
+        with service_errors(settings):
+            check_port(
+                host or g.host,
+                port or g.port,
+                "gateway",
+                "gateway.port (FRAUDSTREAM__GATEWAY__PORT) or --port to a free port",
+            )
+            run_gateway(settings, host, port)
+    except (ConfigError, KeysFileError) as exc:
+        fail(str(exc), 2)
 
 
 @app.command("gateway-key")
-def gateway_key(name: Annotated[str, typer.Argument(help="who the key is for, e.g. pos-terminals")]) -> None:
-    """Make a new API key: prints the key once, and the entry (name + SHA-256) for gateway.keys_file."""
-    from apps.gateway.keys import hash_key, new_key
+def gateway_key(
+    name: Annotated[str, typer.Argument(help="who the key is for, e.g. pos-terminals")],
+    append: Annotated[
+        Path | None,
+        typer.Option(
+            "--append",
+            metavar="FILE",
+            help="add the key to this keys file (created if missing; rewritten without its comments)",
+        ),
+    ] = None,
+) -> None:
+    """Make a new API key: the key goes to stderr, once (it is not stored); stdout is a
+    complete keys file for gateway.keys_file, or with --append the key joins FILE."""
+    from apps.gateway.keys import KeysFileError, append_key, hash_key, keys_file_text, new_key
 
+    if not name.strip():
+        fail("NAME must not be empty", 2)
     key = new_key()
-    print(f"key (give it to the client; it is not stored): {key}")
-    print("add to the keys file:")
-    print(f"  - name: {name}\n    sha256: {hash_key(key)}")
+    if append is not None:
+        try:
+            count = append_key(append, name, key)
+        except KeysFileError as exc:
+            fail(str(exc), 2)
+        except OSError as exc:
+            fail(f"gateway.keys_file: cannot write {append}: {exc.strerror}", 2)
+        err_console.print(
+            escape(f"added {name!r} to {append} ({count} keys)"), highlight=False, soft_wrap=True
+        )
+    else:
+        sys.stdout.write(keys_file_text([{"name": name, "sha256": hash_key(key)}]))
+        err_console.print(
+            "keys file on stdout (save it, e.g. `> gateway-keys.yaml`, and set gateway.keys_file); "
+            "to add to an existing file use --append FILE",
+            style="dim",
+            highlight=False,
+            soft_wrap=True,
+        )
+    err_console.print(
+        escape(f"key for {name} (give it to the client; it is not stored): {key}"),
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def _register_data_commands() -> None:
-    from apps import cli_data
+    from apps import cli_data, cli_dlq
 
     for fn in (
         cli_data.replay,
@@ -379,6 +460,7 @@ def _register_data_commands() -> None:
         cli_data.alerts,
         cli_data.evaluate,
         cli_data.explain,
+        cli_dlq.dlq,
     ):
         app.command()(fn)
 

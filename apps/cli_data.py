@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from flows.config import ConfigError, Settings, load_settings
+from flows.config import ConfigError, ConfigSource, Settings, load_config, redact_url
 
 if TYPE_CHECKING:
     from apps.replay.injection import InjectionConfig
@@ -23,18 +25,64 @@ if TYPE_CHECKING:
     from apps.replay.tlc import TripReadReport
 
 console = Console()
+err_console = Console(stderr=True)
 ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", help="YAML config file (default: $FRAUDSTREAM_CONFIG)")
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="YAML config file (default: $FRAUDSTREAM_CONFIG, else ./fraudstream.yaml if present, "
+        "else the built-in defaults)",
+    ),
 ]
 
 
-def settings_or_exit(config: Path | None) -> Settings:
-    """Validated settings, or a message naming the bad field and exit status 2."""
+def fail(message: str, code: int = 1) -> NoReturn:
+    """One line on stderr, ``error: message``, then exit with ``code`` (no traceback)."""
+    err_console.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def config_or_exit(config: Path | None) -> tuple[Settings, ConfigSource]:
+    """Validated settings and the file they came from (said on stderr), or a
+    message naming the bad field and exit status 2."""
     try:
-        return load_settings(config)
+        settings, source = load_config(config)
     except ConfigError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
+        fail(str(exc), 2)
+    err_console.print(f"config: {escape(str(source))}", style="dim", highlight=False, soft_wrap=True)
+    return settings, source
+
+
+def settings_or_exit(config: Path | None) -> Settings:
+    """:func:`config_or_exit` without the source."""
+    return config_or_exit(config)[0]
+
+
+@contextlib.contextmanager
+def service_errors(settings: Settings) -> Iterator[None]:
+    """An unreachable broker or database, or a taken port, as one line on stderr and
+    exit status 1 instead of a traceback."""
+    import psycopg
+
+    from flows.runner import PortInUse
+    from infra.topics import KafkaUnreachable
+
+    try:
+        yield
+    except (KafkaUnreachable, PortInUse) as exc:
+        fail(str(exc))
+    except psycopg.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        fail(f"cannot reach PostgreSQL at {redact_url(settings.database_url)} ({reason})")
+
+
+def reach_kafka_or_exit(settings: Settings) -> None:
+    """Exit with ``cannot reach Kafka at HOST:PORT (...)`` within seconds when no broker answers."""
+    from infra.topics import reach_kafka
+
+    with service_errors(settings):
+        reach_kafka(settings.kafka.bootstrap_servers, settings.kafka.client_config)
 
 
 def _rates(inject_rate: float, rate: list[str]) -> dict[str, float]:
@@ -58,6 +106,8 @@ def expand_folders(paths: list[Path]) -> list[Path]:
     """Files as given; a folder becomes its trip files in name order (TLC names sort by month)."""
     out: list[Path] = []
     for p in paths:
+        if not p.exists():
+            raise typer.BadParameter(f"{p}: no such file or folder")
         if p.is_dir():
             found = sorted(f for f in p.iterdir() if f.is_file() and f.name.endswith(TRIP_SUFFIXES))
             if not found:
@@ -120,7 +170,7 @@ def replay(
     """Replay NYC taxi trips (or a labelled CSV/Parquet) to the transactions topic in event-time order."""
     from apps.replay.injection import InjectionConfig
     from apps.replay.riders import RiderModel
-    from apps.replay.stream import ColumnMap, Replayer, time_sorted, to_items
+    from apps.replay.stream import ColumnMap, Replayer, check_columns
     from apps.replay.tlc import TripReadReport
     from infra.topics import ensure_topics
 
@@ -138,17 +188,15 @@ def replay(
         injection = InjectionConfig(seed, _rates(inject_rate, rate), compromise_rate, compromise_days)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    source = column_map and ColumnMap.parse(column_map, timezone)
-    pairs = _replay_pairs(
-        files,
-        source or None,
-        zones,
-        centroids,
-        synthetic,
-        RiderModel(seed, riders, terminals),
-        injection,
-        report,
-    )
+    try:
+        source = ColumnMap.parse(column_map, timezone) if column_map else None
+        if source is not None:
+            check_columns(files, source)
+        pairs = _replay_pairs(
+            files, source, zones, centroids, synthetic, RiderModel(seed, riders, terminals), injection, report
+        )
+    except ValueError as exc:  # --map, --timezone, or a file they or --zones/--centroids name
+        fail(str(exc), 2)
     if label_delay_days < 0:
         raise typer.BadParameter("must be >= 0", param_hint="--label-delay-days")
     topics = {k.transactions_topic: k.partitions}
@@ -160,9 +208,9 @@ def replay(
                 "see every partition, whose event times drift apart by days in a fast replay; "
                 "use one partition (FRAUDSTREAM__KAFKA__PARTITIONS=1) or --speed (docs/labels.md)"
             )
-    ensure_topics(k.bootstrap_servers, topics, k.client_config)
-    with console.status("reading and ordering by event time..."):
-        total, ordered = time_sorted(to_items(pairs))
+    with service_errors(settings):
+        ensure_topics(k.bootstrap_servers, topics, k.client_config)
+    total, ordered = _time_sorted_or_exit(pairs)
     if report.rows:
         console.print(
             f"read {report.rows:,} trips: {report.trips:,} kept; dropped {report.dropped or 'none'}; "
@@ -200,6 +248,20 @@ def replay(
     _print_summary(summary, target, labels_out, k.labels_topic if emit_labels else None, label_delay_days)
     if summary.interrupted:
         raise typer.Exit(130)
+
+
+def _time_sorted_or_exit(pairs: Iterator[tuple[dict[str, Any], str | None]]) -> tuple[int, Iterator[Any]]:
+    """Read every input and order it by event time; an unreadable file or row is one line and exit 2."""
+    from apps.replay.stream import time_sorted, to_items
+    from apps.replay.tlc import ReplayInputError
+
+    try:
+        with console.status("reading and ordering by event time..."):
+            return time_sorted(to_items(pairs))
+    except ReplayInputError as exc:
+        fail(str(exc), 2)
+    except OSError as exc:
+        fail(f"{exc.filename or 'input'}: cannot read it ({exc.strerror or exc})", 2)
 
 
 def _print_summary(
@@ -266,7 +328,11 @@ def produce(
     from apps.produce import produce_all
 
     settings = settings_or_exit(config)
-    stream = open(source, "rb") if source else sys.stdin.buffer  # noqa: SIM115
+    try:
+        stream = open(source, "rb") if source else sys.stdin.buffer  # noqa: SIM115
+    except OSError as exc:
+        fail(f"{source}: cannot read it ({exc.strerror})", 2)
+    reach_kafka_or_exit(settings)
 
     def messages() -> Iterator[tuple[bytes | None, bytes]]:
         for raw in stream:
@@ -279,12 +345,15 @@ def produce(
                 key = None  # the job sends it to the dead-letter topic with the reason
             yield key, line
 
-    sent = produce_all(
-        settings.kafka.bootstrap_servers,
-        settings.kafka.transactions_topic,
-        messages(),
-        settings.kafka.client_config,
-    )
+    try:
+        sent = produce_all(
+            settings.kafka.bootstrap_servers,
+            settings.kafka.transactions_topic,
+            messages(),
+            settings.kafka.client_config,
+        )
+    except RuntimeError as exc:  # not acknowledged: the broker went away meanwhile
+        fail(str(exc))
     console.print(f"produced {sent:,} events to {settings.kafka.transactions_topic}")
 
 
@@ -336,7 +405,8 @@ def label(
         else:
             labels.append(result)
     k = settings.kafka
-    ensure_topics(k.bootstrap_servers, {k.labels_topic: k.partitions}, k.client_config)
+    with service_errors(settings):
+        ensure_topics(k.bootstrap_servers, {k.labels_topic: k.partitions}, k.client_config)
     sent = produce_all(
         k.bootstrap_servers, k.labels_topic, (encode_label(lab) for lab in labels), k.client_config
     )
@@ -388,6 +458,7 @@ def alerts(
     from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
 
     settings = settings_or_exit(config)
+    reach_kafka_or_exit(settings)
     k = settings.kafka
     consumer = Consumer(
         {
@@ -572,25 +643,39 @@ def _prequential(
 def explain(
     config: ConfigOpt = None,
     idle_exit: Annotated[float | None, typer.Option(help="exit after N seconds without alerts")] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            envvar="METRICS_PORT",
+            min=0,
+            max=65535,
+            help="/metrics port (default: explainer.metrics_port, 9120, beside the job's 9108; 0: none)",
+        ),
+    ] = None,
 ) -> None:
     """Explain alerts with Claude (template fallback) into alert_explanations and alerts.explained."""
     import logging
     import signal
     import threading
 
-    from prometheus_client import start_http_server
-
     from apps.explainer import run_explainer
+    from flows.runner import serve_metrics
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = settings_or_exit(config)
-    if settings.metrics.port:
-        from operators.metrics import prime_explainer
-
-        prime_explainer()
-        start_http_server(settings.metrics.port, addr=settings.metrics.host)
+    port = settings.explainer.metrics_port if metrics_port is None else metrics_port
+    hint = (
+        "explainer.metrics_port (FRAUDSTREAM__EXPLAINER__METRICS_PORT), METRICS_PORT or --metrics-port "
+        "to a free port, or 0 for no /metrics"
+    )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    count = run_explainer(settings, stop, idle_exit)
+    with service_errors(settings):
+        if port:
+            from operators.metrics import prime_explainer
+
+            prime_explainer()
+            serve_metrics(port, settings.metrics.host, hint)
+        count = run_explainer(settings, stop, idle_exit)
     console.print(f"explained {count:,} alerts")

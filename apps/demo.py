@@ -8,15 +8,16 @@ topic), and prints a summary while ``/metrics`` is live.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from apps.produce import produce_all
 from apps.replay.workload import generate
@@ -25,7 +26,7 @@ from flows.launcher import JobProcess, start_job
 from flows.runner import bootstrap
 from infra.stack import EmbeddedStack, remove
 
-__all__ = ["Summary", "count_topic", "run_demo", "summarise"]
+__all__ = ["Summary", "count_topic", "detection", "run_demo", "steady_latency", "summarise"]
 
 
 @dataclass
@@ -40,6 +41,12 @@ class Summary:
     latency_p99_ms: float
     seconds: float
     model_versions: list[str]
+    caught: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Per injected scenario: (events alerted MEDIUM or HIGH, events injected)."""
+    alert_precision: float | None = None
+    """Share of the alerts that are injected fraud."""
+    steady: tuple[float, float, float] | None = None
+    """(rate/s, p50 ms, p99 ms) of produce-to-row latency at a steady rate after the burst."""
 
 
 def count_topic(
@@ -68,6 +75,47 @@ def count_topic(
             idle_since = time.monotonic()
     consumer.close()
     return n
+
+
+def detection(settings: Settings, labels: dict[str, str]) -> tuple[dict[str, tuple[int, int]], float | None]:
+    """Per scenario (alerted, injected) of the injected events, and the alerts' precision."""
+    with psycopg.connect(settings.database_url) as conn:
+        alerted = {r[0] for r in conn.execute("SELECT event_id FROM scored_events WHERE risk_level <> 'LOW'")}
+    caught: dict[str, tuple[int, int]] = {}
+    for event_id, scenario in labels.items():
+        hit, total = caught.get(scenario, (0, 0))
+        caught[scenario] = (hit + (event_id in alerted), total + 1)
+    precision = len(alerted & labels.keys()) / len(alerted) if alerted else None
+    return dict(sorted(caught.items())), precision
+
+
+def steady_latency(
+    settings: Settings, job: JobProcess, rate: float, seconds: float, seed: int
+) -> tuple[float, float, float]:
+    """Produce-to-row latency at a steady ``rate`` (events/s), once the burst is scored:
+    what a payment waits, without the queue a burst builds up."""
+    work = generate(
+        events=int(rate * seconds), users=max(10, int(rate * seconds) // 5), malformed=0, seed=seed
+    )
+    before = job.wait_rows(0, 1)
+    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers, "linger.ms": 0})
+    began = time.monotonic()
+    for i, (key, value) in enumerate(work.messages):
+        time.sleep(max(0.0, began + i / rate - time.monotonic()))
+        producer.produce(settings.kafka.transactions_topic, value, key)
+        producer.poll(0)
+    producer.flush(10)
+    job.wait_rows(before + work.valid, timeout_s=60)
+    ids = [json.loads(v)["event_id"] for _, v in work.messages]
+    with psycopg.connect(settings.database_url) as conn:
+        lag = "extract(epoch FROM written_at - ingested_at)"
+        p50, p99 = conn.execute(
+            f"SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY {lag}),"
+            f" percentile_cont(0.99) WITHIN GROUP (ORDER BY {lag})"
+            " FROM scored_events WHERE event_id = ANY(%s)",
+            (ids,),
+        ).fetchone()  # type: ignore[misc]
+    return rate, float(p50 or 0) * 1000, float(p99 or 0) * 1000
 
 
 def summarise(settings: Settings, events: int, dead_letters: int, seconds: float) -> Summary:
@@ -192,8 +240,12 @@ def run_demo(
             settings.kafka.bootstrap_servers, settings.kafka.dlq_topic, settings.kafka.partitions
         )
         summary = summarise(settings, len(workload.messages), dead, elapsed)
+        summary.caught, summary.alert_precision = detection(settings, workload.labels)
         if rows < workload.valid:
             con.print(f"[red]only {rows} of {workload.valid} events were scored in time[/]")
+        else:
+            with con.status("measuring latency at a steady 200 events/s..."):
+                summary.steady = steady_latency(settings, job, 200.0, 5.0, seed + 7)
         if keep_running:
             con.print("Job and stack keep running; Ctrl-C to stop.")
             signal.sigwait({signal.SIGINT, signal.SIGTERM})

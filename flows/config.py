@@ -1,8 +1,11 @@
 """Configuration: one YAML file plus environment variables, validated at start-up.
 
-Precedence: built-in defaults < YAML file (``FRAUDSTREAM_CONFIG`` or ``--config``)
-< contract environment variables (``KAFKA_BOOTSTRAP_SERVERS``, ``DATABASE_URL``,
-``REDIS_URL``, ``METRICS_PORT``) < nested overrides ``FRAUDSTREAM__SECTION__KEY``.
+The YAML file is the first of: ``--config`` (the ``path`` argument), the
+``FRAUDSTREAM_CONFIG`` variable, ``fraudstream.yaml`` in the current directory;
+with none of them the built-in defaults apply (:func:`find_config` says which).
+Precedence: built-in defaults < YAML file < contract environment variables
+(``KAFKA_BOOTSTRAP_SERVERS``, ``DATABASE_URL``, ``REDIS_URL``, ``METRICS_PORT``)
+< nested overrides ``FRAUDSTREAM__SECTION__KEY``.
 Any invalid value stops start-up with :class:`ConfigError` naming the field.
 Sections turn into the domain objects the code uses in one place, here, and
 one way: ``settings.<section>.config()`` (e.g. ``settings.state.config()`` is
@@ -19,6 +22,7 @@ flows.config.ConfigError: invalid configuration (environment): metrics.port: ...
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from collections.abc import Mapping
 from datetime import timedelta
@@ -37,7 +41,20 @@ from operators.shards import UserShardConfig
 from operators.sinks.retry import RetryPolicy
 from operators.state import StateLimits
 
-__all__ = ["ENV_VARS", "ConfigError", "Settings", "load_settings", "redact_url", "redacted"]
+__all__ = [
+    "CONFIG_FILE",
+    "ENV_VARS",
+    "ConfigError",
+    "ConfigSource",
+    "Settings",
+    "find_config",
+    "load_config",
+    "load_settings",
+    "redact_url",
+    "redacted",
+]
+
+log = logging.getLogger(__name__)
 
 
 class _Section(BaseModel):
@@ -231,6 +248,13 @@ class ExplainerSettings(_Section):
     group_id: str = Field("fraudstream-explainer", min_length=1)
     max_chars: int = Field(800, ge=80)
     history_events: int = Field(5, ge=0, le=50)
+    metrics_port: int = Field(
+        9120,
+        ge=0,
+        le=65535,
+        description="The explainer's /metrics port (METRICS_PORT, when set, overrides it; 0: none): "
+        "not the job's metrics.port, so both run on one host.",
+    )
 
 
 class GatewaySettings(_Section):
@@ -243,6 +267,9 @@ class GatewaySettings(_Section):
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Larger requests get 413.")
     max_batch: int = Field(1_000, ge=1, description="Events per ingestion request.")
     require_auth: bool = True
+    allow_example_key: bool = Field(
+        False, description="Accept the public key of infra/gateway-keys.example.yaml (demos only)."
+    )
     keys_file: str | None = Field(
         None,
         description="YAML list of API keys by name and SHA-256 (fraudstream gateway-key); re-read on change. "
@@ -289,7 +316,7 @@ class Settings(_Section):
         """The user shards' configuration: state bounds, the id memory, the user risk window."""
         risk = self.entity_risk
         return UserShardConfig(
-            self.state.config(),
+            dataclasses.replace(self.state.config(), velocity_window_s=self.rules.velocity_check.window_s),
             dataclasses.replace(self.dedup.config(), shards=self.state.shards),
             risk.config() if risk.enabled and "user" in risk.entities else None,
             self.validation.max_dead_letter_bytes,
@@ -297,6 +324,12 @@ class Settings(_Section):
 
     @model_validator(mode="after")
     def _rule_windows(self) -> Settings:
+        velocity = self.rules.velocity_check
+        if velocity.window_s > self.state.window_s:
+            raise ValueError(
+                f"rules.velocity_check.window_s: {velocity.window_s:g} is longer than state.window_s "
+                f"{self.state.window_s:g}, the look-back the user state keeps"
+            )
         rule = self.rules.compromised_merchant
         risk = self.entity_risk
         if rule.enabled and not (risk.enabled and "merchant" in risk.entities):
@@ -377,14 +410,73 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
-    """Read and validate the configuration; raise :class:`ConfigError` if it is wrong."""
+CONFIG_FILE = "fraudstream.yaml"
+"""The config file read from the current directory when neither ``--config`` nor
+``FRAUDSTREAM_CONFIG`` names one."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigSource:
+    """Which YAML file the settings come from (``path`` None: the built-in defaults),
+    and what chose it: ``--config``, ``FRAUDSTREAM_CONFIG`` or the current directory.
+
+    >>> str(ConfigSource(None, "defaults"))
+    'built-in defaults'
+    >>> str(ConfigSource(Path("/etc/fs.yaml"), "FRAUDSTREAM_CONFIG"))
+    '/etc/fs.yaml (FRAUDSTREAM_CONFIG)'
+    """
+
+    path: Path | None
+    origin: Literal["--config", "FRAUDSTREAM_CONFIG", "current directory", "defaults"]
+
+    def __str__(self) -> str:
+        if self.path is None:
+            return "built-in defaults"
+        if self.origin == "current directory":
+            return f"./{CONFIG_FILE}"
+        if self.origin == "FRAUDSTREAM_CONFIG":
+            return f"{self.path} (FRAUDSTREAM_CONFIG)"
+        return str(self.path)
+
+
+def find_config(
+    path: str | Path | None = None, env: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> ConfigSource:
+    """The config file to read: ``path`` (``--config``), else ``$FRAUDSTREAM_CONFIG``,
+    else ``./fraudstream.yaml`` if there is one, else none (the built-in defaults).
+
+    >>> find_config(env={}, cwd=Path("/nonexistent"))
+    ConfigSource(path=None, origin='defaults')
+    """
     env = os.environ if env is None else env
-    path = path or env.get("FRAUDSTREAM_CONFIG") or None
+    if path:
+        return ConfigSource(Path(path), "--config")
+    if env.get("FRAUDSTREAM_CONFIG"):
+        return ConfigSource(Path(env["FRAUDSTREAM_CONFIG"]), "FRAUDSTREAM_CONFIG")
+    local = (Path.cwd() if cwd is None else cwd) / CONFIG_FILE
+    if local.is_file():
+        return ConfigSource(local, "current directory")
+    return ConfigSource(None, "defaults")
+
+
+def load_settings(
+    path: str | Path | None = None, env: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> Settings:
+    """Read and validate the configuration; raise :class:`ConfigError` if it is wrong."""
+    return load_config(path, env, cwd)[0]
+
+
+def load_config(
+    path: str | Path | None = None, env: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> tuple[Settings, ConfigSource]:
+    """:func:`load_settings`, and the :class:`ConfigSource` it read (to tell the user)."""
+    env = os.environ if env is None else env
+    found = find_config(path, env, cwd)
+    log.debug("config: %s", found)
     data: dict[str, Any] = {}
     source = "defaults"
-    if path is not None:
-        source = str(path)
+    if found.path is not None:
+        path, source = found.path, str(found)
         try:
             loaded = yaml.safe_load(Path(path).read_text())
         except OSError as exc:
@@ -406,6 +498,6 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
             keys = tuple(k.lower() for k in name[len(_NESTED_PREFIX) :].split("__"))
             _set(data, keys, yaml.safe_load(value))
     try:
-        return Settings.model_validate(data)
+        return Settings.model_validate(data), found
     except ValidationError as exc:
         raise ConfigError(f"invalid configuration (environment): {_describe(exc)}") from exc

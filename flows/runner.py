@@ -9,9 +9,11 @@ process share the GIL).
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -27,9 +29,47 @@ from infra.migrations import apply_migrations
 from infra.stack import free_port
 from infra.topics import ensure_topics
 
-__all__ = ["bootstrap", "run_job", "run_member", "run_process"]
+__all__ = ["PortInUse", "bootstrap", "check_port", "run_job", "run_member", "run_process", "serve_metrics"]
 
 log = logging.getLogger(__name__)
+
+JOB_PORT_HINT = (
+    "metrics.port or METRICS_PORT to a free port (process i serves port + i), or 0 for no /metrics"
+)
+
+
+class PortInUse(RuntimeError):
+    """A port this process must listen on is taken; the message names it and the setting to change."""
+
+
+def _in_use(what: str, host: str, port: int, hint: str) -> PortInUse:
+    return PortInUse(f"{what} port {host}:{port} is already in use by another process: set {hint}")
+
+
+def check_port(host: str, port: int, what: str, hint: str) -> None:
+    """Raise :class:`PortInUse` if ``host:port`` cannot be bound now (0 is always free)."""
+    if not port:
+        return
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do: TIME_WAIT is free
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise _in_use(what, host, port, hint) from exc
+
+
+def serve_metrics(port: int, host: str, hint: str = JOB_PORT_HINT) -> None:
+    """Serve ``/metrics`` on ``host:port`` (nothing for 0), or :class:`PortInUse`."""
+    if not port:
+        return
+    try:
+        start_http_server(port, addr=host)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        raise _in_use("metrics", host, port, hint) from exc
 
 
 def bootstrap(settings: Settings, init_recovery: bool = True) -> None:
@@ -108,7 +148,7 @@ def run_process(
     if port:
         metrics.prime(tuple(RULES))
         offset = (process_id or 0) if port_offset else 0
-        start_http_server(port + offset, addr=settings.metrics.host)
+        serve_metrics(port + offset, settings.metrics.host)
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -170,7 +210,12 @@ def run_member(
 def run_job(
     settings: Settings, processes: int = 1, workers_per_process: int = 1, config_path: str | None = None
 ) -> int:
-    """Bootstrap, then run ``processes`` cluster processes until one exits."""
+    """Bootstrap, then run ``processes`` cluster processes until one exits.
+
+    Raises :class:`PortInUse` before anything starts when a metrics port is taken."""
+    m = settings.metrics
+    for i in range(processes if m.port else 0):
+        check_port(m.host, m.port + i, "metrics", JOB_PORT_HINT)
     bootstrap(settings)
     if processes == 1:
         run_process(None, None, workers_per_process, settings)

@@ -177,6 +177,16 @@ class ModelStore:
     def clear_challenger(self) -> None:
         (self.root / "challenger").unlink(missing_ok=True)
 
+    def prune(self, keep: int) -> list[str]:
+        """Delete all but the ``keep`` newest versions (by when they were written), never the
+        active one or the challenger; returns the versions deleted."""
+        pinned = {self.active(), self.challenger()}
+        by_age = sorted(self.versions(), key=lambda v: (self.root / v / "metadata.json").stat().st_mtime)
+        doomed = [v for v in by_age[: max(0, len(by_age) - keep)] if v not in pinned]
+        for version in doomed:
+            shutil.rmtree(self.root / version)
+        return doomed
+
     def load_active(self, device: str = "auto") -> ModelSet | None:
         version = self.active()
         return None if version is None else load_artifact(self.root / version, device)

@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, cast
 
 import msgspec
 
@@ -97,7 +97,7 @@ class RiskWindow(msgspec.Struct, dict=True, array_like=True):
     """Wall-clock time of the last update, for idle eviction."""
 
     version = 0
-    cache: ClassVar[tuple[Any, ...] | None] = None
+    cache = cast("tuple[Any, ...] | None", None)
 
     def add_event(self, ts: float, config: RiskConfig = RiskConfig()) -> None:
         day = int(ts // DAY)

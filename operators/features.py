@@ -46,6 +46,9 @@ class Features(msgspec.Struct, frozen=True, omit_defaults=False):
     events_10m: int
     events_1h: int
     events_24h: int
+    velocity_events: int
+    """Events in the ``velocity_check`` rule's window (``rules.velocity_check.window_s``),
+    this one included: ``events_10m`` with the default window of 600 s."""
     distance_km: float | None
     seconds_since_last_location: float | None
     speed_kmh: float | None
@@ -78,10 +81,13 @@ FEATURE_NAMES: tuple[str, ...] = (
 _RISK_NAME = re.compile(r"(merchant|device|user)_(events|frauds|fraud_share)_[0-9]+d")
 
 
-def compute_features(state: UserState, event: TransactionEvent, ts: float) -> Features:
+def compute_features(
+    state: UserState, event: TransactionEvent, ts: float, velocity_window_s: float = 600.0
+) -> Features:
     """Features of ``event`` (event time ``ts``, epoch seconds) against ``state``.
 
     Window counts include the event itself; history statistics exclude it.
+    ``velocity_window_s`` is the window of ``velocity_events`` (the velocity rule's).
     """
     prior = state.before(ts)
     last = prior[-1] if prior else None
@@ -107,6 +113,7 @@ def compute_features(state: UserState, event: TransactionEvent, ts: float) -> Fe
         events_10m=1 + _count_since(prior, ts - 600.0),
         events_1h=1 + _count_since(prior, ts - 3600.0),
         events_24h=1 + _count_since(prior, ts - 86_400.0),
+        velocity_events=1 + _count_since(prior, ts - velocity_window_s),
         distance_km=distance,
         seconds_since_last_location=since_loc,
         speed_kmh=speed,
@@ -129,7 +136,7 @@ class Featured:
 def update_profile(state: UserState, acc: Accepted, limits: StateLimits) -> Featured:
     """Features of ``acc`` against ``state``, then ``acc`` pushed into ``state``."""
     ev = acc.event
-    features = compute_features(state, ev, acc.ts)
+    features = compute_features(state, ev, acc.ts, limits.velocity_window_s)
     loc = ev.location
     state.push(
         Seen(acc.ts, ev.amount, loc.latitude if loc else None, loc.longitude if loc else None),

@@ -41,10 +41,15 @@ class _Rule(BaseModel):
 
 
 class VelocityCheck(_Rule):
-    """More than ``max_events`` events in 10 minutes (the current one included)."""
+    """More than ``max_events`` events in ``window_s`` seconds (the current one included).
+
+    The count is the feature ``velocity_events``, taken over this window (the
+    settings pass it to the user state's limits); it must fit in ``state.window_s``.
+    """
 
     points: int = Field(25, ge=0, le=100)
     max_events: int = Field(5, ge=1)
+    window_s: float = Field(600.0, gt=0)
 
 
 class HighAmount(_Rule):
@@ -159,10 +164,27 @@ def _hit(ctx: RuleContext, name: str, reason: str) -> RuleHit:
     return RuleHit(name, rule.points, reason, rule.force_high)
 
 
+def duration_text(seconds: float) -> str:
+    """A window length as analysts read it.
+
+    >>> [duration_text(s) for s in (600, 90, 3600, 5400, 86400, 45.5)]
+    ['10 minutes', '90 seconds', '1 hour', '90 minutes', '24 hours', '45.5 seconds']
+    """
+    for unit, size in (("hour", 3600.0), ("minute", 60.0)):
+        if seconds >= size and seconds % size == 0:
+            n = int(seconds // size)
+            return f"{n} {unit}{'s' if n != 1 else ''}"
+    return f"{seconds:g} second{'s' if seconds != 1 else ''}"
+
+
 def velocity_check(ev: TransactionEvent, f: Features, ctx: RuleContext) -> RuleHit | None:
-    limit = ctx.config.velocity_check.max_events
-    if f.events_10m > limit:
-        return _hit(ctx, "velocity_check", f"{f.events_10m} transactions in 10 minutes (limit {limit})")
+    cfg = ctx.config.velocity_check
+    if f.velocity_events > cfg.max_events:
+        return _hit(
+            ctx,
+            "velocity_check",
+            f"{f.velocity_events} transactions in {duration_text(cfg.window_s)} (limit {cfg.max_events})",
+        )
     return None
 
 

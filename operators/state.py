@@ -36,12 +36,15 @@ class StateLimits:
     """Bounds on one user's state.
 
     ``window_s`` is the longest look-back any feature or rule needs;
-    ``max_events`` caps a burst inside it; ``max_devices`` caps the device set.
+    ``max_events`` caps a burst inside it; ``max_devices`` caps the device set;
+    ``velocity_window_s`` is the look-back of the ``velocity_check`` rule's count
+    (``rules.velocity_check.window_s``, at most ``window_s``).
     """
 
     window_s: float = 86_400.0
     max_events: int = 64
     max_devices: int = 16
+    velocity_window_s: float = 600.0
 
 
 @dataclass(slots=True)

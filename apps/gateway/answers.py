@@ -85,7 +85,9 @@ def fallback_answer(
     ev: TransactionEvent, settings: Settings, blocklists: RedisBlocklists, reason: str, began: float
 ) -> ScoreResponse:
     """Rules that need no history, on an empty profile, through the same ensemble."""
-    features = compute_features(UserState(), ev, ev.timestamp.timestamp())
+    features = compute_features(
+        UserState(), ev, ev.timestamp.timestamp(), settings.rules.velocity_check.window_s
+    )
     hits = evaluate_rules(ev, features, RuleContext(settings.rules, blocklists.current()))
     verdict = combine(hits, {}, settings.ensemble)
     reasons = [h.reason for h in hits]

@@ -428,6 +428,12 @@ def run_gateway(settings: Settings, host: str | None = None, port: int | None = 
         keys = KeyRing(Path(g.keys_file))
         if not len(keys):
             raise ConfigError(f"gateway.keys_file: {g.keys_file} holds no active key")
+        if keys.holds_example_key() and not g.allow_example_key:
+            raise ConfigError(
+                f"gateway.keys_file: {g.keys_file} holds the public example key; make your own with "
+                "`fraudstream gateway-key NAME --append FILE` (or set gateway.allow_example_key: true "
+                "for a demo)"
+            )
     if not k.publish_decisions:
         raise ConfigError("kafka.publish_decisions: the gateway needs the job to publish decisions")
     router = DecisionRouter(k.bootstrap_servers, k.decisions_topic, dict(k.client_config))

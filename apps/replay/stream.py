@@ -29,11 +29,19 @@ import msgspec
 from confluent_kafka import KafkaError, Message, Producer
 
 from apps.replay.riders import RiderModel, trip_to_event
-from apps.replay.tlc import TripReadReport, ZoneTable, read_trips
+from apps.replay.tlc import ReplayInputError, TripReadReport, ZoneTable, read_trips
 from operators.event_files import row_to_event
 from operators.labels import Label, encode_label
 
-__all__ = ["ColumnMap", "ReplaySummary", "Replayer", "generic_events", "time_sorted", "tlc_events"]
+__all__ = [
+    "ColumnMap",
+    "ReplaySummary",
+    "Replayer",
+    "check_columns",
+    "generic_events",
+    "time_sorted",
+    "tlc_events",
+]
 
 Item = tuple[float, int, bytes, bytes, str | None]
 """(event time, sequence, key, value, label): the label is a scenario name for fraud,
@@ -67,7 +75,11 @@ class ColumnMap:
 
     @classmethod
     def parse(cls, spec: str, timezone: str = "UTC") -> ColumnMap:
-        pairs = dict(p.split("=", 1) for p in spec.split(",") if p.strip())
+        parts = [p for p in spec.split(",") if p.strip()]
+        bad = [p.strip() for p in parts if "=" not in p]
+        if bad:
+            raise ValueError(f"--map: expected KEY=COLUMN[,...], got {bad[0]!r}")
+        pairs = dict(p.split("=", 1) for p in parts)
         aliases = {"id": "event_id"}
         fields = {aliases.get(k.strip(), k.strip()): v.strip() for k, v in pairs.items()}
         unknown = set(fields) - set(cls.__dataclass_fields__)
@@ -76,11 +88,74 @@ class ColumnMap:
         missing = {"user", "time", "amount"} - set(fields)
         if missing:
             raise ValueError(f"--map: needs {sorted(missing)}")
+        try:
+            ZoneInfo(timezone)
+        except (ValueError, KeyError) as exc:
+            raise ValueError(
+                f"--timezone: unknown time zone {timezone!r} (e.g. UTC, America/New_York)"
+            ) from exc
         return cls(**fields, timezone=timezone)
 
 
+def _columns_of(path: Path) -> list[str]:
+    """The column names of a CSV (its header) or Parquet file."""
+    import csv
+
+    try:
+        if ".parquet" in path.suffixes:
+            import pyarrow.parquet as pq
+
+            return list(pq.ParquetFile(path).schema_arrow.names)
+        with open(path, newline="", encoding="utf-8") as f:
+            return next(csv.reader(f), [])
+    except OSError as exc:
+        raise ReplayInputError(f"{path}: cannot read it ({exc.strerror or exc})") from exc
+    except (UnicodeDecodeError, csv.Error, ValueError) as exc:
+        raise ReplayInputError(f"{path}: not a UTF-8 CSV or Parquet file ({exc})") from exc
+
+
+def check_columns(files: Iterable[Path], columns: ColumnMap) -> None:
+    """Refuse, before anything is produced, a file that lacks a column ``--map`` names
+    (:class:`~apps.replay.tlc.ReplayInputError` naming the file and the column).
+
+    >>> import tempfile
+    >>> f = Path(tempfile.mkdtemp()) / "tx.csv"
+    >>> _ = f.write_text("cc_num,trans_date,amt\\n1,2020-01-01 00:00:00,9.5\\n")
+    >>> check_columns([f], ColumnMap.parse("user=cc_num,time=trans_date,amount=amount"))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    apps.replay.tlc.ReplayInputError: .../tx.csv: no column 'amount' (--map amount=amount); it has cc_num, ...
+    """
+    named = {
+        key: getattr(columns, key)
+        for key in (
+            "user",
+            "time",
+            "amount",
+            "label",
+            "event_id",
+            "lat",
+            "lon",
+            "merchant",
+            "category",
+            "device",
+        )
+        if getattr(columns, key)
+    }
+    for path in files:
+        have = _columns_of(path)
+        for key, col in named.items():
+            if col not in have:
+                option = "id" if key == "event_id" else key
+                listed = ", ".join(have) or "no header"
+                raise ReplayInputError(f"{path}: no column {col!r} (--map {option}={col}); it has {listed}")
+
+
 def generic_events(files: Iterable[Path], columns: ColumnMap) -> Iterator[tuple[dict[str, Any], bool | None]]:
-    """Events and their labels from a generic labelled CSV/Parquet (e.g. Sparkov)."""
+    """Events and their labels from a generic labelled CSV/Parquet (e.g. Sparkov).
+
+    A row that cannot become an event stops the replay with
+    :class:`~apps.replay.tlc.ReplayInputError` naming the file, the line and the column."""
     import csv
 
     zone = ZoneInfo(columns.timezone)
@@ -96,30 +171,46 @@ def generic_events(files: Iterable[Path], columns: ColumnMap) -> Iterator[tuple[
                 yield from csv.DictReader(f)
 
     for path in files:
+        check_columns([path], columns)
         for n, row in enumerate(rows_of(path), start=1):
-            stamp = row[columns.time]
-            ts = stamp if isinstance(stamp, datetime) else datetime.fromisoformat(str(stamp).strip())
-            if ts.tzinfo is None:
-                ts = ts.replace(tzinfo=zone)
-            flat: dict[str, Any] = {
-                "event_id": str(row[columns.event_id]) if columns.event_id else f"{path.stem}-{n}",
-                "user_id": str(row[columns.user]),
-                "amount": float(row[columns.amount]),
-                "timestamp": ts.isoformat(),
-            }
-            for key, col in (
-                ("merchant_name", columns.merchant),
-                ("merchant_category", columns.category),
-                ("device_id", columns.device),
-            ):
-                if col and row.get(col) not in (None, ""):
-                    flat[key] = str(row[col])
-            if columns.lat and columns.lon and row.get(columns.lat) not in (None, ""):
-                flat["latitude"], flat["longitude"] = float(row[columns.lat]), float(row[columns.lon])
-            label = None
-            if columns.label:
-                label = str(row[columns.label]).strip().lower() in {"1", "true", "t", "yes", "fraud"}
-            yield row_to_event(flat), label
+            yield _generic_event(path, n, row, columns, zone)
+
+
+def _timestamp(value: Any) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value).strip())
+
+
+def _generic_event(
+    path: Path, n: int, row: dict[str, Any], columns: ColumnMap, zone: ZoneInfo
+) -> tuple[dict[str, Any], bool | None]:
+    def cell(col: str, parse: Callable[[Any], Any]) -> Any:
+        try:
+            return parse(row[col])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ReplayInputError(f"{path}: row {n}: column {col!r}: cannot read {row.get(col)!r}") from exc
+
+    ts = cell(columns.time, _timestamp)
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=zone)
+    flat: dict[str, Any] = {
+        "event_id": cell(columns.event_id, str) if columns.event_id else f"{path.stem}-{n}",
+        "user_id": cell(columns.user, str),
+        "amount": cell(columns.amount, float),
+        "timestamp": ts.isoformat(),
+    }
+    for key, col in (
+        ("merchant_name", columns.merchant),
+        ("merchant_category", columns.category),
+        ("device_id", columns.device),
+    ):
+        if col and row.get(col) not in (None, ""):
+            flat[key] = str(row[col])
+    if columns.lat and columns.lon and row.get(columns.lat) not in (None, ""):
+        flat["latitude"], flat["longitude"] = cell(columns.lat, float), cell(columns.lon, float)
+    label = None
+    if columns.label:
+        label = str(row.get(columns.label)).strip().lower() in {"1", "true", "t", "yes", "fraud"}
+    return row_to_event(flat), label
 
 
 # -- event-time ordering -------------------------------------------------------

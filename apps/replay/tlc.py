@@ -37,7 +37,15 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-__all__ = ["NEW_YORK", "Trip", "TripReadReport", "ZoneTable", "normalise_header", "read_trips"]
+__all__ = [
+    "NEW_YORK",
+    "ReplayInputError",
+    "Trip",
+    "TripReadReport",
+    "ZoneTable",
+    "normalise_header",
+    "read_trips",
+]
 
 NEW_YORK = ZoneInfo("America/New_York")
 _ALIASES = {
@@ -56,6 +64,11 @@ _ALIASES = {
 }
 _AREA = (40.3, 41.3, -74.6, -73.2)  # generous NYC box: lat min/max, lon min/max
 _MONTH = re.compile(r"(?<!\d)(20\d\d|19\d\d)-(0[1-9]|1[0-2])(?!\d)")
+
+
+class ReplayInputError(ValueError):
+    """An input file of a replay cannot be used: the message names the file (and
+    the column or row) and what is expected, in one line."""
 
 
 def normalise_header(name: str) -> str:
@@ -121,32 +134,72 @@ class ZoneTable:
 
     @classmethod
     def load(cls, lookup: Path | None, centroids: Path | None) -> ZoneTable:
+        """Read the files; :class:`ReplayInputError` names the file and what is wrong.
+
+        A centroid file may carry projected coordinates too (NY State Plane, in
+        feet, often in columns named ``lat``/``lon``): ``latitude``/``longitude``
+        are preferred when present, and coordinates outside degrees are refused.
+        """
         names: dict[int, str] = {}
         points: dict[int, tuple[float, float]] = {}
         if lookup is not None:
-            with open(lookup, newline="", encoding="utf-8") as f:
-                for row in csv.DictReader(f):
-                    names[int(row["LocationID"])] = f"{row['Zone']}, {row['Borough']}"
+            needed = ("LocationID", "Zone", "Borough")
+            for n, row in _csv_rows(lookup, needed, "--zones needs LocationID, Zone and Borough"):
+                names[_zone_id(lookup, n, row)] = f"{row['Zone']}, {row['Borough']}"
         if centroids is not None:
-            with open(centroids, newline="", encoding="utf-8") as f:
-                reader = csv.DictReader(f)
-                fields = set(reader.fieldnames or [])
-                lat_col = "latitude" if "latitude" in fields else "lat"
-                lon_col = "longitude" if "longitude" in fields else "lon"
-                if not {lat_col, lon_col, "LocationID"} <= fields:
-                    raise ValueError(
-                        f"{centroids}: needs LocationID, latitude and longitude columns, has {sorted(fields)}"
-                    )
-
-                for row in reader:
+            fields = _header(centroids)
+            lat_col = "latitude" if "latitude" in fields else "lat"
+            lon_col = "longitude" if "longitude" in fields else "lon"
+            expected = "--centroids needs LocationID, latitude and longitude (WGS84 degrees)"
+            for n, row in _csv_rows(centroids, ("LocationID", lat_col, lon_col), expected):
+                try:
                     lat, lon = float(row[lat_col]), float(row[lon_col])
-                    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
-                        raise ValueError(
-                            f"{centroids}: column {lat_col!r}/{lon_col!r} is not in degrees "
-                            f"({lat}, {lon}); use WGS84 latitude/longitude columns"
-                        )
-                    points[int(row["LocationID"])] = (lat, lon)
+                except (TypeError, ValueError) as exc:
+                    raise ReplayInputError(
+                        f"{centroids}:{n}: {lat_col}/{lon_col} ({row[lat_col]!r}, {row[lon_col]!r}) "
+                        "are not numbers; expected WGS84 degrees"
+                    ) from exc
+                if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+                    raise ReplayInputError(
+                        f"{centroids}:{n}: columns {lat_col!r}/{lon_col!r} hold ({lat:g}, {lon:g}), not in "
+                        "degrees (projected coordinates, e.g. feet?); --centroids needs LocationID, "
+                        "latitude and longitude in WGS84 degrees"
+                    )
+                points[_zone_id(centroids, n, row)] = (lat, lon)
         return cls(names, points)
+
+
+def _header(path: Path) -> list[str]:
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            return [h.strip().lstrip("\ufeff") for h in next(csv.reader(f), [])]
+    except OSError as exc:
+        raise ReplayInputError(f"{path}: cannot read it ({exc.strerror})") from exc
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ReplayInputError(f"{path}: not a UTF-8 CSV file ({exc})") from exc
+
+
+def _csv_rows(path: Path, needed: tuple[str, ...], expected: str) -> Iterator[tuple[int, dict[str, str]]]:
+    """(line number, row) of a CSV that has the ``needed`` columns."""
+    fields = _header(path)
+    missing = [c for c in needed if c not in fields]
+    if missing:
+        raise ReplayInputError(
+            f"{path}: no column {', '.join(missing)}; {expected} (it has {', '.join(fields) or 'no header'})"
+        )
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f, fieldnames=fields)
+        next(reader, None)
+        yield from enumerate(reader, start=2)
+
+
+def _zone_id(path: Path, line: int, row: dict[str, str]) -> int:
+    try:
+        return int(row["LocationID"])
+    except (TypeError, ValueError) as exc:
+        raise ReplayInputError(
+            f"{path}:{line}: LocationID {row['LocationID']!r} is not a whole number"
+        ) from exc
 
 
 def _num(row: dict[str, Any], key: str) -> float | None:

@@ -10,20 +10,65 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from bytewax.connectors.kafka import KafkaSource
+from bytewax.connectors.kafka import KafkaSource, _list_parts
 from bytewax.connectors.kafka import _KafkaSourcePartition as _BytewaxPartition
 from confluent_kafka import KafkaError as ConfluentKafkaError
+from confluent_kafka.admin import AdminClient
 
 from operators import metrics
 from operators.validation import RawBatch
 
-__all__ = ["KafkaEventSource"]
+__all__ = ["KafkaEventSource", "admin_config"]
 
 log = logging.getLogger(__name__)
 
 
 def _never() -> bool:
     return False
+
+
+CONSUMER_ONLY = frozenset(
+    {
+        "group.id",
+        "group.instance.id",
+        "group.protocol",
+        "group.remote.assignor",
+        "partition.assignment.strategy",
+        "session.timeout.ms",
+        "heartbeat.interval.ms",
+        "coordinator.query.interval.ms",
+        "max.poll.interval.ms",
+        "enable.auto.commit",
+        "auto.commit.interval.ms",
+        "enable.auto.offset.store",
+        "auto.offset.reset",
+        "queued.min.messages",
+        "queued.max.messages.kbytes",
+        "fetch.wait.max.ms",
+        "fetch.queue.backoff.ms",
+        "fetch.message.max.bytes",
+        "max.partition.fetch.bytes",
+        "fetch.max.bytes",
+        "fetch.min.bytes",
+        "fetch.error.backoff.ms",
+        "offset.store.method",
+        "isolation.level",
+        "consume.callback.max.messages",
+        "enable.partition.eof",
+        "check.crcs",
+    }
+)
+"""librdkafka consumer properties (``C`` in its CONFIGURATION.md) that a producer-type
+client, such as an admin client, would warn about and ignore."""
+
+
+def admin_config(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` without the consumer-only properties, for an admin client.
+
+    >>> admin_config({"fetch.wait.max.ms": "10", "security.protocol": "SASL_SSL"})
+    {'security.protocol': 'SASL_SSL'}
+    """
+    return {k: v for k, v in config.items() if k not in CONSUMER_ONLY}
 
 
 class _Partition(_BytewaxPartition):
@@ -92,6 +137,14 @@ class KafkaEventSource(KafkaSource):
         super().__init__(*args, **kwargs)
         self._stopping = stopping
         self._batches = batches
+
+    def list_parts(self) -> list[str]:
+        # Bytewax lists partitions with an AdminClient given ``add_config`` whole;
+        # an admin client is a producer to librdkafka, which then warns on every
+        # start that consumer settings (fetch.wait.max.ms, ...) will be ignored.
+        config: dict[str, Any] = {"bootstrap.servers": ",".join(self._brokers)}
+        config.update(admin_config(self._add_config))
+        return list(_list_parts(AdminClient(config), self._topics))
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _Partition:
         idx, topic = for_part.split("-", 1)

@@ -45,4 +45,5 @@ def test_demo_accounts_for_every_event_and_prints_the_summary(tmp_path):
     ):
         assert line in out
     assert "velocity_check" in out and "country_blacklist" in out
+    assert "caught: card_testing" in out and "alert precision" in out and "at a steady 200 events/s" in out
     assert "not every event was accounted for" not in out

@@ -19,7 +19,15 @@ import psycopg
 import pytest
 import yaml
 
-from apps.gateway.keys import KeyRing, RateLimiter, hash_key, new_key
+from apps.gateway.keys import (
+    KeyRing,
+    KeysFileError,
+    RateLimiter,
+    append_key,
+    hash_key,
+    keys_file_text,
+    new_key,
+)
 from flows.config import Settings
 from flows.launcher import JobProcess as Job
 from flows.launcher import job_env, start_gateway, start_job, stop_process
@@ -51,6 +59,35 @@ def test_keys_are_stored_hashed_several_and_revocable(tmp_path):
     path.write_text(yaml.safe_dump({"keys": [{"name": "a", "sha256": hash_key(KEY), "revoked": True}]}))
     os.utime(path, (time.time() + 5, time.time() + 5))
     assert ring.name_of(KEY) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("- name: pos\n  sha256: " + "ab" * 32 + "\n", "holds a list, expected a mapping `keys:`"),
+        ("just words\n", "holds a plain value, expected a mapping"),
+        ("keys:\n  name: pos\n", "`keys` holds a mapping"),
+        ("keys:\n- name: pos\n", "keys[0] needs a name and a sha256"),
+        ("keys:\n- name: pos\n  sha256: nothex\n", "keys[0].sha256 is not a SHA-256"),
+        ("keys: [\n", "is not YAML"),
+    ],
+)
+def test_a_malformed_keys_file_is_a_clear_error_naming_the_setting(tmp_path, text, says):
+    path = tmp_path / "keys.yaml"
+    path.write_text(text)
+    with pytest.raises(KeysFileError) as err:
+        KeyRing(path)
+    assert str(err.value).startswith(f"gateway.keys_file: {path}") and says in str(err.value)
+
+
+def test_keys_are_appended_to_a_keys_file_created_when_missing(tmp_path):
+    path = tmp_path / "keys.yaml"
+    assert append_key(path, "a", KEY) == 1
+    assert append_key(path, "b", OTHER) == 2
+    ring = KeyRing(path)
+    assert (ring.name_of(KEY), ring.name_of(OTHER)) == ("a", "b")
+    assert KEY not in path.read_text()
+    assert yaml.safe_load(keys_file_text([])) == {"keys": []}
 
 
 def test_rate_limiter_allows_the_burst_then_the_rate():
@@ -325,6 +362,16 @@ def test_config_errors_stop_the_gateway_naming_the_field(gw, tmp_path):
         timeout=60,
     )
     assert result.returncode == 2 and "gateway.keys_file" in result.stdout + result.stderr
+
+
+def test_the_public_example_key_is_refused_outside_a_demo(gw):
+    example = Path(__file__).resolve().parents[2] / "infra" / "gateway-keys.example.yaml"
+    env = {**job_env(gw.settings, 0), "FRAUDSTREAM__GATEWAY__KEYS_FILE": str(example)}
+    result = subprocess.run(
+        [sys.executable, "-m", "apps.cli", "gateway"], env=env, capture_output=True, text=True, timeout=60
+    )
+    out = result.stdout + result.stderr
+    assert result.returncode == 2 and "public example key" in out and "Traceback" not in out
 
 
 @pytest.mark.skipif(shutil.which("schemathesis") is None, reason="schemathesis is in the test extra")

@@ -132,3 +132,91 @@ def test_domain_defaults_equal_the_settings_defaults():
         default.give_up_after_s,
         default.max_retries,
     )
+
+
+def test_config_file_is_the_option_then_the_variable_then_the_current_directory(tmp_path):
+    from flows.config import find_config
+
+    here = tmp_path / "project"
+    here.mkdir()
+    assert str(find_config(env={}, cwd=here)) == "built-in defaults"
+    (here / "fraudstream.yaml").write_text("kafka:\n  alerts_topic: from-cwd\n")
+    found = find_config(env={}, cwd=here)
+    assert (found.path, found.origin, str(found)) == (
+        here / "fraudstream.yaml",
+        "current directory",
+        "./fraudstream.yaml",
+    )
+    assert load_settings(env={}, cwd=here).kafka.alerts_topic == "from-cwd"
+    named = tmp_path / "named.yaml"
+    named.write_text("kafka:\n  alerts_topic: from-env\n")
+    assert load_settings(env={"FRAUDSTREAM_CONFIG": str(named)}, cwd=here).kafka.alerts_topic == "from-env"
+    assert (
+        str(find_config(env={"FRAUDSTREAM_CONFIG": str(named)}, cwd=here)) == f"{named} (FRAUDSTREAM_CONFIG)"
+    )
+    option = tmp_path / "option.yaml"
+    option.write_text("kafka:\n  alerts_topic: from-option\n")
+    s = load_settings(option, env={"FRAUDSTREAM_CONFIG": str(named)}, cwd=here)
+    assert s.kafka.alerts_topic == "from-option"
+
+
+def _cli(args, cwd, **env):
+    import os
+    import subprocess
+    import sys
+
+    clean = {
+        k: v for k, v in os.environ.items() if k != "FRAUDSTREAM_CONFIG" and not k.startswith("FRAUDSTREAM__")
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "apps.cli", *args],
+        cwd=cwd,
+        env={**clean, "PYTHONPATH": str(ROOT), "COLUMNS": "250", "METRICS_PORT": "0", **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_commands_read_fraudstream_yaml_in_the_current_directory_and_say_so(tmp_path):
+    import json
+
+    empty = _cli(["check-config"], tmp_path)
+    assert empty.returncode == 0, empty.stderr
+    assert "config: built-in defaults" in empty.stderr
+    assert json.loads(empty.stdout)["kafka"]["alerts_topic"] == "alerts"
+
+    (tmp_path / "fraudstream.yaml").write_text("kafka:\n  alerts_topic: team-alerts\n")
+    local = _cli(["check-config"], tmp_path)
+    assert local.returncode == 0, local.stderr
+    assert "config: ./fraudstream.yaml" in local.stderr
+    assert json.loads(local.stdout)["kafka"]["alerts_topic"] == "team-alerts"
+
+    other = tmp_path / "other.yaml"
+    other.write_text("kafka:\n  alerts_topic: other-alerts\n")
+    by_env = _cli(["check-config"], tmp_path, FRAUDSTREAM_CONFIG=str(other))
+    assert f"config: {other} (FRAUDSTREAM_CONFIG)" in by_env.stderr
+    assert json.loads(by_env.stdout)["kafka"]["alerts_topic"] == "other-alerts"
+
+
+def test_run_reads_fraudstream_yaml_in_the_current_directory(tmp_path):
+    """A bad local file stops `fraudstream run` before it touches anything: so it was read."""
+    (tmp_path / "fraudstream.yaml").write_text("rules:\n  velocity_check:\n    max_events: 0\n")
+    result = _cli(["run"], tmp_path, KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1")
+    assert result.returncode == 2
+    assert "rules.velocity_check.max_events" in result.stderr and "fraudstream.yaml" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_velocity_window_is_a_validated_setting_that_reaches_the_user_state():
+    s = load_settings(env={"FRAUDSTREAM__RULES__VELOCITY_CHECK__WINDOW_S": "120"})
+    assert s.rules.velocity_check.window_s == 120.0
+    assert s.user_shards().limits.velocity_window_s == 120.0
+    assert Settings().user_shards().limits.velocity_window_s == 600.0
+    for bad in ("0", "-5"):
+        with pytest.raises(ConfigError, match=r"rules\.velocity_check\.window_s"):
+            load_settings(env={"FRAUDSTREAM__RULES__VELOCITY_CHECK__WINDOW_S": bad})
+    with pytest.raises(
+        ConfigError, match=r"rules.velocity_check.window_s: 90000 is longer than state.window_s"
+    ):
+        load_settings(env={"FRAUDSTREAM__RULES__VELOCITY_CHECK__WINDOW_S": "90000"})

@@ -131,6 +131,15 @@ def test_per_user_state_follows_each_user():
     assert scored["b6"].features.user_event_count == 6
 
 
+def test_the_velocity_window_setting_reaches_the_job():
+    msgs = [(b"a", encode(event(f"a{i}", "a", ts=f"2025-06-02T12:0{i}:00Z"))) for i in range(7)]
+    short = Settings.model_validate({"rules": {"velocity_check": {"window_s": 120}}})
+    scored = {s.event.event_id: s for s in run(msgs, settings=short)["scored"]}
+    assert scored["a6"].features.events_10m == 7  # the model feature keeps its 10 minutes
+    assert scored["a6"].features.velocity_events == 2  # after 12:04, up to 12:06
+    assert "velocity_check" not in {h.rule for h in scored["a6"].hits}
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_waiting_micro_batches_score_everything_once(workload, outputs, workers):
     settings = Settings.model_validate({"scoring": {"max_batch_size": 64, "max_wait_ms": 5}})

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -160,3 +162,18 @@ def test_cuda_scores_match_cpu_scores(store, training_matrix):
     gpu = load_artifact(s.root / version, device="cuda").scorers["autoencoder"]
     assert str(gpu.describe()["device"]).startswith("cuda")
     np.testing.assert_allclose(gpu.score_batch(training_matrix), cpu.score_batch(training_matrix), atol=0.2)
+
+
+def test_prune_keeps_the_newest_versions_and_never_the_active_or_challenger(store, tmp_path):
+    s, version = store
+    root = tmp_path / "models"
+    root.mkdir()
+    for i in range(6):
+        copy = root / f"v{i}"
+        shutil.copytree(s.root / version, copy)
+        os.utime(copy / "metadata.json", (1_000 + i, 1_000 + i))
+    (root / "active").write_text("v0\n")
+    (root / "challenger").write_text("v1\n")
+    removed = ModelStore(root).prune(keep=2)
+    assert sorted(removed) == ["v2", "v3"]
+    assert ModelStore(root).versions() == ["v0", "v1", "v4", "v5"]

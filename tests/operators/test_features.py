@@ -50,6 +50,15 @@ def test_window_counts_include_the_event_and_respect_boundaries():
     assert f.events_24h == 6  # -1500 min is more than a day ago
 
 
+def test_velocity_events_count_in_the_given_window():
+    s = UserState()
+    for m in (-61, -59, -11, -9, -1):
+        push(s, ev(m))
+    assert compute_features(s, ev(0), T0.timestamp()).velocity_events == 3  # default: 10 minutes
+    assert compute_features(s, ev(0), T0.timestamp(), velocity_window_s=120).velocity_events == 2
+    assert compute_features(s, ev(0), T0.timestamp(), velocity_window_s=3600).velocity_events == 5
+
+
 def test_distance_and_speed_from_the_previous_located_event():
     s = UserState()
     push(s, ev(-30, loc=Location(40.7128, -74.0060)))

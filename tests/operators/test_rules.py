@@ -49,8 +49,9 @@ def fired(
             ),
             h.device_id,
         )
-    f = compute_features(state, e, e.timestamp.timestamp())
-    ctx = RuleContext(config or RulesConfig(), lists or Blocklists())
+    config = config or RulesConfig()
+    f = compute_features(state, e, e.timestamp.timestamp(), config.velocity_check.window_s)
+    ctx = RuleContext(config, lists or Blocklists())
     return {h.rule: h.reason for h in evaluate_rules(e, f, ctx)}
 
 
@@ -71,6 +72,20 @@ def test_velocity_fires_above_the_limit_within_ten_minutes():
 def test_velocity_threshold_comes_from_config():
     config = RulesConfig.model_validate({"velocity_check": {"max_events": 2}})
     assert "velocity_check" in fired([make(-2), make(-1)], make(0), config)
+
+
+def test_velocity_window_comes_from_config():
+    config = RulesConfig.model_validate({"velocity_check": {"window_s": 120}})
+    burst = [make(-1.5 + i * 0.25) for i in range(5)]  # 5 + current = 6 within 90 s
+    assert fired(burst, make(0), config)["velocity_check"] == "6 transactions in 2 minutes (limit 5)"
+    within_ten = [make(-9 + i) for i in range(5)]  # 6 in 10 minutes, but only 2 in the last 2
+    assert "velocity_check" in fired(within_ten, make(0))
+    assert "velocity_check" not in fired(within_ten, make(0), config)
+    hour = RulesConfig.model_validate({"velocity_check": {"window_s": 3600}})
+    spread = [make(-50 + i * 10) for i in range(5)]  # 6 in 50 minutes
+    assert fired(spread, make(0), hour)["velocity_check"] == "6 transactions in 1 hour (limit 5)"
+    with pytest.raises(ValidationError):
+        RulesConfig.model_validate({"velocity_check": {"window_s": 0}})
 
 
 def test_high_amount_needs_history_and_three_times_the_mean():

@@ -34,15 +34,13 @@ from operators.entity_risk import RiskConfig, RiskWindow, update_window
 from operators.events import TransactionEvent
 from operators.features import Featured, update_profile
 from operators.labels import KnownLabel
-from operators.state import Seen, StateLimits, UserState
+from operators.state import StateLimits, UserState
 from operators.validation import Accepted, DeadLetter
 
 __all__ = [
     "EntityShard",
     "UserShard",
     "UserShardConfig",
-    "decode_user",
-    "encode_user",
     "shard_of",
 ]
 
@@ -66,36 +64,7 @@ class UserShardConfig:
     dead_letter_bytes: int = 16_384
 
 
-def encode_user(s: UserState) -> list[Any]:
-    """A user's state as plain msgpack-able values (a flat list of recent events)."""
-    flat: list[float | None] = []
-    for seen in s.recent:
-        flat.extend(seen)
-    return [flat, s.count, s.mean, s.m2, s.devices, s.first_seen, s.touched_at]
-
-
-def decode_user(v: list[Any]) -> UserState:
-    flat = v[0]
-    recent = [Seen(*flat[i : i + 4]) for i in range(0, len(flat), 4)]
-    return UserState(recent, v[1], v[2], v[3], list(v[4]), v[5], v[6])
-
-
-def encode_window(w: RiskWindow) -> list[Any]:
-    frauds = {
-        day: {eid: [list(e) for e in tl] for eid, tl in by_id.items()} for day, by_id in w.frauds.items()
-    }
-    return [w.days, frauds, w.latest_day, w.touched_at]
-
-
-def decode_window(v: list[Any]) -> RiskWindow:
-    frauds = {
-        int(day): {eid: tuple((float(t), bool(f)) for t, f in tl) for eid, tl in by_id.items()}
-        for day, by_id in v[1].items()
-    }
-    return RiskWindow({int(d): n for d, n in v[0].items()}, frauds, v[2], v[3])
-
-
-_UserShardSnapshot = tuple[dict[str, list[Any]], dict[str, RiskWindow], bytes]
+_UserShardSnapshot = tuple[dict[str, UserState], dict[str, RiskWindow], bytes]
 
 
 def _sweep(table: dict[str, Any], before: float) -> int:
@@ -147,7 +116,7 @@ class UserShard:
     def snapshot(self) -> bytes:
         return msgspec.msgpack.encode(
             [
-                {uid: encode_user(s) for uid, s in self.users.items()},
+                self.users,
                 self.windows,
                 self.seen.snapshot(),
             ]
@@ -157,7 +126,7 @@ class UserShard:
     def restore(cls, data: bytes) -> UserShard:
         users, windows, seen = msgspec.msgpack.decode(data, type=_UserShardSnapshot)
         shard = cls()
-        shard.users = {uid: decode_user(v) for uid, v in users.items()}
+        shard.users = users
         shard.windows = windows
         shard.seen = SeenEvents.restore(seen)
         return shard

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import bisect
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import NamedTuple
+
+import msgspec
 
 __all__ = ["Seen", "StateLimits", "UserState"]
 
@@ -47,15 +49,15 @@ class StateLimits:
     velocity_window_s: float = 600.0
 
 
-@dataclass(slots=True)
-class UserState:
-    """One user's history, as the features and rules need it."""
+class UserState(msgspec.Struct, array_like=True):
+    """One user's history, as the features and rules need it (a msgspec struct:
+    a shard's snapshot encodes it natively)."""
 
-    recent: list[Seen] = field(default_factory=list)
+    recent: list[Seen] = []
     count: int = 0
     mean: float = 0.0
     m2: float = 0.0
-    devices: list[str] = field(default_factory=list)
+    devices: list[str] = []
     first_seen: float | None = None
     touched_at: float = 0.0
     """Wall-clock time of the last update, for idle eviction."""

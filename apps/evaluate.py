@@ -157,6 +157,65 @@ def _fmt(value: Any) -> str:
     )
 
 
+def _operating_points(report: dict[str, Any]) -> list[tuple[str, float, float, float]]:
+    """(name, threshold, recall, precision) of the alert and block thresholds."""
+    out = []
+    for name, t in report["thresholds"].items():
+        if t.get("recall") is not None and t.get("precision") is not None:
+            out.append((name, t["threshold"], t["recall"], t["precision"]))
+    return out
+
+
+def pr_figure(report: dict[str, Any], y: np.ndarray, scores: np.ndarray) -> Any:
+    """Which precision at which recall: the curve, where the MEDIUM and HIGH thresholds sit on
+    it, and the prevalence (what a random ranking would give)."""
+    import matplotlib.pyplot as plt
+
+    precision, recall = pr_curve(y, scores)
+    prevalence = float(y.mean())
+    fig, ax = plt.subplots(figsize=(6.5, 4.8))
+    ax.plot(recall, precision, drawstyle="steps-post", label="served fraud_score")
+    ax.axhline(
+        prevalence, color="grey", linestyle="--", label=f"prevalence {prevalence:.4f} (random ranking)"
+    )
+    for (name, threshold, r, p), marker in zip(_operating_points(report), ("o", "s"), strict=False):
+        ax.plot([r], [p], marker=marker, linestyle="none", markersize=8, label=f"{name} at {threshold:g}")
+    ax.set(
+        xlabel="recall (share of frauds caught)",
+        ylabel="precision (share of flagged that are fraud)",
+        title=f"Which precision at which recall? AP {report['average_precision']:.3f} "
+        f"(random: {prevalence:.4f})",
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def score_figure(report: dict[str, Any], y: np.ndarray, scores: np.ndarray) -> Any:
+    """Where frauds and legitimate events score, with the thresholds that turn a score into a decision."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.8))
+    bins = np.linspace(0, 100, 51).tolist()
+    ax.hist(scores[y == 0], bins=bins, alpha=0.6, density=True, label=f"legitimate ({int((y == 0).sum()):,})")
+    if y.sum():
+        ax.hist(scores[y == 1], bins=bins, alpha=0.6, density=True, label=f"fraud ({int(y.sum()):,})")
+    for (name, threshold, _, _), style in zip(_operating_points(report), (":", "-"), strict=False):
+        ax.axvline(threshold, color="black", linestyle=style, label=f"{name} threshold {threshold:g}")
+    ax.set(
+        xlabel="fraud_score",
+        ylabel="density (log)",
+        title="Where do frauds and legitimate events score?",
+        yscale="log",
+    )
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def write_report(
     report: dict[str, Any], scored: list[Scored], labels: dict[str, tuple[bool, str]], out: Path
 ) -> list[Path]:
@@ -172,29 +231,11 @@ def write_report(
     files[0].write_text(json.dumps(report, indent=2))
 
     if 0 < y.sum() < len(y):
-        precision, recall = pr_curve(y, scores)
-        fig, ax = plt.subplots(figsize=(6, 4.5))
-        ax.plot(recall, precision, drawstyle="steps-post")
-        ax.set(
-            xlabel="recall",
-            ylabel="precision",
-            title=f"Precision-recall (AP {report['average_precision']:.3f})",
-            xlim=(0, 1),
-            ylim=(0, 1.02),
-        )
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
+        fig = pr_figure(report, y, scores)
         fig.savefig(out / "pr_curve.png", dpi=110)
         plt.close(fig)
         files.append(out / "pr_curve.png")
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    bins = np.linspace(0, 100, 51).tolist()
-    ax.hist(scores[y == 0], bins=bins, alpha=0.6, density=True, label=f"legitimate ({int((y == 0).sum()):,})")
-    if y.sum():
-        ax.hist(scores[y == 1], bins=bins, alpha=0.6, density=True, label=f"fraud ({int(y.sum()):,})")
-    ax.set(xlabel="fraud_score", ylabel="density", title="Score distribution by label", yscale="log")
-    ax.legend()
-    fig.tight_layout()
+    fig = score_figure(report, y, scores)
     fig.savefig(out / "scores.png", dpi=110)
     plt.close(fig)
     files.append(out / "scores.png")
@@ -202,7 +243,11 @@ def write_report(
     if len(latencies):
         fig, ax = plt.subplots(figsize=(6, 4.5))
         ax.hist(latencies * 1000, bins=60)
-        ax.set(xlabel="end-to-end latency (ms)", ylabel="events", title="Broker timestamp to Postgres row")
+        ax.set(
+            xlabel="broker timestamp to Postgres row (ms)",
+            ylabel="events",
+            title="How long until the verdict is stored?\n(a fast replay's queueing is included)",
+        )
         fig.tight_layout()
         fig.savefig(out / "latency.png", dpi=110)
         plt.close(fig)

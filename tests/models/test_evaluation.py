@@ -1,5 +1,6 @@
 """Metrics against a small case computed by hand."""
 
+import numpy as np
 import pytest
 
 from apps.evaluate import Scored, evaluate
@@ -83,3 +84,26 @@ def test_report_files_are_written(report, tmp_path):
     }
     assert "| alert (MEDIUM or HIGH), score ≥ 40 | 2 | 1 | 1 | 2 |" in (tmp_path / "report.md").read_text()
     assert all(f.stat().st_size > 1000 for f in files if f.suffix == ".png")
+
+
+def test_plots_show_the_operating_points_the_prevalence_and_the_thresholds(report):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from apps.evaluate import pr_figure, score_figure
+
+    y = np.array([LABELS.get(r[0], (False, ""))[0] for r in ROWS], dtype=int)
+    scores = np.array([r[3] for r in ROWS], dtype=float)
+    pr = pr_figure(report, y, scores)
+    labels = [line.get_label() for line in pr.axes[0].get_lines()]
+    assert any(label.startswith("prevalence 0.") for label in labels)
+    assert any("alert (MEDIUM or HIGH) at 40" in label for label in labels)
+    assert any("block (HIGH) at 70" in label for label in labels)
+    assert "AP" in pr.axes[0].get_title() and "random" in pr.axes[0].get_title()
+    hist = score_figure(report, y, scores)
+    vlines = [line.get_label() for line in hist.axes[0].get_lines()]
+    assert any("threshold 40" in v for v in vlines) and any("threshold 70" in v for v in vlines)
+    assert hist.axes[0].get_title().endswith("?")
+    plt.close("all")

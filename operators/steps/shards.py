@@ -97,11 +97,14 @@ def _sweep_every(ttl_s: float) -> float:
     return min(ttl_s / 10.0, 60.0)
 
 
-def _split(key_of: Callable[[T], str], shards: int) -> Callable[[list[T]], list[tuple[str, list[T]]]]:
+def _split(key_of: Callable[[T], str | None], shards: int) -> Callable[[list[T]], list[tuple[str, list[T]]]]:
+    """A list to one sub-list per shard of ``key_of``; items without a key go under ``""``."""
+
     def split(items: list[T]) -> list[tuple[str, list[T]]]:
         parts: dict[str, list[T]] = {}
         for item in items:
-            parts.setdefault(shard_of(key_of(item), shards), []).append(item)
+            key = key_of(item)
+            parts.setdefault("" if key is None else shard_of(key, shards), []).append(item)
         return list(parts.items())
 
     return split
@@ -183,14 +186,7 @@ def entity_shards(
     """``kind``'s risk features on every event that has that entity (others pass by)."""
     key_of: Callable[[TransactionEvent], str | None] = ENTITY_KEYS[kind]
 
-    def split(items: list[Featured]) -> list[tuple[str, list[Featured]]]:
-        parts: dict[str, list[Featured]] = {}
-        for item in items:
-            key = key_of(item.accepted.event)
-            parts.setdefault("" if key is None else shard_of(key, shards), []).append(item)
-        return list(parts.items())
-
-    routed: op.KeyedStream[Any] = op.flat_map("route", up, split)
+    routed: op.KeyedStream[Any] = op.flat_map("route", up, _split(lambda f: key_of(f.accepted.event), shards))
     passing = op.filter_map("without_key", routed, lambda kv: kv[1] if kv[0] == "" else None)
     keyed: op.KeyedStream[Any] = op.filter("with_key", routed, lambda kv: kv[0] != "")
     keyed_labels = _keyed_labels(labels, kind, shards)

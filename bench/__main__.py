@@ -1,6 +1,7 @@
 """``python -m bench <name> [options]``: job (whole-job throughput, latency,
 scoring and memory on the embedded stack), gateway (score-call latency vs a
-per-request scorer), model_scoring, state_memory."""
+per-request scorer), model_scoring, state_memory, features (cost per event of the
+user-state features)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ BENCHES = {
     "gateway": "bench.gateway",
     "model_scoring": "bench.model_scoring",
     "state_memory": "bench.state_memory",
+    "features": "bench.features",
 }
 
 

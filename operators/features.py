@@ -57,6 +57,11 @@ class Features(msgspec.Struct, frozen=True, omit_defaults=False):
     user_event_count: int
     device_known: bool | None
     known_devices: int
+    spend_24h: float = 0.0
+    """Money spent by the user in the last 24 hours, this event included."""
+    spend_ratio_24h: float | None = None
+    """``spend_24h`` over the user's usual spend per day (all amounts seen before this
+    event over the days since first seen, at least one day); None before any history."""
     risk: dict[str, float | None] = {}
     """Entity risk windows (``merchant_fraud_share_7d``, ...), added by the entity steps."""
 
@@ -75,6 +80,8 @@ FEATURE_NAMES: tuple[str, ...] = (
     "speed_kmh",
     "amount_zscore",
     "device_novelty",
+    "spend_24h",
+    "spend_ratio_24h",
 )
 """Columns of the unsupervised models' matrix, in order."""
 
@@ -103,6 +110,8 @@ def compute_features(
     std = state.std
     local = event.timestamp
     mean = sum(amounts) / len(amounts) if amounts else None
+    day_start = bisect.bisect_right(prior, ts - 86_400.0, key=lambda s: s.ts)
+    spend = event.amount + sum(s.amount for s in prior[day_start:])
     return Features(
         amount=event.amount,
         hour_of_day=local.hour,
@@ -112,7 +121,7 @@ def compute_features(
         amount_std_10=_pstdev(amounts, mean) if mean is not None and len(amounts) > 1 else None,
         events_10m=1 + _count_since(prior, ts - 600.0),
         events_1h=1 + _count_since(prior, ts - 3600.0),
-        events_24h=1 + _count_since(prior, ts - 86_400.0),
+        events_24h=len(prior) - day_start + 1,
         velocity_events=1 + _count_since(prior, ts - velocity_window_s),
         distance_km=distance,
         seconds_since_last_location=since_loc,
@@ -122,7 +131,17 @@ def compute_features(
         user_event_count=state.count,
         device_known=state.knows_device(event.device_id) if event.device_id else None,
         known_devices=len(state.devices),
+        spend_24h=spend,
+        spend_ratio_24h=_spend_ratio(state, spend, ts),
     )
+
+
+def _spend_ratio(state: UserState, spend: float, ts: float) -> float | None:
+    """``spend`` over the user's usual daily spend (see ``Features.spend_ratio_24h``)."""
+    if not state.count or state.first_seen is None or state.mean <= 0:
+        return None
+    days = max(1.0, (ts - state.first_seen) / 86_400.0)
+    return spend / (state.count * state.mean / days)
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,6 +50,21 @@ def test_window_counts_include_the_event_and_respect_boundaries():
     assert f.events_24h == 6  # -1500 min is more than a day ago
 
 
+def test_spend_in_money_over_a_day_against_the_users_usual_daily_spend():
+    s = UserState()
+    assert compute_features(s, ev(0, amount=50), T0.timestamp()).spend_ratio_24h is None
+    for day in range(10, 0, -1):  # one 20.00 purchase a day for ten days
+        push(s, ev(-day * 1440, amount=20))
+    push(s, ev(-60, amount=30))  # and 30.00 an hour ago
+    f = compute_features(s, ev(0, amount=250), T0.timestamp())
+    assert f.spend_24h == 280.0  # 250 now + 30 an hour ago; the purchase exactly a day ago is out
+    usual = (10 * 20 + 30) / 10  # 230 over the 10 days since first seen
+    assert math.isclose(f.spend_ratio_24h or 0, 280 / usual)
+    young = UserState()
+    push(young, ev(-30, amount=40))  # history shorter than a day counts as one day
+    assert math.isclose(compute_features(young, ev(0, amount=40), T0.timestamp()).spend_ratio_24h or 0, 2.0)
+
+
 def test_velocity_events_count_in_the_given_window():
     s = UserState()
     for m in (-61, -59, -11, -9, -1):

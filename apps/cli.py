@@ -159,6 +159,13 @@ def train(
     epochs: int = 40,
     seed: int = 0,
     device: str = "auto",
+    calibration: Annotated[
+        str,
+        typer.Option(
+            help="anomaly score scale: tail-rarity (20 points per factor of ten in rarity) or "
+            "percentile (the reference's uniform 0-100)"
+        ),
+    ] = "tail-rarity",
     keep: Annotated[
         int, typer.Option(help="keep the N newest versions (plus the active one and the challenger)")
     ] = 10,
@@ -169,6 +176,16 @@ def train(
 
     if keep < 1:
         raise typer.BadParameter("--keep must be at least 1")
+    if supervised and activate:
+        raise typer.BadParameter(
+            "a supervised model starts as the challenger, scored in shadow; promote it by its "
+            "measured AP with: fraudstream models promote DIR",
+            param_hint="--activate",
+        )
+    from models.calibration import CALIBRATIONS
+
+    if calibration not in CALIBRATIONS:
+        raise typer.BadParameter(f"choose one of {', '.join(CALIBRATIONS)}", param_hint="--calibration")
     if supervised:
         _train_supervised(config, out, validation_days, seed)
         _prune(out, keep)
@@ -181,7 +198,9 @@ def train(
     from operators.event_files import EventReadReport, read_events
 
     attrs = tuple(a.strip() for a in attribute_features.split(",") if a.strip())
-    training_config = TrainingConfig(attribute_features=attrs, seed=seed, epochs=epochs, device=device)
+    training_config = TrainingConfig(
+        attribute_features=attrs, seed=seed, epochs=epochs, device=device, calibration=calibration
+    )
     report = EventReadReport()
     with Progress(
         TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"), console=console

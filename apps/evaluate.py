@@ -392,31 +392,30 @@ def prequential_report(
     """Prequential evaluation of what the job served, the shadow challenger, a supervised
     model retrained every fold, and the ensemble with it (see :mod:`models.prequential`).
 
-    ``ensemble + retrained`` is the served formula (:func:`operators.ensemble.blend`) with
+    ``ensemble + retrained`` is the served formula (:func:`operators.ensemble.ensemble_scores`) with
     the retrained model as its supervised component; ``candidate`` is the same with other
     weights and rule points: the offline A/B test of an ensemble or rule change.
     """
     from models.prequential import prequential
-    from operators.ensemble import blend, rules_scores
+    from operators.ensemble import ensemble_scores, rules_scores
     from operators.features import feature_matrix
 
     x = feature_matrix(history.features, None, columns)
     forced = np.array([bool(force_high & set(fired)) for fired in history.triggered], dtype=bool)
     comps = history.components
-    high = ensemble.high_threshold
 
-    def with_retrained(weights: dict[str, float], rules: np.ndarray) -> Blend:
+    def with_retrained(cfg: EnsembleConfig, rules: np.ndarray) -> Blend:
         def score(idx: np.ndarray, retrained: np.ndarray) -> np.ndarray:
             parts = {name: comps[name][idx] for name in ("isolation_forest", "autoencoder")}
-            return blend({"rules": rules[idx], **parts, "supervised": retrained}, weights, forced[idx], high)
+            return ensemble_scores({"rules": rules[idx], **parts, "supervised": retrained}, cfg, forced[idx])
 
         return score
 
-    blends = {"ensemble + retrained": with_retrained(dict(ensemble.weights), comps["rules"])}
+    blends = {"ensemble + retrained": with_retrained(ensemble, comps["rules"])}
     if candidate_weights or candidate_points:
-        weights = {**ensemble.weights, **(candidate_weights or {})}
+        candidate = ensemble.model_copy(update={"weights": {**ensemble.weights, **(candidate_weights or {})}})
         points = {**rule_points, **(candidate_points or {})}
-        blends["candidate + retrained"] = with_retrained(weights, rules_scores(history.triggered, points))
+        blends["candidate + retrained"] = with_retrained(candidate, rules_scores(history.triggered, points))
     scores = {"champion (served)": history.champion}
     if np.isfinite(history.challenger).any():
         scores["challenger (shadow)"] = history.challenger

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.calibration import QuantileCalibrator
+from models.calibration import Calibrator, calibrator_from_json, fit_calibrator
 from models.preprocess import Preprocessor
 
 __all__ = ["AutoencoderScorer", "resolve_device"]
@@ -64,6 +64,7 @@ class AutoencoderScorer:
         seed: int = 0,
         device: str = "auto",
         on_epoch: Callable[[int, float], None] | None = None,
+        calibration: str = "tail-rarity",
     ) -> None:
         if not hidden or any(h < 1 for h in hidden):
             raise ValueError("hidden must be a non-empty tuple of positive layer sizes")
@@ -74,11 +75,12 @@ class AutoencoderScorer:
             "lr": lr,
             "holdout": holdout,
             "seed": seed,
+            "calibration": calibration,
         }
         self.device = resolve_device(device)
         self.pre: Preprocessor | None = None
         self.net: nn.Sequential | None = None
-        self.calibrator: QuantileCalibrator | None = None
+        self.calibrator: Calibrator | None = None
         self.history: list[float] = []
         self.on_epoch = on_epoch
 
@@ -116,7 +118,7 @@ class AutoencoderScorer:
         assert best_state is not None
         net.load_state_dict(best_state)
         self.net = net.eval()
-        self.calibrator = QuantileCalibrator.fit(self.raw(held))
+        self.calibrator = fit_calibrator(self.raw(held), str(self.params["calibration"]))
         return self
 
     def _error(self, x: np.ndarray) -> torch.Tensor:
@@ -172,7 +174,7 @@ class AutoencoderScorer:
         params["hidden"] = tuple(params["hidden"])
         scorer = cls(**params, device=device)
         scorer.pre = Preprocessor.from_json(meta["preprocess"])
-        scorer.calibrator = QuantileCalibrator.from_json(meta["calibration"])
+        scorer.calibrator = calibrator_from_json(meta["calibration"])
         state = torch.load(path / "autoencoder.pt", map_location=scorer.device, weights_only=True)
         net = _network(int(meta["n_features"]), params["hidden"])
         net.load_state_dict(state)

@@ -18,7 +18,7 @@ from typing import Any, Self
 import numpy as np
 from sklearn.ensemble import IsolationForest
 
-from models.calibration import QuantileCalibrator
+from models.calibration import Calibrator, calibrator_from_json, fit_calibrator
 from models.preprocess import Preprocessor
 
 __all__ = ["ForestArrays", "IsolationForestScorer"]
@@ -151,17 +151,23 @@ class IsolationForestScorer:
     name = "isolation_forest"
 
     def __init__(
-        self, n_estimators: int = 100, max_samples: int = 256, holdout: float = 0.2, seed: int = 0
+        self,
+        n_estimators: int = 100,
+        max_samples: int = 256,
+        holdout: float = 0.2,
+        seed: int = 0,
+        calibration: str = "tail-rarity",
     ) -> None:
-        self.params = {
+        self.params: dict[str, Any] = {
             "n_estimators": n_estimators,
             "max_samples": max_samples,
             "holdout": holdout,
             "seed": seed,
+            "calibration": calibration,
         }
         self.pre: Preprocessor | None = None
         self.forest: ForestArrays | None = None
-        self.calibrator: QuantileCalibrator | None = None
+        self.calibrator: Calibrator | None = None
 
     def fit(self, x: np.ndarray, y: np.ndarray | None = None) -> Self:
         """Learn normal traffic from ``x``; labels ``y`` are not used."""
@@ -177,7 +183,7 @@ class IsolationForestScorer:
         )
         forest.fit(self.pre.transform(train))
         self.forest = ForestArrays.from_sklearn(forest)
-        self.calibrator = QuantileCalibrator.fit(self.raw(held))
+        self.calibrator = fit_calibrator(self.raw(held), str(self.params["calibration"]))
         return self
 
     def raw(self, x: np.ndarray) -> np.ndarray:
@@ -217,7 +223,7 @@ class IsolationForestScorer:
         meta = json.loads((path / "isolation_forest.json").read_text())
         scorer = cls(**meta["params"])
         scorer.pre = Preprocessor.from_json(meta["preprocess"])
-        scorer.calibrator = QuantileCalibrator.from_json(meta["calibration"])
+        scorer.calibrator = calibrator_from_json(meta["calibration"])
         with np.load(path / "isolation_forest.npz", allow_pickle=False) as arrays:
             scorer.forest = ForestArrays.from_arrays(dict(arrays))
         return scorer

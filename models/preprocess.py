@@ -13,6 +13,7 @@ True
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +37,8 @@ class Preprocessor:
     def fit(cls, x: np.ndarray) -> Preprocessor:
         if x.ndim != 2 or len(x) == 0:
             raise ValueError("need a non-empty 2-D matrix to fit")
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column: its median is 0 below
             medians = np.nanmedian(x, axis=0)
         medians = np.where(np.isfinite(medians), medians, 0.0)
         logged = _signed_log(np.where(np.isfinite(x), x, medians))

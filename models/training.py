@@ -38,6 +38,7 @@ class TrainingConfig:
     n_estimators: int = 100
     max_samples: int = 256
     device: str = "auto"
+    calibration: str = "tail-rarity"
     state_limits: StateLimits = field(default_factory=StateLimits)
 
     @property
@@ -130,11 +131,16 @@ def train(
     scorers: dict[str, Scorer] = {}
     progress("fitting isolation forest")
     scorers["isolation_forest"] = IsolationForestScorer(
-        config.n_estimators, config.max_samples, seed=config.seed
+        config.n_estimators, config.max_samples, seed=config.seed, calibration=config.calibration
     ).fit(x)
     progress("fitting autoencoder")
     scorers["autoencoder"] = AutoencoderScorer(
-        config.hidden, config.epochs, seed=config.seed, device=config.device, on_epoch=on_epoch
+        config.hidden,
+        config.epochs,
+        seed=config.seed,
+        device=config.device,
+        on_epoch=on_epoch,
+        calibration=config.calibration,
     ).fit(x)
     model_metrics = {
         name: {"share_above_99": float(np.mean(s.score_batch(x) > 99.0))} for name, s in scorers.items()

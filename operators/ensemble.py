@@ -1,11 +1,25 @@
-"""Weighted ensemble of the rule score and model scores into one verdict.
+"""The rule score and model scores combined into one verdict, by one of two profiles.
 
-``fraud_score = sum(w_c * s_c for present c) / sum(w_c for present c)``, where
-``s_rules = min(100, sum of points of the rules that fired)`` and the model
-components are 0-100 anomaly scores. Components that are absent (no model
-loaded yet) are left out and the weights renormalised; their score is ``null``
-in the output. If a rule with ``force_high`` fired (blocklists), the score is
-raised to at least the HIGH threshold, so such an event is HIGH on its own.
+``s_rules = min(100, sum of points of the rules that fired)``; model components
+are 0-100 scores (anomaly models: tail rarity, 20 points per factor of ten, see
+:mod:`models.calibration`; the supervised model: a calibrated fraud probability
+x 100). Absent components (no model loaded yet) are left out; their score is
+``null`` in the output.
+
+* ``evidence`` (the default): every component adds evidence on one scale.
+  ``fraud_score = min(100, s_rules + sum(e_m * s_m))`` over the anomaly models,
+  with ``evidence_weights`` ``e_m`` (0.25 each, conservative without labels: the
+  models see the same features, and their scores drift with traffic). A
+  1-in-100,000 event by both models adds 50, a review on its own; typical traffic
+  adds ~4. When a **supervised** score is present, it leads:
+  ``fraud_score = s_supervised`` (labels beat hand-set evidence, and a blend
+  would dilute its ranking).
+* ``weighted``: the reference ensemble, ``sum(w_c * s_c) / sum(w_c)`` over
+  present components with ``weights`` (rules 0.85, isolation forest 0.10,
+  autoencoder 0.05, supervised 1.0), weights renormalised over what is present.
+
+In both, if a rule with ``force_high`` fired (blocklists), the score is raised
+to at least the HIGH threshold, so such an event is HIGH on its own.
 
 >>> v = combine([RuleHit("velocity_check", 25, "x")], {"isolation_forest": None}, EnsembleConfig())
 >>> (v.fraud_score, v.risk_level, v.decision)
@@ -15,6 +29,7 @@ raised to at least the HIGH threshold, so such an event is HIGH on its own.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Literal
 
 import msgspec
 import numpy as np
@@ -22,13 +37,27 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from operators.rules import RuleHit
 
-__all__ = ["EnsembleConfig", "Verdict", "blend", "combine", "rules_score", "rules_scores"]
+__all__ = [
+    "ANOMALY_COMPONENTS",
+    "EnsembleConfig",
+    "Verdict",
+    "blend",
+    "combine",
+    "ensemble_scores",
+    "rules_score",
+    "rules_scores",
+]
 
 
 class EnsembleConfig(BaseModel):
     """The ``ensemble`` section of the config file."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    profile: Literal["evidence", "weighted"] = "evidence"
+    evidence_weights: dict[str, float] = Field(
+        default_factory=lambda: {"isolation_forest": 0.25, "autoencoder": 0.25}
+    )
+    """``evidence`` profile: points per point of each anomaly model's tail-rarity score."""
     weights: dict[str, float] = Field(
         default_factory=lambda: {
             "rules": 0.85,
@@ -47,6 +76,11 @@ class EnsembleConfig(BaseModel):
             raise ValueError(f"weights: unknown components {sorted(unknown)}")
         if any(w < 0 for w in self.weights.values()) or self.weights.get("rules", 0) <= 0:
             raise ValueError("weights: must be >= 0, and rules > 0")
+        unknown = set(self.evidence_weights) - set(ANOMALY_COMPONENTS)
+        if unknown:
+            raise ValueError(f"evidence_weights: unknown anomaly models {sorted(unknown)}")
+        if any(w < 0 for w in self.evidence_weights.values()):
+            raise ValueError("evidence_weights: must be >= 0")
         if self.medium_threshold >= self.high_threshold:
             raise ValueError("medium_threshold must be below high_threshold")
         return self
@@ -62,6 +96,7 @@ class Verdict(msgspec.Struct, frozen=True):
 
 MODEL_COMPONENTS = ("isolation_forest", "autoencoder", "supervised")
 """Model components the ensemble knows, in the order of ``scores``."""
+ANOMALY_COMPONENTS = ("isolation_forest", "autoencoder")
 
 _DECISION = {"LOW": "approve", "MEDIUM": "review", "HIGH": "block"}
 
@@ -76,18 +111,34 @@ def combine(
     """One event's verdict from its rule hits and model scores."""
     scores: dict[str, float | None] = {"rules": rules_score(hits)}
     scores.update({name: model_scores.get(name) for name in MODEL_COMPONENTS})
+    score = _evidence(scores, cfg) if cfg.profile == "evidence" else _weighted(scores, cfg)
+    if any(h.force_high for h in hits):
+        score = max(score, cfg.high_threshold)
+    score = round(min(100.0, max(0.0, score)), 2)
+    level = "HIGH" if score >= cfg.high_threshold else "MEDIUM" if score >= cfg.medium_threshold else "LOW"
+    return Verdict(score, level, _DECISION[level], level == "HIGH", scores)
+
+
+def _evidence(scores: Mapping[str, float | None], cfg: EnsembleConfig) -> float:
+    supervised = scores.get("supervised")
+    if supervised is not None:
+        return supervised
+    total = scores["rules"] or 0.0
+    for name, weight in cfg.evidence_weights.items():
+        value = scores.get(name)
+        if value is not None:
+            total += weight * value
+    return total
+
+
+def _weighted(scores: Mapping[str, float | None], cfg: EnsembleConfig) -> float:
     num = den = 0.0
     for name, score in scores.items():
         weight = cfg.weights.get(name, 0.0)
         if score is not None and weight > 0:
             num += weight * score
             den += weight
-    score = num / den
-    if any(h.force_high for h in hits):
-        score = max(score, cfg.high_threshold)
-    score = round(min(100.0, max(0.0, score)), 2)
-    level = "HIGH" if score >= cfg.high_threshold else "MEDIUM" if score >= cfg.medium_threshold else "LOW"
-    return Verdict(score, level, _DECISION[level], level == "HIGH", scores)
+    return num / den
 
 
 def rules_scores(triggered: Sequence[Sequence[str]], points: Mapping[str, int]) -> np.ndarray:
@@ -130,3 +181,28 @@ def blend(
     if force_high is not None:
         score = np.where(force_high, np.maximum(score, high_threshold), score)
     return np.round(np.clip(score, 0.0, 100.0), 2)
+
+
+def ensemble_scores(
+    components: Mapping[str, np.ndarray], cfg: EnsembleConfig, force_high: np.ndarray | None = None
+) -> np.ndarray:
+    """:func:`combine`'s ``fraud_score`` over columns of component scores (NaN: absent),
+    with ``cfg``'s profile: offline re-scoring with exactly the served formula.
+
+    >>> ensemble_scores({"rules": np.array([25.0, 0.0]), "isolation_forest": np.array([np.nan, 80.0]),
+    ...                  "supervised": np.array([np.nan, 12.5])}, EnsembleConfig()).tolist()
+    [25.0, 12.5]
+    """
+    if cfg.profile == "weighted":
+        return blend(components, cfg.weights, force_high, cfg.high_threshold)
+    total = np.asarray(components["rules"], dtype=np.float64).copy()
+    for name, weight in cfg.evidence_weights.items():
+        if name in components:
+            v = np.asarray(components[name], dtype=np.float64)
+            total += np.where(np.isfinite(v), weight * v, 0.0)
+    if "supervised" in components:
+        sup = np.asarray(components["supervised"], dtype=np.float64)
+        total = np.where(np.isfinite(sup), sup, total)
+    if force_high is not None:
+        total = np.where(force_high, np.maximum(total, cfg.high_threshold), total)
+    return np.round(np.clip(total, 0.0, 100.0), 2)

@@ -38,6 +38,17 @@ def test_train_reports_unreadable_sources(tmp_path):
     assert result.exit_code == 2 and "unknown format" in result.output
 
 
+def test_train_refuses_activating_a_supervised_model_and_unknown_calibrations(tmp_path):
+    runner = CliRunner()
+    sup = runner.invoke(app, ["train", "--supervised", "--activate", "-o", str(tmp_path / "m")])
+    assert sup.exit_code == 2 and "challenger" in sup.output and "promote" in sup.output
+    assert not (tmp_path / "m").exists()
+    cal = runner.invoke(
+        app, ["train", "-s", "x.jsonl", "-o", str(tmp_path / "m"), "--calibration", "sigmoid"]
+    )
+    assert cal.exit_code == 2 and "--calibration" in cal.output and "percentile" in cal.output
+
+
 def test_cluster_member_options_go_together_and_the_id_must_index_the_addresses():
     runner = CliRunner()
     alone = runner.invoke(app, ["run", "--process-id", "0"], env={"METRICS_PORT": "0"})

@@ -1,7 +1,8 @@
 """``python -m bench <name> [options]``: job (whole-job throughput, latency,
 scoring and memory on the embedded stack), gateway (score-call latency vs a
-per-request scorer), model_scoring, state_memory, features (cost per event of the
-user-state features)."""
+per-request scorer), model_scoring, state_memory, quality (detection quality of
+every component and the served score beside baselines, on the shared datasets),
+features (cost per event of the user-state features)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ BENCHES = {
     "gateway": "bench.gateway",
     "model_scoring": "bench.model_scoring",
     "state_memory": "bench.state_memory",
+    "quality": "bench.quality",
     "features": "bench.features",
 }
 

@@ -1,12 +1,14 @@
-"""Cost per event of the user-state features (``update_profile``: features, then the push).
+"""Cost per event of the user-state features and of the rules, custom rules included.
 
     python -m bench features [--events 200000] [--users 2000] [--repeats 5]
 
 Events from the generated workload, decoded once, are run through
 :func:`operators.features.update_profile` in event-time order against fresh
-states: the per-event Python the user shard step runs for every event. Reported
-as the median of the repeats in microseconds per event; compare two revisions
-by running this in each (the machine is noisy: same machine, same run).
+states: the per-event Python the user shard step runs for every event. Then the
+rules on the featured events: the built-in rules alone, and with three custom
+rules (safe expressions, :mod:`operators.rulesets`) as the scoring step runs
+them. Reported as the median of the repeats in microseconds per event; compare
+two revisions by running this in each (the machine is noisy: same machine, same run).
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import time
 
 from apps.replay.workload import generate
 from operators.events import TransactionEvent, decode_event
-from operators.features import update_profile
+from operators.features import Featured, update_profile
+from operators.rules import RuleContext
+from operators.rulesets import RuleSet, RuleSetDocument
 from operators.state import StateLimits, UserState
 from operators.validation import Accepted
 
@@ -49,4 +53,40 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     result = {"events": float(len(accepted)), "us_per_event": statistics.median(runs)}
     n = len(accepted)
     print(f"update_profile: {result['us_per_event']:.2f} µs/event (median of {args.repeats}, {n:,} events)")
+    featured: list[Featured] = []
+    states = {}
+    for acc in accepted:
+        featured.append(update_profile(states.setdefault(acc.event.user_id, UserState()), acc, limits))
+    for name, ruleset in (
+        ("rules_builtin", RuleSet.from_config(RuleSetDocument().rules)),
+        ("rules_custom3", CUSTOM),
+    ):
+        ctx = RuleContext(ruleset.config)
+        times = []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            for item in featured:
+                ruleset.evaluate(item.accepted.event, item.features, ctx)
+            times.append((time.perf_counter() - start) / n * 1e6)
+        result[f"{name}_us_per_event"] = statistics.median(times)
+        print(f"{name}: {result[f'{name}_us_per_event']:.2f} µs/event")
     return result
+
+
+CUSTOM = RuleSet.build(
+    RuleSetDocument.model_validate(
+        {
+            "custom": [
+                {
+                    "name": "big_for_user",
+                    "when": 'amount > 3 * user_mean_amount and merchant_category in ["jewelry", "travel"]',
+                    "points": 30,
+                    "reason": "{amount} is over 3x the user's mean",
+                },
+                {"name": "night_spend", "when": "hour_of_day < 5 and spend_ratio_24h > 4", "points": 20},
+                {"name": "far_and_fast", "when": "distance_km > 300 and events_1h >= 2", "points": 25},
+            ]
+        }
+    ),
+    version=1,
+)

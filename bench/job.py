@@ -339,6 +339,7 @@ def scoring_ratio(models: Path | None, events: int, batch: int, budget_s: float)
     from operators.events import TransactionEvent, decode_event
     from operators.features import Featured
     from operators.rules import Blocklists
+    from operators.rulesets import RuleSet
     from operators.scoring import score_batch
     from operators.validation import Accepted
 
@@ -353,12 +354,13 @@ def scoring_ratio(models: Path | None, events: int, batch: int, budget_s: float)
     ]
     ms = ActiveModels(models, device="cpu")() if models is not None else RULES_ONLY
     blocklists = Blocklists()
+    rules = RuleSet.from_config(cfg.rules)
 
     def run(size: int) -> float:
         n, began = 0, time.perf_counter()
         while time.perf_counter() - began < budget_s:
             for i in range(0, len(featured) - size + 1, size):
-                score_batch(featured[i : i + size], ms, cfg.rules, blocklists, cfg.ensemble, time.time())
+                score_batch(featured[i : i + size], ms, rules, blocklists, cfg.ensemble, time.time())
                 n += size
                 if time.perf_counter() - began >= budget_s:
                     break

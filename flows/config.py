@@ -156,6 +156,9 @@ class ScoringSettings(_Section):
     max_wait_ms: float = Field(
         0.0, ge=0, le=10_000, description="0: score what each activation brings, without waiting."
     )
+    rules_refresh_s: float = Field(
+        2.0, gt=0, le=3600, description="How often the job re-reads the active and shadow rule-set versions."
+    )
 
 
 class LabelSettings(_Section):

@@ -36,11 +36,13 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 
 from flows.blocklists import RedisBlocklists
 from flows.config import Settings, load_settings
+from flows.rulesets import LiveRuleSets
 from models.artifacts import ActiveModels
 from models.base import RULES_ONLY, ModelSet
 from operators.labels import KnownLabel, LabelStore
 from operators.records import encode_alert, encode_decision
 from operators.rules import Blocklists
+from operators.rulesets import RuleSet
 from operators.scoring import ScoredEvent
 from operators.sinks import DeliveredKafkaSink, PostgresSink, RiskSink
 from operators.sinks.labels import PostgresLabelStore
@@ -86,6 +88,8 @@ class Providers:
     challenger: Callable[[], ModelSet | None] = field(default=lambda: None)
     """The model version scoring in shadow (champion/challenger), if any."""
     blocklists: Callable[[], Blocklists] = field(default=Blocklists)
+    rules: Callable[[], tuple[RuleSet, RuleSet | None]] | None = None
+    """The active rule set and the shadow one; None: the settings' rules, fixed."""
     clock: Callable[[], float] = time.time
     label_store: Callable[[], LabelStore] | None = None
     """Opens the labels table and event lookup; needed with a labels source."""
@@ -124,7 +128,8 @@ def build_flow(
                 f"{kind}_risk", featured, known, kind, risk.config(), shards, risk.ttl_s, snapshots, p.clock
             )
     s = settings.scoring
-    scorer = ScoringStep(p.models, p.blocklists, settings.rules, settings.ensemble, p.clock, p.challenger)
+    rules = p.rules or _fixed_rules(RuleSet.from_config(settings.rules))
+    scorer = ScoringStep(p.models, p.blocklists, rules, settings.ensemble, p.clock, p.challenger)
     scored = score("score", featured, scorer, s.max_batch_size, s.max_wait_ms, workers, p.clock)
     op.output("scored_events", scored, Flattened(sinks.scored))
     op.output("risk", scored, Flattened(sinks.risk))
@@ -133,6 +138,10 @@ def build_flow(
     if sinks.decisions is not None:
         op.output("decisions", scored, Flattened(sinks.decisions))
     return flow
+
+
+def _fixed_rules(rules: RuleSet) -> Callable[[], tuple[RuleSet, RuleSet | None]]:
+    return lambda: (rules, None)
 
 
 def _alerts(scored: list[ScoredEvent]) -> list[ScoredEvent]:
@@ -227,6 +236,7 @@ def kafka_flow(
         models=model_provider(settings),
         challenger=challenger_provider(settings),
         blocklists=blocklists.current,
+        rules=LiveRuleSets(settings.database_url, settings.rules, settings.scoring.rules_refresh_s),
         label_store=lambda: PostgresLabelStore(settings.database_url, policy),
     )
     labels = kafka_label_source(settings, stopping) if settings.labels.enabled else None

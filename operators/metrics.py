@@ -28,6 +28,8 @@ __all__ = [
     "MODEL_INFO",
     "MODEL_LOAD_FAILURES",
     "MODEL_SECONDS",
+    "RULESET_SWITCHES",
+    "RULESET_VERSION",
     "RULE_HITS",
     "SINK_DROPPED",
     "SINK_RECORDS",
@@ -48,6 +50,10 @@ EVENTS = Counter("fraudstream_events", "Input events by outcome (scored, dead_le
 DLQ_EVENTS = Counter("fraudstream_dlq_events", "Events sent to the dead-letter topic, by field.", ["field"])
 ALERTS = Counter("fraudstream_alerts", "Scored events at MEDIUM or HIGH risk, by level.", ["level"])
 RULE_HITS = Counter("fraudstream_rule_hits", "Rule hits, by rule.", ["rule"])
+RULESET_VERSION = Gauge(
+    "fraudstream_ruleset_version", "The active rule-set version (-1: the config file's rules)."
+)
+RULESET_SWITCHES = Counter("fraudstream_ruleset_switches", "Switches of the active rule-set version.")
 FRAUD_SCORE = Histogram("fraudstream_fraud_score", "Ensemble fraud score (0-100).", buckets=_SCORE_BUCKETS)
 COMPONENT_SCORE = Histogram(
     "fraudstream_component_score", "Component scores (0-100).", ["component"], buckets=_SCORE_BUCKETS

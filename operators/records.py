@@ -35,6 +35,7 @@ def _verdict(s: ScoredEvent) -> dict[str, Any]:
         "reasons": [h.reason for h in s.hits],
         "scores": v.scores,
         "model_version": s.model_version,
+        "rules_version": s.rules_version,
     }
 
 
@@ -98,12 +99,16 @@ SCORED_EVENT_COLUMNS: tuple[str, ...] = (
     "processing_ms",
     "challenger_version",
     "challenger_score",
+    "rules_version",
+    "shadow_rules_version",
+    "shadow_rules_score",
+    "shadow_triggered_rules",
 )
 
 
 def scored_event_row(s: ScoredEvent) -> tuple[Any, ...]:
     """Values for ``SCORED_EVENT_COLUMNS`` (jsonb columns as JSON text)."""
-    ev, v, loc = s.event, s.verdict, s.event.location
+    ev, v, loc, shadow = s.event, s.verdict, s.event.location, s.shadow_rules
     return (
         ev.event_id,
         ev.user_id,
@@ -138,4 +143,8 @@ def scored_event_row(s: ScoredEvent) -> tuple[Any, ...]:
         s.processing_ms,
         s.challenger[0] if s.challenger else None,
         s.challenger[1] if s.challenger else None,
+        s.rules_version,
+        shadow.version if shadow else None,
+        shadow.fraud_score if shadow else None,
+        _JSON.encode(shadow.triggered).decode() if shadow else None,
     )

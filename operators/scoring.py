@@ -16,9 +16,10 @@ import numpy as np
 from operators.ensemble import EnsembleConfig, Verdict, combine
 from operators.events import TransactionEvent
 from operators.features import Featured, Features, feature_matrix
-from operators.rules import Blocklists, RuleContext, RuleHit, RulesConfig, evaluate_rules
+from operators.rules import Blocklists, RuleContext, RuleHit
+from operators.rulesets import RuleSet
 
-__all__ = ["BatchModels", "ScoredEvent", "score_batch"]
+__all__ = ["BatchModels", "ScoredEvent", "ShadowRules", "score_batch"]
 
 
 class BatchModels(Protocol):
@@ -30,6 +31,14 @@ class BatchModels(Protocol):
     @property
     def columns(self) -> tuple[str, ...]: ...
     def score(self, x: np.ndarray) -> Mapping[str, np.ndarray]: ...
+
+
+class ShadowRules(msgspec.Struct, frozen=True):
+    """What the shadow rule set would have done to one event (never used for the decision)."""
+
+    version: int
+    fraud_score: float
+    triggered: list[str]
 
 
 class ScoredEvent(msgspec.Struct, frozen=True):
@@ -47,6 +56,9 @@ class ScoredEvent(msgspec.Struct, frozen=True):
     """(version, fraud score) of the challenger scoring in shadow; never used for the decision."""
     request_id: str | None = None
     """The producer's request token (the gateway's), echoed on the decision."""
+    rules_version: int | None = None
+    """The rule-set version that decided (None: the config file's rules)."""
+    shadow_rules: ShadowRules | None = None
 
     @property
     def is_alert(self) -> bool:
@@ -56,16 +68,18 @@ class ScoredEvent(msgspec.Struct, frozen=True):
 def score_batch(
     batch: Sequence[Featured],
     models: BatchModels,
-    rules: RulesConfig,
+    rules: RuleSet,
     blocklists: Blocklists,
     ensemble: EnsembleConfig,
     now: float,
     challenger: BatchModels | None = None,
+    shadow_rules: RuleSet | None = None,
 ) -> list[ScoredEvent]:
     """Score a batch: one model call per component for the whole batch.
 
-    A ``challenger`` scores the same batch in shadow: its ensemble score is kept
-    beside the decision for champion/challenger comparison, nothing more.
+    The whole batch is decided by one rule set (``rules``). A ``challenger`` scores
+    the same batch in shadow, and so does a ``shadow_rules`` set: their ensemble
+    scores are kept beside the decision for comparison, nothing more.
     """
     if not batch:
         return []
@@ -75,13 +89,20 @@ def score_batch(
     shadow = None
     if challenger is not None:
         shadow = challenger.score(feature_matrix(features, events, challenger.columns))
-    ctx = RuleContext(rules, blocklists)
+    ctx = RuleContext(rules.config, blocklists)
+    shadow_ctx = None if shadow_rules is None else RuleContext(shadow_rules.config, blocklists)
     scored_at = datetime.fromtimestamp(now, UTC)
     out = []
     for i, item in enumerate(batch):
         acc = item.accepted
-        hits = evaluate_rules(acc.event, item.features, ctx)
-        verdict = combine(hits, {name: float(s[i]) for name, s in model_scores.items()}, ensemble)
+        hits = rules.evaluate(acc.event, item.features, ctx)
+        own = {name: float(s[i]) for name, s in model_scores.items()}
+        verdict = combine(hits, own, ensemble)
+        shadow_set = None
+        if shadow_rules is not None and shadow_ctx is not None and shadow_rules.version is not None:
+            shadow_hits = shadow_rules.evaluate(acc.event, item.features, shadow_ctx)
+            shadow_score_of = combine(shadow_hits, own, ensemble).fraud_score
+            shadow_set = ShadowRules(shadow_rules.version, shadow_score_of, [h.rule for h in shadow_hits])
         shadow_score = None
         if shadow is not None and challenger is not None:
             scores = {name: float(s[i]) for name, s in shadow.items()}
@@ -98,6 +119,8 @@ def score_batch(
                 round((now - acc.received_at) * 1000.0, 3),
                 shadow_score,
                 acc.request_id,
+                rules.version,
+                shadow_set,
             )
         )
     return out

@@ -24,6 +24,7 @@ from operators.ensemble import EnsembleConfig
 from operators.events import Location, TransactionEvent, decode_event
 from operators.features import update_profile
 from operators.rules import Blocklists, RulesConfig
+from operators.rulesets import RuleSet
 from operators.scoring import ScoredEvent, score_batch
 from operators.state import StateLimits, UserState
 from operators.validation import Accepted, Message, RawBatch
@@ -148,7 +149,7 @@ def scored_events(n: int, users: int = 3, prefix: str = "e") -> list[ScoredEvent
     return score_batch(
         featured,
         RULES_ONLY,
-        RulesConfig(),
+        RuleSet.from_config(RulesConfig()),
         Blocklists(),
         EnsembleConfig(),
         (T0 + timedelta(hours=1)).timestamp(),

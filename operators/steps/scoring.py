@@ -13,7 +13,8 @@ from bytewax.dataflow import Stream, operator
 from operators import metrics
 from operators.ensemble import EnsembleConfig
 from operators.features import Featured
-from operators.rules import Blocklists, RulesConfig
+from operators.rules import Blocklists
+from operators.rulesets import RuleSet
 from operators.scoring import BatchModels, ScoredEvent, score_batch
 from operators.steps.batching import micro_batch
 
@@ -21,13 +22,14 @@ __all__ = ["ScoringStep", "score"]
 
 
 class ScoringStep:
-    """Scores one micro-batch with the current models and blocklists."""
+    """Scores one micro-batch with the current models, blocklists and rule sets
+    (``rules`` gives the active set and the shadow one, if any, once per batch)."""
 
     def __init__(
         self,
         models: Callable[[], BatchModels],
         blocklists: Callable[[], Blocklists],
-        rules: RulesConfig,
+        rules: Callable[[], tuple[RuleSet, RuleSet | None]],
         ensemble: EnsembleConfig,
         clock: Callable[[], float] = time.time,
         challenger: Callable[[], BatchModels | None] = lambda: None,
@@ -41,14 +43,16 @@ class ScoringStep:
 
     def __call__(self, batch: list[Featured]) -> list[ScoredEvent]:
         began = time.perf_counter()
+        active, shadow = self.rules()
         scored = score_batch(
             batch,
             self.models(),
-            self.rules,
+            active,
             self.blocklists(),
             self.ensemble,
             self.clock(),
             self.challenger(),
+            shadow,
         )
         metrics.STAGE_SECONDS.labels("score").observe(time.perf_counter() - began)
         metrics.BATCH_SIZE.labels("score").observe(len(batch))

@@ -49,6 +49,7 @@ def test_every_message_is_confirmed_and_readable(make_settings):
         "reasons",
         "scores",
         "model_version",
+        "rules_version",
         "event",
         "scored_at",
     }

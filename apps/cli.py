@@ -20,7 +20,7 @@ from apps.cli_data import (
     service_errors,
     settings_or_exit,
 )
-from apps.cli_rules import rules_app
+from apps.cli_rules import backtest, rules_app
 
 app = typer.Typer(
     help="Real-time fraud detection on Kafka with Bytewax.",
@@ -34,6 +34,7 @@ app.add_typer(stack_app, name="stack")
 models_app = typer.Typer(help="Model versions: list, activate, challenge, promote.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(rules_app, name="rules")
+app.command()(backtest)
 STACK_ROOT = Path(".fraudstream/stack")
 
 

@@ -263,3 +263,84 @@ def rules_compare(
 
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
+
+
+def backtest(
+    out: Annotated[Path, typer.Option("--out", "-o", help="report folder (report.md, report.json)")],
+    rules: Annotated[
+        int | None, typer.Option(help="rule-set version (default: the active one, else the config file's)")
+    ] = None,
+    models: Annotated[
+        Path | None, typer.Option(help="model directory; its active version scores (default: models.path)")
+    ] = None,
+    events: Annotated[
+        list[Path] | None,
+        typer.Option(help="events to re-score (.jsonl/.csv/.parquet); default: scored_events"),
+    ] = None,
+    labels: Annotated[
+        list[Path] | None, typer.Option("--labels", "-l", help="labels file(s); default: the labels table")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option("--from", help="first event time (ISO 8601), inclusive")
+    ] = None,
+    until: Annotated[str | None, typer.Option("--to", help="last event time (ISO 8601), exclusive")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Re-score events through the job's own flow in process with a rule-set version and
+    model set, and report it beside what was served (docs/rules.md)."""
+    from datetime import UTC, datetime
+
+    from apps.backtest import backtest_report, fetch_served, rescore, write_backtest
+    from apps.evaluate import db_labels, load_labels
+    from models.artifacts import ActiveModels
+    from models.base import RULES_ONLY
+    from operators.event_files import read_events
+    from operators.rulesets import RuleSet
+
+    def when(text: str | None, name: str) -> datetime | None:
+        if text is None:
+            return None
+        try:
+            t = datetime.fromisoformat(text)
+        except ValueError:
+            fail(f"{name}: not an ISO 8601 time: {text!r}", 2)
+        return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+    lo, hi = when(since, "--from"), when(until, "--to")
+    settings = settings_or_exit(config)
+    with service_errors(settings):
+        store = _store(settings) if rules is not None or not events else None
+        if rules is None and store is not None:
+            rules = store.pointers().get("active")
+        try:
+            document = store.get(rules).document if (store and rules is not None) else None
+        except LookupError as exc:
+            fail(str(exc), 2)
+        ruleset = RuleSet.build(document, rules) if document else RuleSet.from_config(settings.rules)
+        model_dir = models or (Path(settings.models.path) if settings.models.path else None)
+        model_set = ActiveModels(model_dir, settings.models.device)() if model_dir else RULES_ONLY
+        try:
+            sources = [str(p) for p in events] if events else [settings.database_url]
+            picked = [
+                ev
+                for ev in read_events(sources)
+                if (lo is None or ev.timestamp >= lo) and (hi is None or ev.timestamp < hi)
+            ]
+            label_map = load_labels(labels) if labels else db_labels(settings.database_url)
+        except (OSError, ValueError) as exc:
+            fail(str(exc), 2)
+        if not picked:
+            fail("no events to re-score in that window", 2)
+        with console.status(f"re-scoring {len(picked):,} events through the flow..."):
+            scored = rescore(picked, settings, ruleset, lambda: model_set)
+        served = fetch_served(settings.database_url, [s.event.event_id for s in scored]) if not events else {}
+    report = backtest_report(
+        scored, served, {k: v[0] for k, v in label_map.items()}, ruleset.version, model_set.version
+    )
+    for path in write_backtest(report, out):
+        console.print(f"wrote {path}")
+    b = report["backtest"]
+    console.print(
+        f"{report['events']:,} events: {b['alerts']:,} alerts, {b['blocks']:,} blocks"
+        + (f"; {report['changed_decisions']:,} decisions differ from what was served" if served else "")
+    )

@@ -105,3 +105,21 @@ def test_versions_switch_mid_stream_and_a_shadow_decides_nothing(make_settings, 
     assert report["active"] == {"alerts": 0, "blocks": 0, "precision": None, "recall": 0.0}
     assert report["shadow"] == {"alerts": big, "blocks": 0, "precision": len(frauds) / big, "recall": 1.0}
     assert report["rule_hits"] == {"active": {"marker": 150}, "shadow": {"shadow_big": big}}
+
+    # backtest: the same flow in process reproduces what version 1 served, and reports a change
+    out = tmp_path / "backtest-v1"
+    result = CliRunner().invoke(app, ["backtest", "--rules", str(v1), "-o", str(out)], env=env)
+    assert result.exit_code == 0, result.output
+    bt = json.loads((out / "report.json").read_text())
+    assert (bt["events"], bt["served_events"], bt["rules_version"]) == (300, 300, v1)
+    assert bt["same_score"] == 150  # the 150 events version 1 decided: the same score, every one
+    assert bt["changed_decisions"] == 0  # before the switch: 0 points then, 1 now, LOW either way
+    assert bt["rules"] == {"marker": {"hits": 300, "precision": len(frauds) / 300}}
+    out2 = tmp_path / "backtest-v2"
+    result = CliRunner().invoke(app, ["backtest", "--rules", str(v2), "-o", str(out2)], env=env)
+    assert result.exit_code == 0, result.output
+    bt2 = json.loads((out2 / "report.json").read_text())
+    big_all = sum(e["amount"] > 100 for e in before + after)
+    assert bt2["changed_decisions"] == big_all and bt2["backtest"]["alerts"] == big_all
+    assert bt2["backtest"]["recall"] == 1.0 and bt2["served"]["alerts"] == 0
+    assert "| shadow_big |" in (out2 / "report.md").read_text()

@@ -174,9 +174,73 @@ def _fmt(v: Any) -> str:
     return f"{v:.3f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v)
 
 
-def write_backtest(report: dict[str, Any], out: Path) -> list[Path]:
-    """``report.json`` and ``report.md`` in ``out``."""
+def day_figure(report: dict[str, Any]) -> Any:
+    """How many alerts a day analysts would get with the backtested set, beside what was served."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sides = [s for s in ("served", "backtest") if s in report]
+    days = sorted({d for s in sides for d in report[s]["per_day"]})
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for side, style in zip(sides, ("-", "--"), strict=False):
+        alerts = [report[side]["per_day"].get(d, {"alerts": 0})["alerts"] for d in days]
+        ax.plot(range(len(days)), alerts, style, marker="o", markersize=3, label=f"{side} alerts")
+    step = max(1, len(days) // 8)
+    ax.set_xticks(range(0, len(days), step), [days[i] for i in range(0, len(days), step)], rotation=30)
+    ax.set(ylabel="alerts (MEDIUM or HIGH) per day", title="How many alerts a day, served vs backtest?")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def pr_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> Any:
+    """Which precision at which recall, served vs backtest (``name -> (labels, scores)``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from models.evaluation import pr_curve
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.8))
+    for name, (y, scores) in curves.items():
+        precision, recall = pr_curve(y, scores)
+        ax.plot(
+            recall, precision, drawstyle="steps-post", label=f"{name}: AP {average_precision(y, scores):.3f}"
+        )
+    ax.set(
+        xlabel="recall",
+        ylabel="precision",
+        title="Which precision at which recall?",
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def write_backtest(
+    report: dict[str, Any], out: Path, curves: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+) -> list[Path]:
+    """``report.json``, ``report.md``, ``alerts_per_day.png`` and, given labelled
+    ``curves`` (name -> labels, scores), ``pr_curve.png`` in ``out``."""
+    import matplotlib.pyplot as plt
+
     out.mkdir(parents=True, exist_ok=True)
+    written = [out / "report.json", out / "report.md", out / "alerts_per_day.png"]
+    fig = day_figure(report)
+    fig.savefig(written[2], dpi=110)
+    plt.close(fig)
+    if curves and all(0 < y.sum() < len(y) for y, _ in curves.values()):
+        fig = pr_figure(curves)
+        written.append(out / "pr_curve.png")
+        fig.savefig(written[-1], dpi=110)
+        plt.close(fig)
     (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
     sides = [s for s in ("served", "backtest") if s in report]
     lines = [
@@ -226,5 +290,9 @@ def write_backtest(report: dict[str, Any], out: Path) -> list[Path]:
             f"{c['backtest'][1]} | {'yes' if c['is_fraud'] else ''} |"
             for c in report["changes"]
         ]
+    figures = ["![alerts per day](alerts_per_day.png)"]
+    if len(written) > 3:
+        figures.append("![precision-recall](pr_curve.png)")
+    lines[4:4] = [" ".join(figures), ""]  # after the summary, before the table
     (out / "report.md").write_text("\n".join(lines) + "\n")
-    return [out / "report.json", out / "report.md"]
+    return written

@@ -290,6 +290,8 @@ def backtest(
     model set, and report it beside what was served (docs/rules.md)."""
     from datetime import UTC, datetime
 
+    import numpy as np
+
     from apps.backtest import backtest_report, fetch_served, rescore, write_backtest
     from apps.evaluate import db_labels, load_labels
     from models.artifacts import ActiveModels
@@ -337,7 +339,12 @@ def backtest(
     report = backtest_report(
         scored, served, {k: v[0] for k, v in label_map.items()}, ruleset.version, model_set.version
     )
-    for path in write_backtest(report, out):
+    labelled = {k: v[0] for k, v in label_map.items()}
+    y = np.array([1 if labelled.get(s.event.event_id) else 0 for s in scored])
+    curves = {"backtest": (y, np.array([s.verdict.fraud_score for s in scored]))}
+    if served and len(served) == len(scored):
+        curves["served"] = (y, np.array([served[s.event.event_id].fraud_score for s in scored]))
+    for path in write_backtest(report, out, curves):
         console.print(f"wrote {path}")
     b = report["backtest"]
     console.print(

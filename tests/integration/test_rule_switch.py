@@ -122,4 +122,8 @@ def test_versions_switch_mid_stream_and_a_shadow_decides_nothing(make_settings, 
     big_all = sum(e["amount"] > 100 for e in before + after)
     assert bt2["changed_decisions"] == big_all and bt2["backtest"]["alerts"] == big_all
     assert bt2["backtest"]["recall"] == 1.0 and bt2["served"]["alerts"] == 0
-    assert "| shadow_big |" in (out2 / "report.md").read_text()
+    md = (out2 / "report.md").read_text()
+    assert "| shadow_big |" in md and "![precision-recall](pr_curve.png)" in md
+    assert (out2 / "alerts_per_day.png").stat().st_size > 5000 and (
+        out2 / "pr_curve.png"
+    ).stat().st_size > 5000

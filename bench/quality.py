@@ -1,7 +1,7 @@
 """Detection quality of every component and of the served score, beside simple baselines.
 
     python -m bench quality [--datasets sparkov,tlc] [--cards N] [--epochs E]
-                            [--label-delay-days 7] [--train-days 365] [--json F] [--markdown F]
+                            [--label-delay-days 7] [--train-days D] [--json F] [--markdown F]
 
 Each dataset is replayed in event-time order through the job's own per-event
 code: :func:`models.training.replay_features` runs the user state, features and
@@ -19,8 +19,9 @@ Two settings per dataset, both scored on the same late part:
   rarity) and, for reference, the ``weighted`` 85/10/5 profile over percentiles;
 * **labels**: fraud labels come back ``--label-delay-days`` late, feed the risk
   windows (so ``compromised_merchant`` can fire) and a supervised model retrained
-  every week on what was known then (the retraining CronJob), on the last
-  ``--train-days``; served = the same profiles with that model as a component.
+  every week on what was known then (the retraining CronJob: all the history,
+  or the last ``--train-days``); served = the same profiles with that model as a
+  component.
 
 Each score gets average precision, ROC-AUC, recall at 1% false-positive rate and
 card precision@100 per day; the baselines are raw amount and amount ÷ the card's
@@ -187,7 +188,12 @@ def _rules(
 
 
 def _weekly_supervised(
-    x: np.ndarray, ts: np.ndarray, y: np.ndarray, test: np.ndarray, delay_days: float, train_days: float
+    x: np.ndarray,
+    ts: np.ndarray,
+    y: np.ndarray,
+    test: np.ndarray,
+    delay_days: float,
+    train_days: float | None,
 ) -> np.ndarray:
     """Scores of the test rows by a supervised model retrained every 7 days on the labels known then."""
     out = np.full(len(test), np.nan)
@@ -200,7 +206,8 @@ def _weekly_supervised(
         week += 1
         if not in_week.any():
             continue
-        lo, hi = np.searchsorted(ts, [t0 - (delay_days + train_days) * DAY, t0 - delay_days * DAY])
+        begin = -np.inf if train_days is None else t0 - (delay_days + train_days) * DAY
+        lo, hi = np.searchsorted(ts, [begin, t0 - delay_days * DAY])
         if y[lo:hi].sum() < 5:
             continue
         model = SupervisedScorer(seed=0).fit(x[lo:hi], y[lo:hi].astype(int))
@@ -212,7 +219,7 @@ def evaluate_dataset(
     ds: Dataset,
     epochs: int = 20,
     delay_days: float = 7.0,
-    train_days: float = 365.0,
+    train_days: float | None = None,
     progress: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
     """Every component's and served score's metrics on ``ds``'s late part (see module doc)."""
@@ -344,7 +351,7 @@ def main(argv: Iterable[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--label-delay-days", type=float, default=7.0)
     parser.add_argument(
-        "--train-days", type=float, default=365.0, help="supervised: the history each retraining sees"
+        "--train-days", type=float, help="supervised: the days of history each retraining sees (default: all)"
     )
     parser.add_argument("--data", type=Path, default=SHARED, help="the shared data folder")
     parser.add_argument("--json", type=Path)

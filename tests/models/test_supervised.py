@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from models.supervised import BoostedTrees, SupervisedScorer
@@ -41,3 +42,14 @@ def test_needs_labels_with_both_classes():
         except ValueError:
             continue
         raise AssertionError("fit should refuse")
+
+
+def test_trees_learn_from_every_fraud_and_a_bounded_sample_of_legitimate_rows():
+    y = np.zeros(2000, dtype=int)
+    y[::100] = 1  # 20 frauds, 1,980 legitimate rows
+    rows = SupervisedScorer(legit_per_fraud=5, seed=3)._tree_rows(y)
+    assert len(rows) == 20 + 100 and set(np.flatnonzero(y)) <= set(rows) and np.all(np.diff(rows) > 0)
+    assert np.array_equal(rows, SupervisedScorer(legit_per_fraud=5, seed=3)._tree_rows(y))  # seeded
+    assert len(SupervisedScorer(legit_per_fraud=None)._tree_rows(y)) == 2000
+    with pytest.raises(ValueError, match="legit_per_fraud"):
+        SupervisedScorer(legit_per_fraud=0)

@@ -100,14 +100,14 @@ class RuleSetDocument(BaseModel):
         return hashlib.sha256(text.encode()).hexdigest()
 
 
-class _AnyVariables(frozenset[str]):
-    """Known names: :data:`VARIABLES` plus any entity risk feature name."""
+class _KnownNames:
+    """Names a custom rule may use: :data:`VARIABLES` plus any entity risk feature."""
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and (name in VARIABLES or _RISK.fullmatch(name) is not None)
 
 
-_NAMES = _AnyVariables(VARIABLES)
+_NAMES = _KnownNames()
 
 
 def _compile(text: str) -> Compiled:

@@ -90,7 +90,9 @@ def score_batch(
     if challenger is not None:
         shadow = challenger.score(feature_matrix(features, events, challenger.columns))
     ctx = RuleContext(rules.config, blocklists)
-    shadow_ctx = None if shadow_rules is None else RuleContext(shadow_rules.config, blocklists)
+    if shadow_rules is not None and shadow_rules.version is None:
+        shadow_rules = None  # only a stored version can run in shadow
+    shadow_ctx = RuleContext(shadow_rules.config, blocklists) if shadow_rules is not None else ctx
     scored_at = datetime.fromtimestamp(now, UTC)
     out = []
     for i, item in enumerate(batch):
@@ -99,10 +101,10 @@ def score_batch(
         own = {name: float(s[i]) for name, s in model_scores.items()}
         verdict = combine(hits, own, ensemble)
         shadow_set = None
-        if shadow_rules is not None and shadow_ctx is not None and shadow_rules.version is not None:
+        if shadow_rules is not None and shadow_rules.version is not None:
             shadow_hits = shadow_rules.evaluate(acc.event, item.features, shadow_ctx)
-            shadow_score_of = combine(shadow_hits, own, ensemble).fraud_score
-            shadow_set = ShadowRules(shadow_rules.version, shadow_score_of, [h.rule for h in shadow_hits])
+            would_score = combine(shadow_hits, own, ensemble).fraud_score
+            shadow_set = ShadowRules(shadow_rules.version, would_score, [h.rule for h in shadow_hits])
         shadow_score = None
         if shadow is not None and challenger is not None:
             scores = {name: float(s[i]) for name, s in shadow.items()}

@@ -15,10 +15,10 @@ import uuid
 
 import psycopg
 import pytest
-from confluent_kafka import Producer
 from typer.testing import CliRunner
 
 from apps.cli import app
+from apps.produce import produce_all
 from flows.launcher import start_job
 from flows.rulesets import RuleStore
 from infra.migrations import apply_migrations
@@ -35,10 +35,7 @@ SHADOW = RuleSetDocument.model_validate(
 
 
 def produce(bootstrap: str, topic: str, events: list[dict]) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
-    for e in events:
-        producer.produce(topic, json.dumps(e).encode(), e["user_id"].encode())
-    assert producer.flush(30) == 0
+    produce_all(bootstrap, topic, [(e["user_id"].encode(), json.dumps(e).encode()) for e in events])
 
 
 def test_versions_switch_mid_stream_and_a_shadow_decides_nothing(make_settings, tmp_path):

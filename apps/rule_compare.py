@@ -17,6 +17,8 @@ from typing import Any
 
 import psycopg
 
+from operators.ensemble import risk_level
+
 __all__ = ["CompareRow", "compare", "fetch_compare_rows"]
 
 
@@ -75,16 +77,15 @@ def compare(rows: Iterable[CompareRow], medium: float = 40.0, high: float = 70.0
     rows = list(rows)
     fraud = [bool(r.is_fraud) for r in rows]
 
-    def level(score: float) -> str:
-        return "HIGH" if score >= high else "MEDIUM" if score >= medium else "LOW"
-
     return {
         "events": len(rows),
         "labelled_frauds": sum(fraud),
         "versions": sorted({(r.rules_version, r.shadow_version) for r in rows}, key=str),
         "active": _side([r.score for r in rows], fraud, medium, high),
         "shadow": _side([r.shadow_score for r in rows], fraud, medium, high),
-        "changed_decisions": sum(level(r.score) != level(r.shadow_score) for r in rows),
+        "changed_decisions": sum(
+            risk_level(r.score, medium, high) != risk_level(r.shadow_score, medium, high) for r in rows
+        ),
         "rule_hits": {
             "active": dict(Counter(name for r in rows for name in r.rules).most_common()),
             "shadow": dict(Counter(name for r in rows for name in r.shadow_rules).most_common()),

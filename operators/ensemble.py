@@ -44,6 +44,7 @@ __all__ = [
     "blend",
     "combine",
     "ensemble_scores",
+    "risk_level",
     "rules_score",
     "rules_scores",
 ]
@@ -101,6 +102,11 @@ ANOMALY_COMPONENTS = ("isolation_forest", "autoencoder")
 _DECISION = {"LOW": "approve", "MEDIUM": "review", "HIGH": "block"}
 
 
+def risk_level(score: float, medium: float, high: float) -> str:
+    """``HIGH`` at or above ``high``, ``MEDIUM`` at or above ``medium``, else ``LOW``."""
+    return "HIGH" if score >= high else "MEDIUM" if score >= medium else "LOW"
+
+
 def rules_score(hits: Sequence[RuleHit]) -> float:
     return float(min(100, sum(h.points for h in hits)))
 
@@ -115,7 +121,7 @@ def combine(
     if any(h.force_high for h in hits):
         score = max(score, cfg.high_threshold)
     score = round(min(100.0, max(0.0, score)), 2)
-    level = "HIGH" if score >= cfg.high_threshold else "MEDIUM" if score >= cfg.medium_threshold else "LOW"
+    level = risk_level(score, cfg.medium_threshold, cfg.high_threshold)
     return Verdict(score, level, _DECISION[level], level == "HIGH", scores)
 
 

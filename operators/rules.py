@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import msgspec
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
 from operators.events import TransactionEvent
 from operators.features import Features
@@ -100,6 +100,11 @@ class CountryBlacklist(_Rule):
         if bad:
             raise ValueError(f"not ISO 3166 alpha-2 codes: {bad}")
         return value
+
+    @field_serializer("countries")
+    def _sorted(self, value: frozenset[str]) -> list[str]:
+        """Sorted, so a rule set's YAML and digest do not depend on set iteration order."""
+        return sorted(value)
 
 
 class Blacklisted(_Rule):

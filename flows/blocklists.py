@@ -1,4 +1,4 @@
-"""Live blocklists read from Redis sets, refreshed on an interval (the job reads
+"""Live block and allow lists read from Redis sets, refreshed on an interval (the job reads
 them per batch; the gateway's fallback too).
 
 If Redis cannot be read, scoring carries on with the last known lists
@@ -14,7 +14,7 @@ from collections.abc import Callable
 import redis
 
 from operators import metrics
-from operators.redis_keys import BLOCKLIST_KEYS
+from operators.redis_keys import LIST_KEYS
 from operators.refresh import Throttle
 from operators.rules import Blocklists
 
@@ -43,9 +43,12 @@ class RedisBlocklists:
             if self._client is None:
                 self._client = redis.Redis.from_url(self._url, socket_timeout=2.0, socket_connect_timeout=2.0)
             pipe = self._client.pipeline(transaction=False)
-            for key in BLOCKLIST_KEYS.values():
+            for key in LIST_KEYS.values():
                 pipe.smembers(key)
-            countries, devices, users = (frozenset(v.decode() for v in members) for members in pipe.execute())
+            lists = {
+                name: frozenset(v.decode() for v in members)
+                for name, members in zip(LIST_KEYS, pipe.execute(), strict=True)
+            }
         except redis.RedisError as exc:
             metrics.BLOCKLIST_REFRESH_FAILURES.inc()
             if not self._stale:
@@ -59,6 +62,6 @@ class RedisBlocklists:
             log.info("blocklists: Redis readable again")
         self._stale = False
         metrics.BLOCKLIST_STALE.set(0)
-        self._lists = Blocklists(countries, devices, users)
-        for name, members in zip(BLOCKLIST_KEYS, (countries, devices, users), strict=True):
+        self._lists = Blocklists(**lists)
+        for name, members in lists.items():
             metrics.BLOCKLIST_SIZE.labels(name).set(len(members))

@@ -41,6 +41,7 @@ __all__ = [
     "ANOMALY_COMPONENTS",
     "EnsembleConfig",
     "Verdict",
+    "allowed",
     "blend",
     "combine",
     "ensemble_scores",
@@ -123,6 +124,12 @@ def combine(
     score = round(min(100.0, max(0.0, score)), 2)
     level = risk_level(score, cfg.medium_threshold, cfg.high_threshold)
     return Verdict(score, level, _DECISION[level], level == "HIGH", scores)
+
+
+def allowed(verdict: Verdict) -> Verdict:
+    """``verdict`` for an allow-listed user or device: approve, whatever the score
+    (which is kept, so analysts see what the allow list overrode)."""
+    return Verdict(verdict.fraud_score, "LOW", "approve", False, verdict.scores)
 
 
 def _evidence(scores: Mapping[str, float | None], cfg: EnsembleConfig) -> float:

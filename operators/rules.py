@@ -29,6 +29,7 @@ __all__ = [
     "RuleContext",
     "RuleHit",
     "RulesConfig",
+    "allow_listed",
     "evaluate_rules",
 ]
 
@@ -142,11 +143,15 @@ class RulesConfig(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class Blocklists:
-    """Live blocklists (from Redis), merged with the configured countries."""
+    """Live lists (from Redis): blocked countries (merged with the configured
+    ones), devices and users, and the allow list of users and devices whose
+    events are approved whatever fires (:func:`allow_listed`)."""
 
     countries: frozenset[str] = frozenset()
     devices: frozenset[str] = frozenset()
     users: frozenset[str] = frozenset()
+    allowed_users: frozenset[str] = frozenset()
+    allowed_devices: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +293,24 @@ RULES: dict[str, Rule] = {
     "compromised_merchant": compromised_merchant,
 }
 """Every rule by its contract name (the names in ``triggered_rules``)."""
+
+
+def allow_listed(ev: TransactionEvent, lists: Blocklists) -> RuleHit | None:
+    """The ``allow_list`` hit (0 points) when the event's user or device is on the
+    allow list: its verdict becomes approve (``operators.ensemble.allowed``).
+
+    >>> from datetime import datetime, timezone
+    >>> ev = TransactionEvent("e1", "u1", 10.0, datetime(2024, 1, 1, 12, tzinfo=timezone.utc), device_id="d9")
+    >>> allow_listed(ev, Blocklists(allowed_devices=frozenset({"d9"}))).reason
+    "device 'd9' is on the allow list"
+    >>> allow_listed(ev, Blocklists()) is None
+    True
+    """
+    if ev.user_id in lists.allowed_users:
+        return RuleHit("allow_list", 0, "user is on the allow list")
+    if ev.device_id and ev.device_id in lists.allowed_devices:
+        return RuleHit("allow_list", 0, f"device {ev.device_id!r} is on the allow list")
+    return None
 
 
 def evaluate_rules(ev: TransactionEvent, f: Features, ctx: RuleContext) -> list[RuleHit]:

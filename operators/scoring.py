@@ -13,13 +13,13 @@ from typing import Protocol
 import msgspec
 import numpy as np
 
-from operators.ensemble import EnsembleConfig, Verdict, combine
+from operators.ensemble import EnsembleConfig, Verdict, allowed, combine
 from operators.events import TransactionEvent
 from operators.features import Featured, Features, feature_matrix
-from operators.rules import Blocklists, RuleContext, RuleHit
+from operators.rules import Blocklists, RuleContext, RuleHit, allow_listed
 from operators.rulesets import RuleSet
 
-__all__ = ["BatchModels", "ScoredEvent", "ShadowRules", "score_batch"]
+__all__ = ["BatchModels", "ScoredEvent", "ShadowRules", "decide", "score_batch"]
 
 
 class BatchModels(Protocol):
@@ -65,6 +65,21 @@ class ScoredEvent(msgspec.Struct, frozen=True):
         return self.verdict.risk_level != "LOW"
 
 
+def decide(
+    ev: TransactionEvent,
+    hits: list[RuleHit],
+    model_scores: Mapping[str, float | None],
+    ensemble: EnsembleConfig,
+    lists: Blocklists,
+) -> tuple[list[RuleHit], Verdict]:
+    """The hits and verdict of one event: the ensemble's, unless the user or
+    device is on the allow list, which approves (and says so as a hit)."""
+    verdict = combine(hits, model_scores, ensemble)
+    if (allow := allow_listed(ev, lists)) is not None:
+        return [*hits, allow], allowed(verdict)
+    return hits, verdict
+
+
 def score_batch(
     batch: Sequence[Featured],
     models: BatchModels,
@@ -77,7 +92,8 @@ def score_batch(
 ) -> list[ScoredEvent]:
     """Score a batch: one model call per component for the whole batch.
 
-    The whole batch is decided by one rule set (``rules``). A ``challenger`` scores
+    The whole batch is decided by one rule set (``rules``); an allow-listed user
+    or device is approved whatever fires (its score is kept). A ``challenger`` scores
     the same batch in shadow, and so does a ``shadow_rules`` set: their ensemble
     scores are kept beside the decision for comparison, nothing more.
     """
@@ -99,7 +115,7 @@ def score_batch(
         acc = item.accepted
         hits = rules.evaluate(acc.event, item.features, ctx)
         own = {name: float(s[i]) for name, s in model_scores.items()}
-        verdict = combine(hits, own, ensemble)
+        hits, verdict = decide(acc.event, hits, own, ensemble, blocklists)
         shadow_set = None
         if shadow_rules is not None and shadow_rules.version is not None:
             shadow_hits = shadow_rules.evaluate(acc.event, item.features, shadow_ctx)

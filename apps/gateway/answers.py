@@ -10,10 +10,10 @@ from pydantic import BaseModel, Field
 
 from flows.blocklists import RedisBlocklists
 from flows.config import Settings
-from operators.ensemble import combine
 from operators.events import TransactionEvent
 from operators.features import compute_features
 from operators.rules import RuleContext, evaluate_rules
+from operators.scoring import decide
 from operators.state import UserState
 
 __all__ = ["IngestAccepted", "Problem", "ScoreResponse", "UserRisk", "fallback_answer", "stream_answer"]
@@ -88,8 +88,10 @@ def fallback_answer(
     features = compute_features(
         UserState(), ev, ev.timestamp.timestamp(), settings.rules.velocity_check.window_s
     )
-    hits = evaluate_rules(ev, features, RuleContext(settings.rules, blocklists.current()))
-    verdict = combine(hits, {}, settings.ensemble)
+    lists = blocklists.current()
+    hits, verdict = decide(
+        ev, evaluate_rules(ev, features, RuleContext(settings.rules, lists)), {}, settings.ensemble, lists
+    )
     reasons = [h.reason for h in hits]
     return ScoreResponse(
         transaction_id=ev.event_id,

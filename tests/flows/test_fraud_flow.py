@@ -119,6 +119,27 @@ def test_blocklist_changes_apply_to_later_batches():
     assert flagged == [False] * 3 + [True] * 3
 
 
+def test_allow_list_approves_whatever_fires_and_says_so():
+    lists = Blocklists(
+        users=frozenset({"u1", "u2"}), allowed_users=frozenset({"u1"}), allowed_devices=frozenset({"dev-ok"})
+    )
+    msgs = [
+        (b"u1", encode(event("e1", "u1", location={"latitude": 39.0, "longitude": 125.7, "country": "KP"}))),
+        (b"u2", encode(event("e2", "u2", device_id="dev-ok"))),
+        (b"u3", encode(event("e3", "u3", device_id="dev-ok"))),
+        (b"u2", encode(event("e4", "u2", ts="2025-06-02T12:05:00Z"))),
+    ]
+    out = {s.event.event_id: s for s in run(msgs, providers=Providers(blocklists=lambda: lists))["scored"]}
+    for eid in ("e1", "e2"):
+        v = out[eid].verdict
+        assert (v.risk_level, v.decision, v.is_blocked) == ("LOW", "approve", False)
+        assert v.fraud_score >= 75  # the score the allow list overrode is kept
+        assert out[eid].hits[-1].rule == "allow_list"
+    assert out["e2"].hits[-1].reason == "device 'dev-ok' is on the allow list"
+    assert [h.rule for h in out["e3"].hits] == ["allow_list"]
+    assert out["e4"].verdict.decision == "block"
+
+
 def test_per_user_state_follows_each_user():
     msgs = []
     for i in range(7):

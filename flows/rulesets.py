@@ -20,6 +20,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from infra.audit import record_audit
 from operators import metrics
 from operators.refresh import Throttle
 from operators.rules import RulesConfig
@@ -66,7 +67,7 @@ class RuleStore:
                 (version, author, comment, digest, Jsonb(document.canonical())),
             )
             after = {"comment": comment, "digest": digest}
-            _audit(conn, author, "rules.apply", f"rules/{version}", None, after)
+            record_audit(conn, author, "rules.apply", f"rules/{version}", None, after)
         return version, True
 
     def point(self, pointer: str, version: int | None, actor: str) -> int | None:
@@ -95,7 +96,7 @@ class RuleStore:
                     (pointer, version, actor),
                 )
             action = "rules.activate" if pointer == "active" else "rules.shadow"
-            _audit(conn, actor, action, f"rules/{pointer}", {"version": before}, {"version": version})
+            record_audit(conn, actor, action, f"rules/{pointer}", {"version": before}, {"version": version})
         return before
 
     def pointers(self) -> dict[str, int]:
@@ -120,19 +121,6 @@ _SELECT = "SELECT version, created_at, author, comment, digest, document FROM ru
 
 def _version(row: tuple[Any, ...]) -> RuleVersion:
     return RuleVersion(int(row[0]), row[1], row[2], row[3], row[4], RuleSetDocument.model_validate(row[5]))
-
-
-def _audit(
-    conn: psycopg.Connection[Any], actor: str, action: str, subject: str, before: Any, after: Any
-) -> None:
-    conn.execute(
-        "INSERT INTO audit_log (actor, action, subject, before, after) VALUES (%s, %s, %s, %s, %s)",
-        (actor, action, subject, _jsonb(before), _jsonb(after)),
-    )
-
-
-def _jsonb(value: Any) -> Jsonb | None:
-    return None if value is None else Jsonb(value)
 
 
 class LiveRuleSets:

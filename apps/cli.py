@@ -11,6 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from apps.cli_console import console_command, console_user_app
 from apps.cli_data import (
     ConfigOpt,
     config_or_exit,
@@ -34,6 +35,8 @@ app.add_typer(stack_app, name="stack")
 models_app = typer.Typer(help="Model versions: list, activate, challenge, promote.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(rules_app, name="rules")
+app.add_typer(console_user_app, name="console-user")
+app.command("console")(console_command)
 app.command()(backtest)
 STACK_ROOT = Path(".fraudstream/stack")
 

@@ -44,7 +44,7 @@ AuthorOpt = Annotated[
 ]
 
 
-def _author(author: str | None) -> str:
+def author_of(author: str | None) -> str:
     if author:
         return author
     return os.environ.get("FRAUDSTREAM_USER") or getpass.getuser()
@@ -142,7 +142,7 @@ def rules_apply(
         err = exc.errors()[0]
         where = "".join(f"{p}: " for p in [".".join(str(part) for part in err["loc"])] if p)
         fail(f"{file}: {where}{err['msg'].removeprefix('Value error, ')}", 2)
-    who = _author(author)
+    who = author_of(author)
     with service_errors(settings):
         store = _store(settings)
         version, created = store.apply(document, who, comment)
@@ -165,7 +165,7 @@ def rules_activate(
     settings = settings_or_exit(config)
     with service_errors(settings):
         try:
-            before = _store(settings).point("active", version, _author(author))
+            before = _store(settings).point("active", version, author_of(author))
         except LookupError as exc:
             fail(str(exc), 2)
     was = before if before is not None else "the config file"
@@ -185,7 +185,7 @@ def rules_shadow(
     settings = settings_or_exit(config)
     with service_errors(settings):
         try:
-            _store(settings).point("shadow", None if clear else version, _author(author))
+            _store(settings).point("shadow", None if clear else version, author_of(author))
         except LookupError as exc:
             fail(str(exc), 2)
     console.print("no shadow rule set" if clear else f"shadow rule set: version {version}")

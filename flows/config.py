@@ -293,6 +293,47 @@ class GatewaySettings(_Section):
         return self
 
 
+class ConsoleSettings(_Section):
+    """``fraudstream console``: the analysts' review queue (docs/console.md)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8090, ge=0, le=65535)
+    group_id: str = Field(
+        "fraudstream-console",
+        min_length=1,
+        description="Consumer group reading kafka.alerts_topic into cases.",
+    )
+    sla_minutes: dict[str, float] = Field(
+        default_factory=lambda: {"HIGH": 60.0, "MEDIUM": 480.0},
+        description="Time from the decision until a case of that level is due.",
+    )
+    label_source: str = Field(
+        "analyst",
+        pattern=r"^[a-z0-9_.-]{1,64}$",
+        description="`source` of the labels a resolution publishes.",
+    )
+    secure_cookie: bool = Field(
+        False, description="Send the session cookie over HTTPS only (set true behind TLS)."
+    )
+
+    @field_validator("sla_minutes", mode="before")
+    @classmethod
+    def _level_names(cls, v: Any) -> Any:
+        return {str(k).upper(): m for k, m in v.items()} if isinstance(v, Mapping) else v
+
+    @field_validator("sla_minutes")
+    @classmethod
+    def _every_level(cls, v: dict[str, float]) -> dict[str, float]:
+        missing, unknown = {"MEDIUM", "HIGH"} - set(v), set(v) - {"MEDIUM", "HIGH"}
+        if unknown:
+            raise ValueError(f"levels are MEDIUM and HIGH, not {', '.join(sorted(unknown))}")
+        if missing:
+            raise ValueError(f"needs a time for {', '.join(sorted(missing))}")
+        if any(m <= 0 for m in v.values()):
+            raise ValueError("minutes must be greater than 0")
+        return v
+
+
 class Settings(_Section):
     """Everything the job reads at start-up."""
 
@@ -312,6 +353,7 @@ class Settings(_Section):
     recovery: RecoverySettings = RecoverySettings()
     explainer: ExplainerSettings = ExplainerSettings()
     gateway: GatewaySettings = GatewaySettings()
+    console: ConsoleSettings = ConsoleSettings()
     labels: LabelSettings = LabelSettings()
     entity_risk: EntityRiskSettings = EntityRiskSettings()
 

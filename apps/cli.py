@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -22,6 +22,9 @@ from apps.cli_data import (
     settings_or_exit,
 )
 from apps.cli_rules import backtest, rules_app
+
+if TYPE_CHECKING:
+    from apps.demo import Summary
 
 app = typer.Typer(
     help="Real-time fraud detection on Kafka with Bytewax.",
@@ -103,37 +106,60 @@ def demo(
 ) -> None:
     """Start the embedded stack, run the job, stream a workload with injected fraud, summarise."""
     from apps.demo import run_demo
+    from flows.launcher import JobExited
+    from flows.runner import PortInUse, check_port
 
-    summary = run_demo(
-        events, users, processes, seed, Path(".fraudstream/demo"), metrics_port, keep_running, console
-    )
-    table = Table(title="fraudstream demo", show_header=False)
-    table.add_row("events produced", f"{summary.events:,}")
-    table.add_row("scored (rows in Postgres)", f"{summary.rows:,}")
-    table.add_row("dead-lettered", f"{summary.dead_letters:,}")
-    table.add_row("alerts", f"MEDIUM {summary.levels['MEDIUM']:,}  HIGH {summary.levels['HIGH']:,}")
-    table.add_row("model version", ", ".join(summary.model_versions))
-    table.add_row("top rules", ", ".join(f"{r} {n}" for r, n in summary.top_rules) or "-")
-    for scenario, (hit, total) in summary.caught.items():
-        table.add_row(f"caught: {scenario}", f"{hit:,} of {total:,} injected alerted")
-    if summary.alert_precision is not None:
-        table.add_row("alert precision", f"{summary.alert_precision:.0%} of alerts are injected fraud")
-    table.add_row("throughput", f"{summary.throughput:,.0f} events/s (the whole burst, queueing included)")
-    table.add_row(
-        "latency in the burst",
-        f"p50 {summary.latency_p50_ms:.1f} ms  p99 {summary.latency_p99_ms:.1f} ms "
-        "(produce to row: mostly waiting behind the burst)",
-    )
-    if summary.steady is not None:
-        rate, p50, p99 = summary.steady
-        table.add_row(
-            "end-to-end latency", f"p50 {p50:.1f} ms  p99 {p99:.1f} ms at a steady {rate:,.0f} events/s"
+    try:
+        check_port("127.0.0.1", metrics_port, "metrics", "--metrics-port to a free port")
+    except PortInUse as exc:
+        fail(str(exc))
+    try:
+        summary = run_demo(
+            events,
+            users,
+            processes,
+            seed,
+            Path(".fraudstream/demo"),
+            metrics_port,
+            keep_running,
+            console,
+            lambda s: console.print(_demo_table(s)),
         )
-    console.print(table)
+    except JobExited as exc:
+        lines = [line for line in str(exc).splitlines() if line.strip()]
+        fail(f"{lines[0]}: {lines[-1]}" if len(lines) > 1 else str(exc))
+    except KeyboardInterrupt:
+        fail("interrupted; the job and the stack are stopped", 130)
     ok = summary.rows + summary.dead_letters == summary.events
     if not ok:
         console.print("[red]not every event was accounted for[/]")
     raise typer.Exit(0 if ok else 1)
+
+
+def _demo_table(s: Summary) -> Table:
+    table = Table(title="fraudstream demo", show_header=False)
+    table.add_row("events produced", f"{s.events:,}")
+    table.add_row("scored (rows in Postgres)", f"{s.rows:,}")
+    table.add_row("dead-lettered", f"{s.dead_letters:,}")
+    table.add_row("alerts", f"MEDIUM {s.levels['MEDIUM']:,}  HIGH {s.levels['HIGH']:,}")
+    table.add_row("model version", ", ".join(s.model_versions))
+    table.add_row("top rules", ", ".join(f"{r} {n}" for r, n in s.top_rules) or "-")
+    for scenario, (hit, total) in s.caught.items():
+        table.add_row(f"caught: {scenario}", f"{hit:,} of {total:,} injected alerted")
+    if s.alert_precision is not None:
+        table.add_row("alert precision", f"{s.alert_precision:.0%} of alerts are injected fraud")
+    table.add_row("throughput", f"{s.throughput:,.0f} events/s (the whole burst, queueing included)")
+    table.add_row(
+        "latency in the burst",
+        f"p50 {s.latency_p50_ms:.1f} ms  p99 {s.latency_p99_ms:.1f} ms "
+        "(produce to row: mostly waiting behind the burst)",
+    )
+    if s.steady is not None:
+        rate, p50, p99 = s.steady
+        table.add_row(
+            "end-to-end latency", f"p50 {p50:.1f} ms  p99 {p99:.1f} ms at a steady {rate:,.0f} events/s"
+        )
+    return table
 
 
 @app.command()

@@ -12,11 +12,13 @@ import json
 import os
 import signal
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psycopg
+import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from apps.produce import produce_all
@@ -26,7 +28,7 @@ from flows.launcher import JobProcess, start_job
 from flows.runner import bootstrap
 from infra.stack import EmbeddedStack, remove
 
-__all__ = ["Summary", "count_topic", "detection", "run_demo", "steady_latency", "summarise"]
+__all__ = ["Summary", "count_topic", "detection", "run_demo", "steady_latency", "summarise", "write_config"]
 
 
 @dataclass
@@ -152,6 +154,39 @@ def summarise(settings: Settings, events: int, dead_letters: int, seconds: float
     )
 
 
+def _keep_running(con: Any, config: Path) -> None:
+    """Wait for Ctrl-C (or SIGTERM), saying how to reach the running stack."""
+    con.print(
+        "Job and stack keep running; Ctrl-C to stop. Review the alerts in the console "
+        f"(another terminal):\n  fraudstream console --config {config}"
+    )
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        con.print("stopping the job and the stack...")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def write_config(root: Path, env: Mapping[str, str], models_dir: Path) -> Path:
+    """A config file that points other commands (console, gateway, label, rules) at this
+    demo's stack, whose ports are picked afresh each time."""
+    path = root / "fraudstream.yaml"
+    doc = {
+        "kafka": {"bootstrap_servers": env["KAFKA_BOOTSTRAP_SERVERS"]},
+        "database_url": env["DATABASE_URL"],
+        "redis_url": env["REDIS_URL"],
+        "models": {"path": str(models_dir.resolve())},
+    }
+    path.write_text(
+        "# Written by `fraudstream demo --keep-running`: its embedded stack.\n" + yaml.safe_dump(doc)
+    )
+    return path
+
+
 def _train_demo_model(con: Any, models_dir: Path, events: int, users: int, seed: int) -> None:
     """Train on a separate generated day, so the demo shows all three components."""
     from models.training import TrainingConfig, train
@@ -184,11 +219,13 @@ def run_demo(
     metrics_port: int,
     keep_running: bool,
     console: object,
+    show: Callable[[Summary], None] = lambda summary: None,
 ) -> Summary:
     from rich.console import Console
     from rich.progress import Progress
 
     con: Console = console  # type: ignore[assignment]
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the job and stack like Ctrl-C does
     stack = EmbeddedStack(root, {"kafka": 0, "postgres": 0, "redis": 0})
     stack.stop()
     remove(root)  # every demo starts from empty topics and an empty database
@@ -246,9 +283,9 @@ def run_demo(
         else:
             with con.status("measuring latency at a steady 200 events/s..."):
                 summary.steady = steady_latency(settings, job, 200.0, 5.0, seed + 7)
+        show(summary)
         if keep_running:
-            con.print("Job and stack keep running; Ctrl-C to stop.")
-            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+            _keep_running(con, write_config(root, env, models_dir))
         return summary
     finally:
         if job is not None:

@@ -73,8 +73,8 @@ class ListEntryBody(BaseModel):
 
 
 class ConsoleMetrics(Collector):
-    """Queue depth by level and the age of the oldest open case, read from Postgres
-    at scrape time, plus counters of what this process did."""
+    """Queue depth and overdue cases by level and the age of the oldest open case,
+    read from Postgres at scrape time, plus counters of what this process did."""
 
     def __init__(self, store: CaseStore) -> None:
         self.store = store
@@ -105,9 +105,16 @@ class ConsoleMetrics(Collector):
         depth = GaugeMetricFamily(
             "fraudstream_console_open_cases", "Cases not closed, by risk level.", labels=["level"]
         )
+        overdue = GaugeMetricFamily(
+            "fraudstream_console_overdue_cases",
+            "Cases not closed past their due time, by level.",
+            labels=["level"],
+        )
         for level in ("HIGH", "MEDIUM"):
             depth.add_metric([level], stats["open"].get(level, 0))
+            overdue.add_metric([level], stats["overdue"].get(level, 0))
         yield depth
+        yield overdue
         yield GaugeMetricFamily(
             "fraudstream_console_oldest_open_case_age_seconds",
             "Age of the oldest case not closed (0 when none).",

@@ -102,7 +102,7 @@ class CaseStore:
         with self._connect() as conn:
             rows = conn.execute(
                 f"SELECT {_CASE_COLUMNS}, alert->'triggered_rules' AS triggered_rules, "
-                "alert->'event'->>'amount' AS amount, alert->'event'->>'currency' AS currency, "
+                "(alert->'event'->>'amount')::float8 AS amount, alert->'event'->>'currency' AS currency, "
                 "alert->'event'->>'merchant_name' AS merchant_name FROM cases "
                 "WHERE (CASE WHEN %(status)s::text IS NULL THEN status <> 'closed' "
                 "ELSE status = %(status)s END) "
@@ -230,14 +230,17 @@ class CaseStore:
         return {"event_id": event_id, "status": after, **detail, "label_source": label.source}
 
     def queue_stats(self) -> dict[str, Any]:
-        """Open (not closed) cases by level, and the age in seconds of the oldest."""
+        """Cases not closed and those past their due time, by level, and the age in
+        seconds of the oldest case not closed."""
         with self._connect() as conn:
             rows = conn.execute(
-                "SELECT risk_level, count(*) AS n, extract(epoch FROM now() - min(created_at)) AS age "
+                "SELECT risk_level, count(*) AS n, count(*) FILTER (WHERE due_at < now()) AS overdue, "
+                "extract(epoch FROM now() - min(created_at)) AS age "
                 "FROM cases WHERE status <> 'closed' GROUP BY risk_level"
             ).fetchall()
         return {
             "open": {r["risk_level"]: int(r["n"]) for r in rows},
+            "overdue": {r["risk_level"]: int(r["overdue"]) for r in rows},
             "oldest_age_s": max((float(r["age"]) for r in rows), default=0.0),
         }
 

@@ -50,6 +50,7 @@ def test_compose_services_wait_for_healthy_dependencies_and_pin_images():
     assert {
         "redpanda",
         "topics",
+        "redpanda-console",
         "console",
         "postgres",
         "redis",

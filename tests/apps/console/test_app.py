@@ -277,4 +277,5 @@ def test_metrics_count_the_queue_and_resolutions(console: Console):
     assert f'fraudstream_console_open_cases{{level="HIGH"}} {float(open_high)}' in text
     assert 'fraudstream_console_resolutions_total{disposition="legitimate"}' in text
     assert "fraudstream_console_oldest_open_case_age_seconds" in text
+    assert 'fraudstream_console_overdue_cases{level="HIGH"} 0.0' in text  # due in 60 min
     assert "fraudstream_console_cases_ingested_total" in text

@@ -353,7 +353,7 @@ def test_prometheus_scrapes_every_process_and_every_rule_is_healthy(live):
     ]
     assert all(t["health"] == "up" for t in targets), targets
     rules = [r for g in live.api("/api/v1/rules")["groups"] for r in g["rules"]]
-    assert len(rules) == 28
+    assert len(rules) == 29
     assert all(r["health"] == "ok" for r in rules), [r for r in rules if r["health"] != "ok"]
     firing = [r["name"] for r in rules if r.get("state") == "firing"]
     assert firing == [], f"a healthy run fires {firing}"

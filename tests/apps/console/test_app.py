@@ -156,7 +156,9 @@ def test_a_label_the_broker_does_not_confirm_changes_nothing(console: Console):
     t = tag()
     console.produce([console.high(t)])
     console.wait_case(f"kp-{t}")
-    dead = LabelPublisher("127.0.0.1:9", "labels", {"message.timeout.ms": 1000}, timeout_s=2.0)
+    dead = LabelPublisher(
+        "127.0.0.1:9", "labels", {"message.timeout.ms": 1000, "log_level": 0}, timeout_s=2.0
+    )
     server, url = serve(console.settings, console.store, dead, f"dead-{t}")
     try:
         with httpx.Client(

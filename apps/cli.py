@@ -503,8 +503,10 @@ def gateway_key(
 
 def _register_data_commands() -> None:
     from apps import cli_data, cli_dlq
+    from apps.cli_retention import retention
 
     for fn in (
+        retention,
         cli_data.replay,
         cli_data.produce,
         cli_data.label,

@@ -2,7 +2,8 @@
 scoring and memory on the embedded stack), gateway (score-call latency vs a
 per-request scorer), model_scoring, state_memory, quality (detection quality of
 every component and the served score beside baselines, on the shared datasets),
-features (cost per event of the user-state features)."""
+features (cost per event of the user-state features), retention (scored_events at
+scale: one table vs day partitions)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ BENCHES = {
     "state_memory": "bench.state_memory",
     "quality": "bench.quality",
     "features": "bench.features",
+    "retention": "bench.retention",
 }
 
 

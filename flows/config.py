@@ -293,6 +293,15 @@ class GatewaySettings(_Section):
         return self
 
 
+class RetentionSettings(_Section):
+    keep_days: int | None = Field(
+        None,
+        ge=1,
+        description="Days of scored_events kept by `fraudstream retention` (by event day, UTC; labelled "
+        "rows are kept for training). None: keep everything.",
+    )
+
+
 class ConsoleSettings(_Section):
     """``fraudstream console``: the analysts' review queue (docs/console.md)."""
 
@@ -354,6 +363,7 @@ class Settings(_Section):
     explainer: ExplainerSettings = ExplainerSettings()
     gateway: GatewaySettings = GatewaySettings()
     console: ConsoleSettings = ConsoleSettings()
+    retention: RetentionSettings = RetentionSettings()
     labels: LabelSettings = LabelSettings()
     entity_risk: EntityRiskSettings = EntityRiskSettings()
 

@@ -1,6 +1,7 @@
 """Supervised training on what the job scored, and champion/challenger promotion.
 
-Training reads ``scored_events`` joined with ``labels`` from Postgres: the
+Training reads ``scored_events`` (and ``scored_events_labelled``, the labelled
+rows that outlived retention) joined with ``labels`` from Postgres: the
 features are the ones the job served (so training sees exactly what serving
 saw, risk windows included), the label of an event is its latest label known
 at the training time ``as_of``. Rows are in event-time order; the latest
@@ -56,7 +57,11 @@ SELECT s.event_id, extract(epoch FROM s.event_time)::float8, s.features, s.fraud
        coalesce((SELECT l.is_fraud FROM labels l
                  WHERE l.event_id = s.event_id AND l.label_time <= %(as_of)s
                  ORDER BY l.label_time DESC, l.is_fraud LIMIT 1), false)
-FROM scored_events s
+FROM (SELECT event_id, event_time, features, fraud_score, challenger_version, challenger_score
+      FROM scored_events
+      UNION ALL
+      SELECT event_id, event_time, features, fraud_score, challenger_version, challenger_score
+      FROM scored_events_labelled) s
 WHERE s.event_time <= %(cutoff)s AND s.event_time > %(since)s
 ORDER BY s.event_time, s.event_id
 """

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 from confluent_kafka import Consumer, TopicPartition
@@ -154,3 +155,14 @@ def scored_events(n: int, users: int = 3, prefix: str = "e") -> list[ScoredEvent
         EnsembleConfig(),
         (T0 + timedelta(hours=1)).timestamp(),
     )
+
+
+def days_ago(events: list[ScoredEvent], days: int) -> list[ScoredEvent]:
+    """The same scored events, moved to noon (UTC) ``days`` days before today, a second apart."""
+    at = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0) - timedelta(days=days)
+    return [
+        msgspec.structs.replace(
+            s, event=msgspec.structs.replace(s.event, timestamp=at + timedelta(seconds=i))
+        )
+        for i, s in enumerate(events)
+    ]

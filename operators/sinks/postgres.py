@@ -1,14 +1,17 @@
 """Postgres sink: COPY a batch into a temporary staging table, then one
-``INSERT ... ON CONFLICT (event_id) DO NOTHING``, in one transaction.
+``INSERT ... ON CONFLICT (event_id, event_time) DO NOTHING``, in one transaction.
 
-Re-delivered events never create a second row. Connection failures are
-retried with backoff (the dataflow waits: backpressure), then raised.
+``scored_events`` is partitioned by event day (migration 007): before its
+first write to a day, the sink has ``fraudstream_day_partition`` create that
+day's partition. Re-delivered events never create a second row. Connection
+failures are retried with backoff (the dataflow waits: backpressure), then raised.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import date
 
 import psycopg
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
@@ -28,9 +31,13 @@ _CREATE_STAGE = sql.SQL(
 ).format(sql.Identifier(_STAGE))
 _COPY = sql.SQL("COPY {} ({}) FROM STDIN").format(sql.Identifier(_STAGE), _COLS)
 _INSERT = sql.SQL(
-    "INSERT INTO scored_events ({cols}) SELECT {cols} FROM {stage} ON CONFLICT (event_id) DO NOTHING"
+    "INSERT INTO scored_events ({cols}) SELECT {cols} FROM {stage} "
+    "ON CONFLICT (event_id, event_time) DO NOTHING"
 ).format(cols=_COLS, stage=sql.Identifier(_STAGE))
 
+
+_DAY = 86_400
+_EPOCH = date(1970, 1, 1).toordinal()
 
 PG_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
 """Errors worth a reconnect and a retry."""
@@ -70,9 +77,30 @@ class _Partition(StatelessSinkPartition[ScoredEvent]):
     def __init__(self, url: str, policy: RetryPolicy) -> None:
         self.policy = policy
         self.db = LazyConnection(url, _create_stage)
+        self.days: set[int] = set()
+        """Days (since the epoch, UTC) whose partition this connection has seen exist."""
 
-    def _write(self, rows: list[tuple[object, ...]]) -> int:
+    def _ensure_days(self, conn: psycopg.Connection, days: set[int]) -> None:
+        missing = days - self.days
+        if missing:
+            with conn.transaction():
+                for day in sorted(missing):
+                    conn.execute("SELECT fraudstream_day_partition(%s)", (date.fromordinal(_EPOCH + day),))
+            self.days |= missing
+
+    def _write(self, rows: list[tuple[object, ...]], days: set[int]) -> int:
         conn = self.db.get()
+        self._ensure_days(conn, days)
+        try:
+            return self._insert(conn, rows)
+        except psycopg.errors.CheckViolation as exc:
+            if "no partition" not in str(exc):
+                raise
+            self.days.clear()  # retention dropped a day this connection knew: create it again
+            self._ensure_days(conn, days)
+            return self._insert(conn, rows)
+
+    def _insert(self, conn: psycopg.Connection, rows: list[tuple[object, ...]]) -> int:
         with conn.transaction(), conn.cursor() as cur:
             with cur.copy(_COPY) as copy:
                 for row in rows:
@@ -83,10 +111,11 @@ class _Partition(StatelessSinkPartition[ScoredEvent]):
     def write_batch(self, items: list[ScoredEvent]) -> None:
         began = time.perf_counter()
         rows = [scored_event_row(s) for s in items]
+        days = {int(s.event.timestamp.timestamp() // _DAY) for s in items}
         inserted = retrying(
             "postgres",
             self.policy,
-            lambda: self._write(rows),
+            lambda: self._write(rows, days),
             PG_ERRORS,
             self.db.reset,
         )
@@ -101,6 +130,7 @@ class _Partition(StatelessSinkPartition[ScoredEvent]):
 
     def close(self) -> None:
         self.db.reset()
+        self.days.clear()
 
 
 class PostgresSink(DynamicSink[ScoredEvent]):

@@ -1,5 +1,5 @@
 """Score-call latency through the gateway + job, against a per-request scorer in
-the style of seed 000 (rules + scikit-learn Isolation Forest evaluated inside
+the style of a per-request reference server (rules + scikit-learn Isolation Forest evaluated inside
 the request, history in the server's memory), at fixed request rates.
 
     python -m bench gateway [--quick] [--rates 200,1000] [--duration 10] [--json F] [--markdown F]
@@ -38,7 +38,7 @@ __all__ = ["main", "seed_style_app"]
 
 
 def seed_style_app(training: list[Any]) -> Any:
-    """Seed 000's way: one event per request, features from an in-memory history,
+    """The per-request way: one event per request, features from an in-memory history,
     rules, then ``IsolationForest.decision_function`` on that one row."""
     from fastapi import FastAPI
     from sklearn.ensemble import IsolationForest

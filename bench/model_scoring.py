@@ -1,4 +1,4 @@
-"""Model scoring throughput: one event per call (the seeds' way) vs micro-batches.
+"""Model scoring throughput: one event per call (a per-request scorer's way) vs micro-batches.
 
     python -m bench.model_scoring [--quick] [--devices cpu,cuda] [--json out.json]
 

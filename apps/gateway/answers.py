@@ -20,7 +20,7 @@ __all__ = ["IngestAccepted", "Problem", "ScoreResponse", "UserRisk", "fallback_a
 
 
 class ScoreResponse(BaseModel):
-    """Seed-000's answer shape plus the job's decision details."""
+    """The reference FastAPI scorer's answer shape plus the job's decision details."""
 
     transaction_id: str
     fraud_score: float = Field(ge=0, le=100)

@@ -24,6 +24,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from flows.config import Settings
+from flows.fraud import kafka_sinks
 from infra.migrations import apply_migrations, migration_files
 from infra.retention import drop_expired
 from infra.stack import EmbeddedStack
@@ -35,7 +37,6 @@ from operators.records import SCORED_EVENT_COLUMNS, scored_event_row
 from operators.rules import Blocklists, RulesConfig
 from operators.rulesets import RuleSet
 from operators.scoring import ScoredEvent, score_batch
-from operators.sinks import PostgresSink
 from operators.state import StateLimits, UserState
 from operators.validation import Accepted
 
@@ -124,7 +125,8 @@ class _SingleTableSink:
 def insert_rate(url: str, tag: str, batches: int, size: int, at: datetime, partitioned: bool) -> float:
     """Rows/s the sink writes, ``batches`` batches of ``size``."""
     work = [_scored(size, f"{tag}-{b}-", at) for b in range(batches)]
-    part = PostgresSink(url).build("bench", 0, 1) if partitioned else _SingleTableSink(url)
+    sink = kafka_sinks(Settings(database_url=url)).scored  # the job's own Postgres sink
+    part = sink.build("bench", 0, 1) if partitioned else _SingleTableSink(url)
     part.write_batch(_scored(10, f"{tag}-warm-", at))
     began = time.perf_counter()
     for batch in work:

@@ -114,7 +114,9 @@ class LabelNotDelivered(Exception):
 
 
 class LabelPublisher:
-    """Produces one label at a time and waits for the broker's confirmation."""
+    """Produces one label at a time and waits for the broker's confirmation, within
+    ``timeout_s``: an analyst is waiting on the answer. One producer lives as long as
+    the console (``apps.produce.produce_all`` makes one per call and waits up to 60 s)."""
 
     def __init__(self, bootstrap: str, topic: str, client_config: Mapping[str, Any], timeout_s: float = 10.0):
         self.topic, self.timeout_s = topic, timeout_s

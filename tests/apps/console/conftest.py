@@ -16,10 +16,8 @@ import psycopg
 import pytest
 import uvicorn
 
-from apps.console.app import ConsoleMetrics, create_app
-from apps.console.changes import CaseFeed
-from apps.console.kafka import AlertIngest, LabelPublisher
-from apps.console.serve import new_token
+from apps.console.kafka import LabelPublisher
+from apps.console.serve import console_app, new_token
 from apps.console.store import CaseStore
 from apps.produce import produce_all
 from flows.config import Settings
@@ -99,12 +97,7 @@ def serve(
     settings: Settings, store: CaseStore, publisher: LabelPublisher, group: str
 ) -> tuple[uvicorn.Server, str]:
     """The console app with its ingest and live feed, on a free port, in a thread."""
-    k, cfg = settings.kafka, settings.console
-    metrics = ConsoleMetrics(store)
-    ingest = AlertIngest(
-        k.bootstrap_servers, k.alerts_topic, group, {}, store, cfg.sla_minutes, on_added=metrics.ingested.inc
-    )
-    app = create_app(settings, store, publisher.publish, metrics, CaseFeed(settings.database_url), ingest)
+    app = console_app(settings, store, publisher.publish, group)
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=1)

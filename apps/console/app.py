@@ -27,7 +27,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from pydantic import BaseModel, Field
 
-from apps.console.cases import Refused
+from apps.console.cases import NotAllowed, Refused
 from apps.console.changes import CaseFeed
 from apps.console.kafka import AlertIngest, LabelNotDelivered
 from apps.console.store import Analyst, CaseStore
@@ -279,11 +279,13 @@ def _cases(ctx: _Context) -> APIRouter:
             raise HTTPException(404, f"no case for event {event_id!r}")
         return found
 
-    @api.post("/{event_id}/assign", summary="Take a case (analysts) or give it to anyone (admins)")
+    @api.post(
+        "/{event_id}/assign", summary="Take a free case or release your own (analysts); assign any (admins)"
+    )
     def assign(event_id: str, body: AssignBody, who: Analyst = who_dep) -> dict[str, Any]:
         if body.assignee not in (None, who.name) and not who.is_admin:
             raise HTTPException(403, "analysts assign cases to themselves; admins to anyone")
-        return _outcome(ctx.store.assign(event_id, body.assignee, who.name), event_id)
+        return _outcome(ctx.store.assign(event_id, body.assignee, who.name, who.is_admin), event_id)
 
     @api.post("/{event_id}/resolve", summary="Close the case; publishes its label on the labels topic")
     def resolve(event_id: str, body: ResolveBody, who: Analyst = who_dep) -> dict[str, Any]:
@@ -416,9 +418,11 @@ def _stream(ctx: _Context) -> APIRouter:
     return api
 
 
-def _outcome(out: dict[str, Any] | Refused | None, event_id: str) -> dict[str, Any]:
+def _outcome(out: dict[str, Any] | Refused | NotAllowed | None, event_id: str) -> dict[str, Any]:
     if out is None:
         raise HTTPException(404, f"no case for event {event_id!r}")
+    if isinstance(out, NotAllowed):
+        raise HTTPException(403, out.reason)
     if isinstance(out, Refused):
         raise HTTPException(409, out.reason)
     return out

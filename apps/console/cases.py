@@ -25,7 +25,9 @@ __all__ = [
     "STATUSES",
     "InvalidAlert",
     "NewCase",
+    "NotAllowed",
     "Refused",
+    "may_reassign",
     "move",
     "new_case",
     "priority",
@@ -112,6 +114,26 @@ class Refused:
     """A move the case's status does not allow, and why."""
 
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class NotAllowed:
+    """A move this analyst's role does not allow, and why."""
+
+    reason: str
+
+
+def may_reassign(current: str | None, actor: str, is_admin: bool) -> NotAllowed | None:
+    """Analysts change the assignment of a free case or their own; admins of any.
+
+    >>> may_reassign("bob", "ana", is_admin=False).reason
+    "the case is bob's: only bob or an admin can reassign it"
+    >>> may_reassign(None, "ana", is_admin=False), may_reassign("bob", "root", is_admin=True)
+    (None, None)
+    """
+    if is_admin or current in (None, actor):
+        return None
+    return NotAllowed(f"the case is {current}'s: only {current} or an admin can reassign it")
 
 
 def move(status: str, action: str) -> str | Refused:

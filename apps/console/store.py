@@ -18,7 +18,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from apps.console.cases import NewCase, Refused, move
+from apps.console.cases import NewCase, NotAllowed, Refused, may_reassign, move
 from infra.audit import read_audit, record_audit
 from operators.labels import Label
 
@@ -159,8 +159,11 @@ class CaseStore:
             "recent_events": [_json(r) for r in recent_rows],
         }
 
-    def assign(self, event_id: str, assignee: str | None, actor: str) -> dict[str, Any] | Refused | None:
-        """Give the case to ``assignee`` (None: back to the queue). None when there is no such case."""
+    def assign(
+        self, event_id: str, assignee: str | None, actor: str, is_admin: bool = True
+    ) -> dict[str, Any] | Refused | NotAllowed | None:
+        """Give the case to ``assignee`` (None: back to the queue), if ``actor`` may
+        (:func:`may_reassign`). None when there is no such case."""
         action = "assign" if assignee else "unassign"
         with self._connect() as conn, conn.transaction():
             row = conn.execute(
@@ -171,6 +174,8 @@ class CaseStore:
             after = move(row["status"], action)
             if isinstance(after, Refused):
                 return after
+            if (refused := may_reassign(row["assignee"], actor, is_admin)) is not None:
+                return refused
             conn.execute(
                 "UPDATE cases SET status = %s, assignee = %s, updated_at = now() WHERE event_id = %s",
                 (after, assignee, event_id),

@@ -109,7 +109,12 @@ def test_sign_in_roles_and_revoked_tokens(console: Console):
         assert ana.get("/api/analysts").status_code == 403
         assert ana.post("/api/lists/countries", json={"value": "RU", "reason": "x"}).status_code == 403
         assert root.post(f"/api/cases/kp-{t}/assign", json={"assignee": "bob"}).json()["status"] == "assigned"
+        taken = ana.post(f"/api/cases/kp-{t}/assign", json={"assignee": "ana"})
+        assert taken.status_code == 403 and taken.json()["detail"].startswith("the case is bob's")
+        assert ana.post(f"/api/cases/kp-{t}/assign", json={"assignee": None}).status_code == 403
+        assert root.post(f"/api/cases/kp-{t}/assign", json={"assignee": None}).json()["status"] == "open"
         assert ana.post(f"/api/cases/kp-{t}/assign", json={"assignee": "ana"}).json()["assignee"] == "ana"
+        assert ana.post(f"/api/cases/kp-{t}/assign", json={"assignee": None}).json()["status"] == "open"
         assert [a["name"] for a in root.get("/api/analysts").json()] == ["ana", "gone", "root"]
 
 

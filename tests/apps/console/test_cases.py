@@ -7,7 +7,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from apps.console.cases import STATUSES, InvalidAlert, NewCase, Refused, move, new_case, priority
+from apps.console.cases import (
+    STATUSES,
+    InvalidAlert,
+    NewCase,
+    Refused,
+    may_reassign,
+    move,
+    new_case,
+    priority,
+)
 
 SLA = {"HIGH": 60.0, "MEDIUM": 480.0}
 ALERT = {
@@ -60,3 +69,16 @@ def test_every_move_lands_on_a_status_or_says_why_not(status, action):
         assert isinstance(after, Refused) and status in after.reason
     else:
         assert after in STATUSES
+
+
+@pytest.mark.parametrize(
+    ("current", "actor", "admin", "allowed"),
+    [
+        (None, "ana", False, True),
+        ("ana", "ana", False, True),
+        ("bob", "ana", False, False),
+        ("bob", "root", True, True),
+    ],
+)
+def test_analysts_reassign_free_or_own_cases_admins_any(current, actor, admin, allowed):
+    assert (may_reassign(current, actor, admin) is None) == allowed

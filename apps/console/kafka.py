@@ -120,11 +120,13 @@ class LabelPublisher:
 
     def __init__(self, bootstrap: str, topic: str, client_config: Mapping[str, Any], timeout_s: float = 10.0):
         self.topic, self.timeout_s = topic, timeout_s
-        self.producer = Producer(
+        self.producer: Producer | None = Producer(
             {"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True, **client_config}
         )
 
     def publish(self, label: Label) -> None:
+        if self.producer is None:
+            raise LabelNotDelivered("the console is stopping")
         errors: list[Any] = []
         key, value = encode_label(label)
         try:
@@ -138,4 +140,7 @@ class LabelPublisher:
             raise LabelNotDelivered(f"labels topic {self.topic!r}: {errors[0]}")
 
     def close(self) -> None:
-        self.producer.flush(self.timeout_s)
+        """Deliver what is pending, then let the client go (it stops reconnecting)."""
+        if self.producer is not None:
+            self.producer.flush(self.timeout_s)
+            self.producer = None

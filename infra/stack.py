@@ -84,20 +84,40 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _wait(what: str, check: Callable[[], object], timeout_s: float, log_file: Path | None = None) -> None:
+class ServiceExited(RuntimeError):
+    """A service's process ended while it was starting (on a random port: usually
+    another process took the port between choosing and binding it)."""
+
+
+def _log_tail(log_file: Path | None) -> str:
+    if log_file is None or not log_file.exists():
+        return ""
+    return "\n" + "\n".join(log_file.read_text(errors="replace").splitlines()[-20:])
+
+
+def _wait(
+    what: str,
+    check: Callable[[], object],
+    timeout_s: float,
+    log_file: Path | None = None,
+    proc: subprocess.Popen[bytes] | None = None,
+) -> None:
+    """Until ``check()`` is true; :class:`ServiceExited` as soon as ``proc`` ends."""
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise ServiceExited(f"{what} exited with status {proc.returncode}{_log_tail(log_file)}")
         try:
             if check():
+                time.sleep(0.2)  # a service that failed to bind exits right away: make sure it is ours
+                if proc is not None and proc.poll() is not None:
+                    continue
                 return
         except Exception as exc:
             last = exc
         time.sleep(0.1)
-    tail = ""
-    if log_file is not None and log_file.exists():
-        tail = "\n" + "\n".join(log_file.read_text(errors="replace").splitlines()[-20:])
-    raise RuntimeError(f"{what} did not become ready in {timeout_s:.0f}s ({last}){tail}")
+    raise RuntimeError(f"{what} did not become ready in {timeout_s:.0f}s ({last}){_log_tail(log_file)}")
 
 
 class EmbeddedStack:
@@ -126,10 +146,22 @@ class EmbeddedStack:
                 "(another stack running? try `fraudstream stack down`)"
             )
         info = StackInfo(str(self.root), ports)
+        starters: dict[str, Callable[[int], int]] = {
+            "kafka": self._start_kafka,
+            "postgres": lambda port: self._start_postgres(port, info.database),
+            "redis": self._start_redis,
+        }
         try:
-            info.pids["kafka"] = self._start_kafka(ports["kafka"])
-            info.pids["postgres"] = self._start_postgres(ports["postgres"], info.database)
-            info.pids["redis"] = self._start_redis(ports["redis"])
+            for name, starter in starters.items():
+                for attempt in range(3):
+                    try:
+                        info.pids[name] = starter(ports[name])
+                        break
+                    except ServiceExited:
+                        if self.ports[name] or attempt == 2:
+                            raise
+                        log.info("%s: port %d was taken meanwhile; trying another", name, ports[name])
+                        ports[name] = free_port()
         except BaseException:
             self._kill(info.pids)
             raise
@@ -209,7 +241,7 @@ class EmbeddedStack:
                 "memory://tansu/",
             ],
         )
-        _wait("the Kafka broker (Tansu)", lambda: _port_open(port), 30, self.root / "kafka.log")
+        _wait("the Kafka broker (Tansu)", lambda: _port_open(port), 30, self.root / "kafka.log", proc)
         return proc.pid
 
     def _start_redis(self, port: int) -> int:
@@ -233,7 +265,7 @@ class EmbeddedStack:
             ],
         )
         client = redis.Redis(port=port, socket_connect_timeout=0.5)
-        _wait("Redis", client.ping, 30, self.root / "redis.log")
+        _wait("Redis", client.ping, 30, self.root / "redis.log", proc)
         client.close()
         return proc.pid
 
@@ -293,7 +325,7 @@ class EmbeddedStack:
             with psycopg.connect(admin, connect_timeout=1):
                 return True
 
-        _wait("PostgreSQL", ready, 30, self.root / "postgres.log")
+        _wait("PostgreSQL", ready, 30, self.root / "postgres.log", proc)
         with psycopg.connect(admin, autocommit=True) as conn:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
             if not exists:

@@ -62,3 +62,35 @@ def test_cli_stack_up_status_down(tmp_path):
         down = cli("stack", "down")
     assert down.returncode == 0
     assert cli("stack", "status").returncode == 1
+
+
+def test_a_random_port_taken_before_the_service_binds_it_is_replaced(tmp_path, monkeypatch):
+    """free_port() finds a port free, then another process binds it before the broker
+    does: the stack picks another port instead of failing (this once failed a whole
+    test session). The squatter hides from the stack's own busy check, as a racing
+    process would."""
+    import socket
+
+    import infra.stack
+
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    taken = squatter.getsockname()[1]
+    real_free_port, real_port_open, handed = infra.stack.free_port, infra.stack._port_open, []
+
+    def racing_free_port() -> int:
+        handed.append(taken if not handed else real_free_port())
+        return handed[-1]
+
+    monkeypatch.setattr(infra.stack, "free_port", racing_free_port)
+    monkeypatch.setattr(infra.stack, "_port_open", lambda port: port != taken and real_port_open(port))
+    stack = EmbeddedStack(tmp_path / "s", {"kafka": 0, "postgres": 0, "redis": 0})
+    try:
+        info = stack.start()
+        assert handed[0] == taken and info.ports["kafka"] not in (taken, 0)
+        assert "exited" not in str(info.alive()) and all(info.alive().values())
+        assert AdminClient({"bootstrap.servers": f"127.0.0.1:{info.ports['kafka']}"}).list_topics(timeout=10)
+    finally:
+        stack.stop()
+        squatter.close()

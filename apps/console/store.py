@@ -30,6 +30,31 @@ _CASE_COLUMNS = (
 )
 
 
+_CASE_FIELDS = (
+    "event_id",
+    "user_id",
+    "risk_level",
+    "fraud_score",
+    "priority",
+    "decision",
+    "decided_at",
+    "due_at",
+)
+_ADD_CASES = """
+WITH new AS (
+    INSERT INTO cases
+        (event_id, user_id, risk_level, fraud_score, priority, decision, decided_at, due_at, alert)
+    SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::real[], %s::int[], %s::text[],
+                         %s::timestamptz[], %s::timestamptz[], %s::jsonb[])
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING event_id
+), opened AS (
+    INSERT INTO case_events (event_id, actor, action) SELECT event_id, 'system', 'opened' FROM new
+)
+SELECT event_id FROM new
+"""
+
+
 def token_sha256(token: str) -> str:
     """What is stored of an analyst's token."""
     return hashlib.sha256(token.encode()).hexdigest()
@@ -63,37 +88,15 @@ class CaseStore:
 
     # -- cases -----------------------------------------------------------------------------
     def add(self, cases: Sequence[NewCase]) -> list[str]:
-        """Insert new cases; an event that already has one adds nothing. The ids inserted."""
+        """Insert new cases, and their ``opened`` history rows, in one statement per
+        batch; an event that already has a case adds nothing. The ids inserted."""
         if not cases:
             return []
-        added: list[str] = []
+        params = [[getattr(c, name) for c in cases] for name in _CASE_FIELDS]
+        params.append([Jsonb(c.alert) for c in cases])
         with self._connect() as conn, conn.transaction():
-            for c in cases:
-                row = conn.execute(
-                    "INSERT INTO cases (event_id, user_id, risk_level, fraud_score, priority, decision, "
-                    "decided_at, due_at, alert) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
-                    "ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
-                    (
-                        c.event_id,
-                        c.user_id,
-                        c.risk_level,
-                        c.fraud_score,
-                        c.priority,
-                        c.decision,
-                        c.decided_at,
-                        c.due_at,
-                        Jsonb(c.alert),
-                    ),
-                ).fetchone()
-                if row is not None:
-                    added.append(c.event_id)
-            if added:
-                with conn.cursor() as cur:
-                    cur.executemany(
-                        "INSERT INTO case_events (event_id, actor, action) VALUES (%s, 'system', 'opened')",
-                        [(e,) for e in added],
-                    )
-        return added
+            rows = conn.execute(_ADD_CASES, params).fetchall()
+        return [r["event_id"] for r in rows]
 
     def queue(
         self, status: str | None, level: str | None, assignee: str | None, limit: int

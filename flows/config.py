@@ -99,7 +99,12 @@ class StateSettings(_Section):
     ttl_s: float = Field(
         7 * 86_400.0, gt=0, description="Idle time (wall clock) before a user's state is dropped."
     )
-    window_s: float = Field(86_400.0, ge=3600.0)
+    window_s: float = Field(
+        172_800.0,
+        ge=3600.0,
+        description="Look-back of a user's recent events: the 48-hour counts (large_48h, odd_hour_48h) "
+        "and spend windows see at most this far back.",
+    )
     max_events: int = Field(64, ge=8)
     max_devices: int = Field(16, ge=1)
     shards: int = Field(

@@ -18,7 +18,7 @@ import numpy as np
 
 from operators.events import TransactionEvent
 from operators.geo import haversine_km
-from operators.state import Seen, StateLimits, UserState
+from operators.state import LARGE, ODD_HOUR, Seen, StateLimits, UserState
 from operators.validation import Accepted
 
 __all__ = [
@@ -62,6 +62,18 @@ class Features(msgspec.Struct, frozen=True, omit_defaults=False):
     spend_ratio_24h: float | None = None
     """``spend_24h`` over the user's usual spend per day (all amounts seen before this
     event over the days since first seen, at least one day); None before any history."""
+    amount_rank: float | None = None
+    """Share of the user's past amounts below this one (histogram in powers of two, recent
+    habits weighted more); None before five events."""
+    hour_share: float | None = None
+    """Share of the user's past events in this event's 3-hour band of the local day; None
+    before five events."""
+    large_48h: int = 0
+    """Events of the last 48 hours (within ``state.window_s``), this one included, that were
+    in the top decile of the user's amounts when made (``amount_rank`` >= 0.9)."""
+    odd_hour_48h: int = 0
+    """Events of the last 48 hours (within ``state.window_s``), this one included, made in an
+    hour band holding under 1/12 of the user's events then (``hour_share`` < 1/12)."""
     risk: dict[str, float | None] = {}
     """Entity risk windows (``merchant_fraud_share_7d``, ...), added by the entity steps."""
 
@@ -82,8 +94,19 @@ FEATURE_NAMES: tuple[str, ...] = (
     "device_novelty",
     "spend_24h",
     "spend_ratio_24h",
+    "amount_rank",
+    "hour_share",
+    "large_48h",
+    "odd_hour_48h",
 )
 """Columns of the unsupervised models' matrix, in order."""
+
+LARGE_RANK = 0.9
+"""``amount_rank`` from which an event counts as large for its user."""
+ODD_SHARE = 1.0 / 12.0
+"""``hour_share`` under which an event's hour counts as odd for its user."""
+RECENT_S = 172_800.0
+"""Look-back of ``large_48h`` and ``odd_hour_48h``."""
 
 _RISK_NAME = re.compile(r"(merchant|device|user)_(events|frauds|fraud_share)_[0-9]+d")
 
@@ -112,6 +135,14 @@ def compute_features(
     mean = sum(amounts) / len(amounts) if amounts else None
     day_start = bisect.bisect_right(prior, ts - 86_400.0, key=lambda s: s.ts)
     spend = event.amount + sum(s.amount for s in prior[day_start:])
+    rank = state.amount_rank(event.amount)
+    share = state.hour_share(local.hour)
+    flags = _habit_flags(rank, share)
+    large = flags & LARGE
+    odd = flags & ODD_HOUR
+    for seen in prior[bisect.bisect_right(prior, ts - RECENT_S, key=lambda s: s.ts) :]:
+        large += seen.flags & LARGE
+        odd += seen.flags & ODD_HOUR
     return Features(
         amount=event.amount,
         hour_of_day=local.hour,
@@ -133,6 +164,17 @@ def compute_features(
         known_devices=len(state.devices),
         spend_24h=spend,
         spend_ratio_24h=_spend_ratio(state, spend, ts),
+        amount_rank=rank,
+        hour_share=share,
+        large_48h=large,
+        odd_hour_48h=odd // ODD_HOUR,
+    )
+
+
+def _habit_flags(rank: float | None, share: float | None) -> int:
+    """``Seen.flags`` of an event with this ``amount_rank`` and ``hour_share``."""
+    return (LARGE if rank is not None and rank >= LARGE_RANK else 0) | (
+        ODD_HOUR if share is not None and share < ODD_SHARE else 0
     )
 
 
@@ -158,10 +200,17 @@ def update_profile(state: UserState, acc: Accepted, limits: StateLimits) -> Feat
     features = compute_features(state, ev, acc.ts, limits.velocity_window_s)
     loc = ev.location
     state.push(
-        Seen(acc.ts, ev.amount, loc.latitude if loc else None, loc.longitude if loc else None),
+        Seen(
+            acc.ts,
+            ev.amount,
+            loc.latitude if loc else None,
+            loc.longitude if loc else None,
+            _habit_flags(features.amount_rank, features.hour_share),
+        ),
         ev.device_id,
         limits,
     )
+    state.learn_habits(ev.amount, features.hour_of_day)
     return Featured(acc, features)
 
 

@@ -2,8 +2,10 @@
 
 The state knows a user's recent events (for velocity, travel and recent-amount
 features), running amount statistics over the whole history (Welford), the
-devices the user has used (least recently used first out) and when the user was
-first seen. It holds no clients and no models, so Bytewax can snapshot it.
+user's habits as two small histograms (amounts in powers of two, local hours in
+3-hour bands; halved whenever they add up to more than ``HABIT_CAP`` so recent
+habits weigh more), the devices the user has used (least recently used first
+out) and when the user was first seen. It holds no clients and no models, so Bytewax can snapshot it.
 
 >>> s = UserState()
 >>> s.push(Seen(ts=0.0, amount=10.0), device_id="d1")
@@ -21,7 +23,33 @@ from typing import NamedTuple
 
 import msgspec
 
-__all__ = ["Seen", "StateLimits", "UserState"]
+__all__ = [
+    "AMOUNT_BINS",
+    "HABIT_CAP",
+    "HOUR_BANDS",
+    "LARGE",
+    "MIN_HABIT",
+    "ODD_HOUR",
+    "Seen",
+    "StateLimits",
+    "UserState",
+    "amount_bin",
+]
+
+AMOUNT_BINS = 16
+"""Amount histogram bins: ``[0, 1)``, ``[1, 2)``, ``[2, 4)``, ..., ``[2**14, inf)``."""
+HOUR_BANDS = 8
+"""Hour histogram bands of three local hours each: 00-03, 03-06, ..., 21-24."""
+HABIT_CAP = 256
+"""When a user's histogram counts add up to more, all are halved, rounding up (recent
+habits weigh more; small integers keep snapshots compact)."""
+MIN_HABIT = 5
+"""Histogram weight below which a user has no habits yet (rank and share are None)."""
+
+LARGE = 1
+"""``Seen.flags`` bit: the amount was in the top decile of the user's amounts when made."""
+ODD_HOUR = 2
+"""``Seen.flags`` bit: made in an hour band holding under 1/12 of the user's events then."""
 
 
 class Seen(NamedTuple):
@@ -31,6 +59,19 @@ class Seen(NamedTuple):
     amount: float
     lat: float | None = None
     lon: float | None = None
+    flags: int = 0
+    """``LARGE`` | ``ODD_HOUR``: how the event stood against the user's habits when made."""
+
+
+def amount_bin(amount: float) -> int:
+    """The amount histogram's bin of ``amount`` (see ``AMOUNT_BINS``).
+
+    >>> [amount_bin(a) for a in (0.5, 1.0, 3.0, 64.0, 1e9)]
+    [0, 1, 2, 7, 15]
+    """
+    if not amount >= 1.0:  # also NaN
+        return 0
+    return min(AMOUNT_BINS - 1, math.frexp(amount)[1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +84,7 @@ class StateLimits:
     (``rules.velocity_check.window_s``, at most ``window_s``).
     """
 
-    window_s: float = 86_400.0
+    window_s: float = 172_800.0
     max_events: int = 64
     max_devices: int = 16
     velocity_window_s: float = 600.0
@@ -61,6 +102,10 @@ class UserState(msgspec.Struct, array_like=True):
     first_seen: float | None = None
     touched_at: float = 0.0
     """Wall-clock time of the last update, for idle eviction."""
+    amounts: list[int] = []
+    """Amount histogram (``AMOUNT_BINS`` counts once the user has an event)."""
+    hours: list[int] = []
+    """Local-hour histogram (``HOUR_BANDS`` counts), halved with ``amounts``."""
 
     @property
     def std(self) -> float:
@@ -69,6 +114,32 @@ class UserState(msgspec.Struct, array_like=True):
 
     def knows_device(self, device_id: str) -> bool:
         return device_id in self.devices
+
+    def amount_rank(self, amount: float) -> float | None:
+        """Share of the user's past amounts below ``amount`` (half its own bin counted);
+        None before ``MIN_HABIT`` events."""
+        bins = self.amounts
+        total = sum(bins)
+        if total < MIN_HABIT:
+            return None
+        b = amount_bin(amount)
+        return (sum(bins[:b]) + 0.5 * bins[b]) / total
+
+    def hour_share(self, hour: int) -> float | None:
+        """Share of the user's past events in ``hour``'s 3-hour band; None before ``MIN_HABIT``."""
+        total = sum(self.hours)
+        return self.hours[hour // 3] / total if total >= MIN_HABIT else None
+
+    def learn_habits(self, amount: float, hour: int) -> None:
+        """Count one event in both histograms, halving both past ``HABIT_CAP``."""
+        if not self.amounts:
+            self.amounts = [0] * AMOUNT_BINS
+            self.hours = [0] * HOUR_BANDS
+        self.amounts[amount_bin(amount)] += 1
+        self.hours[hour // 3] += 1
+        if sum(self.hours) > HABIT_CAP:
+            self.amounts = [(c + 1) >> 1 for c in self.amounts]
+            self.hours = [(c + 1) >> 1 for c in self.hours]
 
     def before(self, ts: float) -> list[Seen]:
         """Recent events at or before ``ts``, oldest first."""
@@ -106,4 +177,6 @@ class UserState(msgspec.Struct, array_like=True):
             list(self.devices),
             self.first_seen,
             self.touched_at,
+            list(self.amounts),
+            list(self.hours),
         )

@@ -108,3 +108,27 @@ def test_feature_matrix_marks_missing_as_nan():
     assert np.isnan(x[0, FEATURE_NAMES.index("device_novelty")])
     assert x[0, FEATURE_NAMES.index("amount")] == 10.0
     assert feature_matrix([]).shape == (0, len(FEATURE_NAMES))
+
+
+def test_a_burst_of_large_purchases_at_odd_hours_is_counted_over_48_hours():
+    from operators.features import update_profile
+    from operators.state import StateLimits
+    from operators.validation import Accepted
+
+    s, limits = UserState(), StateLimits()
+
+    def feed(day: float, hour: float, amount: float):
+        e = TransactionEvent("e", "u", amount, T0 + timedelta(days=day, hours=hour - 12))
+        return update_profile(s, Accepted(e, e.timestamp.timestamp(), None, 0.0), limits).features
+
+    for day in range(-30, -2):  # a month of lunchtime coffees and an evening dinner
+        feed(day, 12.5, 4.0)
+        feed(day, 19.5, 30.0)
+    usual = feed(-2, 12.5, 4.5)
+    assert usual.amount_rank is not None and usual.amount_rank < 0.5 and usual.hour_share == 0.5
+    assert (usual.large_48h, usual.odd_hour_48h) == (0, 0)
+    burst = [feed(-1, 2.0, 900.0), feed(-1, 3.0, 850.0), feed(0, 1.5, 990.0)]
+    assert burst[0].amount_rank == 1.0 and burst[0].hour_share == 0.0
+    assert [(f.large_48h, f.odd_hour_48h) for f in burst] == [(1, 1), (2, 2), (3, 3)]
+    later = feed(3, 19.5, 30.0)  # the burst is more than 48 hours old
+    assert (later.large_48h, later.odd_hour_48h) == (0, 0)

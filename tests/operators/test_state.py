@@ -1,5 +1,6 @@
 import pickle
 
+import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -68,3 +69,32 @@ def test_state_size_is_bounded_whatever_the_input(pushes):
         assert s.recent == sorted(s.recent, key=lambda x: x.ts)
         assert s.recent[-1].ts - s.recent[0].ts <= 3600.0
     assert s.count == len(pushes)
+
+
+def test_habits_rank_amounts_and_share_hours_once_five_events_are_known():
+    s = UserState()
+    for amount in (10.0, 12.0, 14.0, 40.0):
+        s.learn_habits(amount, hour=13)
+    assert s.amount_rank(1000.0) is None and s.hour_share(13) is None  # four events: no habits yet
+    s.learn_habits(9.0, hour=2)
+    assert s.amount_rank(1000.0) == 1.0  # above everything seen
+    assert s.amount_rank(0.5) == 0.0
+    assert s.amount_rank(11.0) == 0.4  # 9-14 share its power-of-two bin (8-16): half of those count
+    assert s.hour_share(14) == 0.8  # 12:00-15:00 holds four of five
+    assert s.hour_share(1) == 0.2 and s.hour_share(23) == 0.0
+
+
+def test_habit_histograms_stay_bounded_and_recent_habits_weigh_more():
+    s = UserState()
+    for _ in range(1000):
+        s.learn_habits(20.0, hour=12)
+    for _ in range(200):
+        s.learn_habits(500.0, hour=3)
+    assert sum(s.hours) <= 256 and len(s.amounts) == 16 and len(s.hours) == 8
+    assert (s.hour_share(3) or 0) > 0.5  # 200 recent night events outweigh 1,000 older ones
+
+
+def test_a_snapshot_from_before_the_habits_decodes_with_empty_habits():
+    old = msgspec.msgpack.encode([[[1.0, 5.0, None, None]], 1, 5.0, 0.0, ["d"], 1.0, 2.0])
+    s = msgspec.msgpack.decode(old, type=UserState)
+    assert s.recent == [Seen(1.0, 5.0)] and s.amounts == [] and s.amount_rank(5.0) is None

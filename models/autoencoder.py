@@ -1,7 +1,17 @@
 """A PyTorch autoencoder scored by reconstruction error, calibrated to 0-100.
 
 Trained on (mostly normal) traffic; an event the network cannot reconstruct
-well is unusual. Inference runs batched under ``torch.inference_mode()`` on
+well is unusual. The reconstruction is bounded to the **envelope** of normal
+traffic: per feature, the central ``envelope`` share of the training data (by
+default the 2nd to 98th percentile, in the standardised space). A network
+extrapolates: an event that is extreme in several correlated features at once
+(a large amount, a large day's spend, a large amount for this user) is
+reconstructed almost perfectly, so an unbounded reconstruction error ranks such
+fraud no better than chance. Bounded, the error counts how far an event lies
+outside normal traffic as well as how badly its shape inside it fits
+(docs/models.md has the measurements). ``envelope=0`` turns the bound off.
+
+Inference runs batched under ``torch.inference_mode()`` on
 CUDA when available (``device="auto"``) and on the CPU otherwise. Weights are
 saved as a ``state_dict`` and loaded with ``weights_only=True`` (no pickle
 code execution).
@@ -65,9 +75,12 @@ class AutoencoderScorer:
         device: str = "auto",
         on_epoch: Callable[[int, float], None] | None = None,
         calibration: str = "tail-rarity",
+        envelope: float = 0.96,
     ) -> None:
         if not hidden or any(h < 1 for h in hidden):
             raise ValueError("hidden must be a non-empty tuple of positive layer sizes")
+        if not 0.0 <= envelope < 1.0:
+            raise ValueError("envelope must be in [0, 1): the central share of the training data")
         self.params: dict[str, Any] = {
             "hidden": list(hidden),
             "epochs": epochs,
@@ -76,9 +89,12 @@ class AutoencoderScorer:
             "holdout": holdout,
             "seed": seed,
             "calibration": calibration,
+            "envelope": envelope,
         }
         self.device = resolve_device(device)
         self.pre: Preprocessor | None = None
+        self.bounds: np.ndarray | None = None
+        """(2, n_features) lowest and highest reconstruction, standardised; None: unbounded."""
         self.net: nn.Sequential | None = None
         self.calibrator: Calibrator | None = None
         self.history: list[float] = []
@@ -118,6 +134,10 @@ class AutoencoderScorer:
         assert best_state is not None
         net.load_state_dict(best_state)
         self.net = net.eval()
+        share = float(self.params["envelope"])
+        if share > 0:
+            z = self.pre.transform(train)
+            self.bounds = np.quantile(z, [(1 - share) / 2, (1 + share) / 2], axis=0).astype(np.float32)
         self.calibrator = fit_calibrator(self.raw(held), str(self.params["calibration"]))
         return self
 
@@ -126,10 +146,23 @@ class AutoencoderScorer:
         assert self.pre is not None and self.net is not None, "fit or load first"
         batch = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device, non_blocking=True)
         z = self.pre.transform_tensor(batch)
-        return ((self.net(z) - z) ** 2).mean(dim=1)
+        out = self.net(z)
+        if self.bounds is not None:
+            lo, hi = self._bounds(out.device)
+            out = torch.clamp(out, lo, hi)
+        return ((out - z) ** 2).mean(dim=1)
+
+    def _bounds(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        cache: dict[torch.device, tuple[torch.Tensor, torch.Tensor]]
+        cache = self.__dict__.setdefault("_bounds_cache", {})
+        if device not in cache:
+            assert self.bounds is not None
+            b = torch.as_tensor(self.bounds, dtype=torch.float32, device=device)
+            cache[device] = (b[0], b[1])
+        return cache[device]
 
     def raw(self, x: np.ndarray) -> np.ndarray:
-        """Mean squared reconstruction error per row (standardised space)."""
+        """Mean squared error of the (bounded) reconstruction per row, standardised space."""
         if len(x) == 0:
             return np.empty(0, dtype=np.float64)
         with torch.inference_mode():
@@ -162,6 +195,7 @@ class AutoencoderScorer:
                     "params": self.params,
                     "n_features": len(self.pre.medians),
                     "preprocess": self.pre.to_json(),
+                    "bounds": None if self.bounds is None else self.bounds.tolist(),
                     "calibration": self.calibrator.to_json(),
                 }
             )
@@ -172,8 +206,12 @@ class AutoencoderScorer:
         meta = json.loads((path / "autoencoder.json").read_text())
         params = dict(meta["params"])
         params["hidden"] = tuple(params["hidden"])
+        if meta.get("bounds") is None:
+            params["envelope"] = 0.0
         scorer = cls(**params, device=device)
         scorer.pre = Preprocessor.from_json(meta["preprocess"])
+        if meta.get("bounds") is not None:  # artifacts from before the envelope have none
+            scorer.bounds = np.asarray(meta["bounds"], dtype=np.float32)
         scorer.calibrator = calibrator_from_json(meta["calibration"])
         state = torch.load(path / "autoencoder.pt", map_location=scorer.device, weights_only=True)
         net = _network(int(meta["n_features"]), params["hidden"])

@@ -30,3 +30,19 @@ def test_anomalies_rank_above_normal_events(scorer, training_matrix, labelled):
     scores = scorer.fit(training_matrix).score_batch(x)
     auc = roc_auc_score(y, scores)
     assert auc > 0.9, f"{scorer.name}: ROC-AUC {auc:.3f}"
+
+
+def test_the_autoencoder_flags_an_event_extreme_in_every_correlated_feature():
+    """Two features that always move together: a point far out along their line is
+    reconstructed almost perfectly by an unbounded network, not by a bounded one."""
+    rng = np.random.default_rng(0)
+    base = rng.lognormal(3.0, 0.5, 4_000)
+    x = np.column_stack([base, base * rng.uniform(0.9, 1.1, 4_000), rng.normal(0, 1, 4_000)]).astype(
+        np.float32
+    )
+    odd = np.array([[base.max() * 40, base.max() * 40, 0.0]], dtype=np.float32)  # consistent, but far out
+    typical = x[:200]
+    bounded = AutoencoderScorer(hidden=(8, 2), epochs=30, seed=0, device="cpu").fit(x)
+    unbounded = AutoencoderScorer(hidden=(8, 2), epochs=30, seed=0, device="cpu", envelope=0.0).fit(x)
+    assert bounded.raw(odd)[0] > 10 * np.quantile(bounded.raw(typical), 0.99)
+    assert bounded.raw(odd)[0] > 10 * unbounded.raw(odd)[0]

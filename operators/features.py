@@ -12,6 +12,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 
 import msgspec
 import numpy as np
@@ -101,6 +102,10 @@ FEATURE_NAMES: tuple[str, ...] = (
 )
 """Columns of the unsupervised models' matrix, in order."""
 
+_TS = attrgetter("ts")
+_AMOUNT = attrgetter("amount")
+_FLAGS = attrgetter("flags")
+
 LARGE_RANK = 0.9
 """``amount_rank`` from which an event counts as large for its user."""
 ODD_SHARE = 1.0 / 12.0
@@ -133,16 +138,12 @@ def compute_features(
     std = state.std
     local = event.timestamp
     mean = sum(amounts) / len(amounts) if amounts else None
-    day_start = bisect.bisect_right(prior, ts - 86_400.0, key=lambda s: s.ts)
-    spend = event.amount + sum(s.amount for s in prior[day_start:])
+    day_start = bisect.bisect_right(prior, ts - 86_400.0, key=_TS)
+    spend = event.amount + sum(map(_AMOUNT, prior[day_start:]))
     rank = state.amount_rank(event.amount)
     share = state.hour_share(local.hour)
-    flags = _habit_flags(rank, share)
-    large = flags & LARGE
-    odd = flags & ODD_HOUR
-    for seen in prior[bisect.bisect_right(prior, ts - RECENT_S, key=lambda s: s.ts) :]:
-        large += seen.flags & LARGE
-        odd += seen.flags & ODD_HOUR
+    recent_start = bisect.bisect_right(prior, ts - RECENT_S, key=_TS)
+    flags = _habit_flags(rank, share) + sum(map(_FLAGS, prior[recent_start:]))
     return Features(
         amount=event.amount,
         hour_of_day=local.hour,
@@ -166,8 +167,8 @@ def compute_features(
         spend_ratio_24h=_spend_ratio(state, spend, ts),
         amount_rank=rank,
         hour_share=share,
-        large_48h=large,
-        odd_hour_48h=odd // ODD_HOUR,
+        large_48h=flags & 0xFFFF,
+        odd_hour_48h=flags >> 16,
     )
 
 
@@ -222,7 +223,7 @@ def _pstdev(values: Sequence[float], mean: float) -> float:
 
 def _count_since(prior: list[Seen], start: float) -> int:
     """Number of entries in time-sorted ``prior`` strictly after ``start``."""
-    return len(prior) - bisect.bisect_right(prior, start, key=lambda s: s.ts)
+    return len(prior) - bisect.bisect_right(prior, start, key=_TS)
 
 
 def is_risk_feature(name: str) -> bool:

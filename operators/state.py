@@ -47,9 +47,11 @@ MIN_HABIT = 5
 """Histogram weight below which a user has no habits yet (rank and share are None)."""
 
 LARGE = 1
-"""``Seen.flags`` bit: the amount was in the top decile of the user's amounts when made."""
-ODD_HOUR = 2
-"""``Seen.flags`` bit: made in an hour band holding under 1/12 of the user's events then."""
+"""``Seen.flags`` field: the amount was in the top decile of the user's amounts when made."""
+ODD_HOUR = 1 << 16
+"""``Seen.flags`` field: made in an hour band holding under 1/12 of the user's events then.
+The two are 16 bits apart, so a plain sum of flags over a window (``max_events`` < 65,536)
+counts both at once: ``total & 0xFFFF`` large ones, ``total >> 16`` odd-hour ones."""
 
 
 class Seen(NamedTuple):

@@ -217,6 +217,6 @@ def test_velocity_window_is_a_validated_setting_that_reaches_the_user_state():
         with pytest.raises(ConfigError, match=r"rules\.velocity_check\.window_s"):
             load_settings(env={"FRAUDSTREAM__RULES__VELOCITY_CHECK__WINDOW_S": bad})
     with pytest.raises(
-        ConfigError, match=r"rules.velocity_check.window_s: 90000 is longer than state.window_s"
+        ConfigError, match=r"rules.velocity_check.window_s: 200000 is longer than state.window_s"
     ):
-        load_settings(env={"FRAUDSTREAM__RULES__VELOCITY_CHECK__WINDOW_S": "90000"})
+        load_settings(env={"FRAUDSTREAM__RULES__VELOCITY_CHECK__WINDOW_S": "200000"})

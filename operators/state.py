@@ -40,9 +40,10 @@ AMOUNT_BINS = 16
 """Amount histogram bins: ``[0, 1)``, ``[1, 2)``, ``[2, 4)``, ..., ``[2**14, inf)``."""
 HOUR_BANDS = 8
 """Hour histogram bands of three local hours each: 00-03, 03-06, ..., 21-24."""
-HABIT_CAP = 256
-"""When a user's histogram counts add up to more, all are halved, rounding up (recent
-habits weigh more; small integers keep snapshots compact)."""
+HABIT_CAP = 240
+"""When a user's two histograms add up to more than twice this, all counts are halved,
+rounding up (recent habits weigh more). Each histogram then adds up to about this at
+most, so every count fits one byte."""
 MIN_HABIT = 5
 """Histogram weight below which a user has no habits yet (rank and share are None)."""
 
@@ -104,10 +105,9 @@ class UserState(msgspec.Struct, array_like=True):
     first_seen: float | None = None
     touched_at: float = 0.0
     """Wall-clock time of the last update, for idle eviction."""
-    amounts: list[int] = []
-    """Amount histogram (``AMOUNT_BINS`` counts once the user has an event)."""
-    hours: list[int] = []
-    """Local-hour histogram (``HOUR_BANDS`` counts), halved with ``amounts``."""
+    habits: bytearray = bytearray()
+    """Amount histogram (``AMOUNT_BINS`` counts) then local-hour histogram (``HOUR_BANDS``
+    counts), one byte each, once the user has an event: 24 bytes in memory and snapshots."""
 
     @property
     def std(self) -> float:
@@ -120,7 +120,7 @@ class UserState(msgspec.Struct, array_like=True):
     def amount_rank(self, amount: float) -> float | None:
         """Share of the user's past amounts below ``amount`` (half its own bin counted);
         None before ``MIN_HABIT`` events."""
-        bins = self.amounts
+        bins = self.habits[:AMOUNT_BINS]
         total = sum(bins)
         if total < MIN_HABIT:
             return None
@@ -129,19 +129,18 @@ class UserState(msgspec.Struct, array_like=True):
 
     def hour_share(self, hour: int) -> float | None:
         """Share of the user's past events in ``hour``'s 3-hour band; None before ``MIN_HABIT``."""
-        total = sum(self.hours)
-        return self.hours[hour // 3] / total if total >= MIN_HABIT else None
+        total = sum(self.habits[AMOUNT_BINS:])
+        return self.habits[AMOUNT_BINS + hour // 3] / total if total >= MIN_HABIT else None
 
     def learn_habits(self, amount: float, hour: int) -> None:
         """Count one event in both histograms, halving both past ``HABIT_CAP``."""
-        if not self.amounts:
-            self.amounts = [0] * AMOUNT_BINS
-            self.hours = [0] * HOUR_BANDS
-        self.amounts[amount_bin(amount)] += 1
-        self.hours[hour // 3] += 1
-        if sum(self.hours) > HABIT_CAP:
-            self.amounts = [(c + 1) >> 1 for c in self.amounts]
-            self.hours = [(c + 1) >> 1 for c in self.hours]
+        h = self.habits
+        if not h:
+            h = self.habits = bytearray(AMOUNT_BINS + HOUR_BANDS)
+        h[amount_bin(amount)] += 1
+        h[AMOUNT_BINS + hour // 3] += 1
+        if sum(h) > 2 * HABIT_CAP:
+            self.habits = bytearray((c + 1) >> 1 for c in h)
 
     def before(self, ts: float) -> list[Seen]:
         """Recent events at or before ``ts``, oldest first."""
@@ -179,6 +178,5 @@ class UserState(msgspec.Struct, array_like=True):
             list(self.devices),
             self.first_seen,
             self.touched_at,
-            list(self.amounts),
-            list(self.hours),
+            bytearray(self.habits),
         )

@@ -90,11 +90,20 @@ def test_habit_histograms_stay_bounded_and_recent_habits_weigh_more():
         s.learn_habits(20.0, hour=12)
     for _ in range(200):
         s.learn_habits(500.0, hour=3)
-    assert sum(s.hours) <= 256 and len(s.amounts) == 16 and len(s.hours) == 8
+    assert sum(s.habits[16:]) <= 250 and len(s.habits) == 24
     assert (s.hour_share(3) or 0) > 0.5  # 200 recent night events outweigh 1,000 older ones
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 1e9, allow_nan=False), st.integers(0, 23)), max_size=3000))
+def test_habit_counts_always_fit_a_byte(pushes):
+    s = UserState()
+    for amount, hour in pushes:
+        s.learn_habits(amount, hour)  # a count past 255 would raise here
+    assert len(s.habits) in (0, 24) and sum(s.habits) <= 2 * 240 + 2
 
 
 def test_a_snapshot_from_before_the_habits_decodes_with_empty_habits():
     old = msgspec.msgpack.encode([[[1.0, 5.0, None, None]], 1, 5.0, 0.0, ["d"], 1.0, 2.0])
     s = msgspec.msgpack.decode(old, type=UserState)
-    assert s.recent == [Seen(1.0, 5.0)] and s.amounts == [] and s.amount_rank(5.0) is None
+    assert s.recent == [Seen(1.0, 5.0)] and not s.habits and s.amount_rank(5.0) is None

@@ -17,11 +17,16 @@ def test_rows_are_written_once_however_often_a_batch_is_redelivered(make_setting
     part.write_batch(events)
     part.write_batch(events[:10])  # re-delivery after a crash
     part.write_batch(events + events[-3:])  # duplicates inside one batch
+    # the first batch went straight in; the conflict sent it and the next one through staging
+    assert part.paths == {"direct": 1, "staging": 2}
+    part.staging_until = 0.0  # the window after a conflict is over: straight in again
+    part.write_batch(scored_events(30)[25:])
+    assert part.paths == {"direct": 2, "staging": 2}
     part.close()
     with psycopg.connect(settings.database_url) as conn:
         assert conn.execute("SELECT count(*), count(DISTINCT event_id) FROM scored_events").fetchone() == (
-            25,
-            25,
+            30,
+            30,
         )
         row = conn.execute(
             "SELECT amount::text, currency, country, merchant_name, triggered_rules, reasons, risk_level, "

@@ -91,7 +91,7 @@ class _Partition(StatelessSinkPartition[ScoredEvent]):
         self.staging_until = 0.0
         """Monotonic time until which batches take the staging path (after a conflict)."""
         self.paths = {"direct": 0, "staging": 0}
-        """Batches written by each path (for tests and the benchmark)."""
+        """Batches written by each path since this partition was built."""
 
     def _ensure_days(self, conn: psycopg.Connection, days: set[int]) -> None:
         missing = days - self.days

@@ -349,10 +349,14 @@ class EmbeddedStack:
             self._reap(pid)
 
     def _reap(self, pid: int) -> None:
-        proc = self._procs.get(pid)
+        """Collect a killed child. A ``Popen`` still marked running when it is garbage
+        collected warns (a test then fails on the unraisable warning), so wait for it."""
+        proc = self._procs.pop(pid, None)
         if proc is not None:
-            if proc.poll() is not None:
-                del self._procs[pid]
+            try:
+                proc.wait(timeout=5)  # SIGKILLed just before: returns as soon as it is gone
+            except subprocess.TimeoutExpired:
+                self._procs[pid] = proc
             return
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)

@@ -30,6 +30,7 @@ def test_stack_starts_every_service_and_stops_them(tmp_path):
         stack.stop()
     assert not any(info.alive().values())
     assert stack.info() is None
+    assert not stack._procs  # every child waited for: none left to warn "still running" when collected
 
 
 def test_stack_refuses_ports_in_use(tmp_path, stack):

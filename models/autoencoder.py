@@ -206,12 +206,13 @@ class AutoencoderScorer:
         meta = json.loads((path / "autoencoder.json").read_text())
         params = dict(meta["params"])
         params["hidden"] = tuple(params["hidden"])
-        if meta.get("bounds") is None:
+        bounds = meta.get("bounds")
+        if bounds is None:  # artifacts from before the envelope have none: unbounded
             params["envelope"] = 0.0
         scorer = cls(**params, device=device)
         scorer.pre = Preprocessor.from_json(meta["preprocess"])
-        if meta.get("bounds") is not None:  # artifacts from before the envelope have none
-            scorer.bounds = np.asarray(meta["bounds"], dtype=np.float32)
+        if bounds is not None:
+            scorer.bounds = np.asarray(bounds, dtype=np.float32)
         scorer.calibrator = calibrator_from_json(meta["calibration"])
         state = torch.load(path / "autoencoder.pt", map_location=scorer.device, weights_only=True)
         net = _network(int(meta["n_features"]), params["hidden"])

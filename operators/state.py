@@ -3,9 +3,10 @@
 The state knows a user's recent events (for velocity, travel and recent-amount
 features), running amount statistics over the whole history (Welford), the
 user's habits as two small histograms (amounts in powers of two, local hours in
-3-hour bands; halved whenever they add up to more than ``HABIT_CAP`` so recent
+3-hour bands; halved when each adds up to more than about ``HABIT_CAP``, so recent
 habits weigh more), the devices the user has used (least recently used first
-out) and when the user was first seen. It holds no clients and no models, so Bytewax can snapshot it.
+out) and when the user was first seen. It holds no clients and no models, so
+Bytewax can snapshot it.
 
 >>> s = UserState()
 >>> s.push(Seen(ts=0.0, amount=10.0), device_id="d1")
@@ -133,7 +134,8 @@ class UserState(msgspec.Struct, array_like=True):
         return self.habits[AMOUNT_BINS + hour // 3] / total if total >= MIN_HABIT else None
 
     def learn_habits(self, amount: float, hour: int) -> None:
-        """Count one event in both histograms, halving both past ``HABIT_CAP``."""
+        """Count one event in both histograms, halving both when together they pass
+        twice ``HABIT_CAP``."""
         h = self.habits
         if not h:
             h = self.habits = bytearray(AMOUNT_BINS + HOUR_BANDS)

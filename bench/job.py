@@ -15,7 +15,9 @@ ratios where a ratio is what matters (these machines are noisy):
    consumed, and produce -> row in Postgres (``written_at``), per micro-batch
    setting;
 4. per-event vs batched scoring of the same events (rules + both models + ensemble);
-5. memory: peak RSS per job process, and heap bytes per user of state.
+5. memory: peak RSS per job process, and heap bytes per user of state;
+6. where the machine's CPU goes during (2): CPU microseconds per event of the job,
+   Postgres, the broker, Redis and everything else, and the share left idle.
 
 Each figure is the median of the repeats with min and max.
 """
@@ -39,6 +41,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psutil
 import psycopg
 from confluent_kafka import Consumer, Producer, TopicPartition
 
@@ -169,6 +172,50 @@ def raw_passthrough(bootstrap: str, source: str, count: int) -> float:
 # --- 2. full job throughput -------------------------------------------------------------------
 
 STAGES = ("validate", "score", "sink_postgres", "sink_redis")
+COMPONENTS = ("job", "postgres", "broker", "redis", "other")
+
+
+def _component(proc: psutil.Process, job: set[int]) -> str:
+    if proc.pid in job:
+        return "job"
+    name = proc.info["name"] or ""
+    if name.startswith("postgres"):
+        return "postgres"
+    if name.startswith("redis"):
+        return "redis"
+    cmd = proc.info["cmdline"] or []
+    if "broker" in cmd and "--storage-engine" in cmd:
+        return "broker"
+    return "other"
+
+
+def cpu_by_component(job_pid: int) -> dict[int, tuple[str, float]]:
+    """CPU seconds (user + system) so far of every process on the machine, by pid,
+    with its component: the job (``job_pid`` and its children), Postgres, the
+    broker, Redis, or other (this benchmark, the OS)."""
+    job = {job_pid}
+    with contextlib.suppress(psutil.Error):
+        job |= {c.pid for c in psutil.Process(job_pid).children(recursive=True)}
+    out = {}
+    for proc in psutil.process_iter(["name", "cmdline", "cpu_times"]):
+        t = proc.info["cpu_times"]
+        if t is not None:
+            out[proc.pid] = (_component(proc, job), t.user + t.system)
+    return out
+
+
+def cpu_spent(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], events: float, wall_s: float
+) -> dict[str, float]:
+    """Microseconds of CPU per event by component between two :func:`cpu_by_component`
+    readings, and ``idle``: the share of all cores' time nobody used."""
+    spent = dict.fromkeys(COMPONENTS, 0.0)
+    for pid, (component, t) in after.items():
+        spent[component] += t - before.get(pid, (component, 0.0))[1]
+    capacity = (os.cpu_count() or 1) * wall_s
+    out = {c: 1e6 * v / max(events, 1.0) for c, v in spent.items()}
+    out["idle"] = max(0.0, 1.0 - sum(spent.values()) / capacity) if capacity else 0.0
+    return out
 
 
 def job_throughput(
@@ -180,6 +227,7 @@ def job_throughput(
     job = run_job(settings, processes, models, log_dir)
     first = last = 0.0
     seen_at_first = 0.0
+    cpu_first: dict[int, tuple[str, float]] = {}
     try:
         deadline = time.monotonic() + max(120.0, total / 500)
         while time.monotonic() < deadline:
@@ -189,8 +237,10 @@ def job_throughput(
             now = time.perf_counter()
             if done and not first:
                 first, seen_at_first = now, done
+                cpu_first = cpu_by_component(job.proc.pid)
             if done >= total and written >= work.valid:
                 last = now
+                cpu_last = cpu_by_component(job.proc.pid)
                 break
             if job.proc.poll() is not None:
                 raise RuntimeError(f"job exited: {job.log.read_text()[-3000:]}")
@@ -209,6 +259,7 @@ def job_throughput(
         "events_per_s": (total - seen_at_first) / wall,
         "wall_s": wall,
         "stage_share": {st: v / busy for st, v in stage.items()},
+        "cpu_us_per_event": cpu_spent(cpu_first, cpu_last, total - seen_at_first, wall),
         "peak_rss_bytes": sorted(rss.values()),
         "alerts": _sum(s, "fraudstream_alerts_total"),
         "mean_score_batch": _sum(s, "fraudstream_batch_size_sum", stage="score")
@@ -450,6 +501,10 @@ def run(args: argparse.Namespace, say: Callable[[str], None]) -> dict[str, Any]:
                     },
                     "peak_rss_bytes_per_process": max(max(d["peak_rss_bytes"]) for d in details[p]),
                     "mean_score_batch": statistics.median(d["mean_score_batch"] for d in details[p]),
+                    "cpu_us_per_event": {
+                        c: statistics.median(d["cpu_us_per_event"][c] for d in details[p])
+                        for c in (*COMPONENTS, "idle")
+                    },
                 }
                 for p in args.processes
             }
@@ -553,6 +608,18 @@ def markdown(r: dict[str, Any]) -> str:
         lines.append(
             f"| {p} | {shares} | {d['peak_rss_bytes_per_process'] / 2**20:,.0f} MiB "
             f"| {d['mean_score_batch']:,.0f} |"
+        )
+    lines += [
+        "",
+        "| processes | CPU µs/event: " + " | ".join(COMPONENTS) + " | all | cores idle |",
+        "|---:|" + "---:|" * (len(COMPONENTS) + 2),
+    ]
+    for p, d in r["job"].items():
+        c = d["cpu_us_per_event"]
+        lines.append(
+            f"| {p} | "
+            + " | ".join(f"{c[k]:,.0f}" for k in COMPONENTS)
+            + f" | {sum(c[k] for k in COMPONENTS):,.0f} | {c['idle']:.0%} |"
         )
     lines += [
         "",

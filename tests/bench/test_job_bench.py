@@ -48,11 +48,15 @@ def test_quick_mode_reports_every_figure(tmp_path):
         assert d["events_per_s"]["median"] > 0 and d["ratio_to_raw"]["median"] > 0
         assert set(d["stage_share"]) == {"validate", "score", "sink_postgres", "sink_redis"}
         assert d["peak_rss_bytes_per_process"] > 50 * 2**20
+        cpu = d["cpu_us_per_event"]
+        assert cpu["job"] > 0 and cpu["postgres"] > 0 and cpu["broker"] > 0, cpu
+        assert 0 <= cpu["idle"] < 1
     (lat,) = r["latency"]
     assert lat["rows"] == lat["expected_rows"], "the latency run lost events"
     assert lat["to_row_ms"]["p50"] <= lat["to_row_ms"]["p99"] <= lat["to_row_ms"]["max"]
     assert r["scoring"]["batched_per_s"] > 0 and r["scoring"]["per_event_per_s"] > 0
     assert r["state_bytes_per_user"]["20000"] > 0
     text = md.read_text()
+    assert "CPU µs/event: job | postgres | broker | redis | other" in text
     assert "| full job, 2 process(es) |" in text and "ratio to raw pass-through" in text
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -13,7 +13,8 @@ ratios where a ratio is what matters (these machines are noisy):
    per-stage time shares from the job's own stage histograms;
 3. latency under load: events produced at fixed rates; produce -> alert
    consumed, and produce -> row in Postgres (``written_at``), per micro-batch
-   setting;
+   setting; beside it the broker's own floor, produce -> consumed by a bare
+   consumer with the job's ``fetch.wait.max.ms``, at the same rate;
 4. per-event vs batched scoring of the same events (rules + both models + ensemble);
 5. memory: peak RSS per job process, and heap bytes per user of state;
 6. where the machine's CPU goes during (2): CPU microseconds per event of the job,
@@ -281,6 +282,71 @@ def _percentiles(values: Sequence[float]) -> dict[str, float]:
     return {"p50": q(0.50), "p95": q(0.95), "p99": q(0.99), "max": v[-1], "n": float(len(v))}
 
 
+def _paced(rate: float, count: int, send: Callable[[int], None], poll: Callable[[], object]) -> float:
+    """Call ``send(i)`` for i < ``count`` at ``rate`` per second (5 ms ticks); the achieved rate."""
+    tick = 0.005
+    per_tick = rate * tick
+    began = time.perf_counter()
+    sent = 0
+    while sent < count:
+        due = min(count, int((time.perf_counter() - began) / tick * per_tick) + 1)
+        while sent < due:
+            send(sent)
+            sent += 1
+        poll()
+        time.sleep(max(0.0, began + (sent / rate) - time.perf_counter()))
+    return count / (time.perf_counter() - began)
+
+
+def broker_floor(bootstrap: str, rate: int, duration_s: float, fetch_wait_ms: int) -> dict[str, float]:
+    """Produce -> consumed latency (ms) of the broker alone at ``rate``: a bare consumer
+    with the job's ``fetch.wait.max.ms``, no processing (the floor under the job's latency)."""
+    topic = f"bench-floor-{uuid.uuid4().hex[:6]}"
+    ensure_topics(bootstrap, {topic: PARTITIONS})
+    count = int(rate * duration_s)
+    produced: list[float] = [0.0] * count
+    consumed: dict[int, float] = {}
+    ready, stop = threading.Event(), threading.Event()
+
+    def read() -> None:
+        c = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": "bench-floor",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": fetch_wait_ms,
+            }
+        )
+        c.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
+        c.consume(1, 1.0)
+        ready.set()
+        while not stop.is_set():
+            for m in c.consume(1000, 0.001):
+                if m.error() is None:
+                    consumed[int(m.value() or b"-1")] = time.time()
+        c.close()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    ready.wait(30)
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1, "acks": "all"})
+
+    def send(i: int) -> None:
+        produced[i] = time.time()
+        producer.produce(topic, str(i).encode(), str(i % 997).encode())
+
+    try:
+        _paced(rate, count, send, lambda: producer.poll(0))
+        producer.flush(30)
+        deadline = time.monotonic() + 10
+        while len(consumed) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        reader.join(10)
+    return _percentiles([(t - produced[i]) * 1000 for i, t in consumed.items()])
+
+
 def latency_under_load(
     info: StackInfo,
     rate: int,
@@ -334,21 +400,14 @@ def latency_under_load(
                 raise RuntimeError(f"warm-up did not finish: {job.log.read_text()[-2000:]}")
             time.sleep(0.05)
         producer = Producer({"bootstrap.servers": k.bootstrap_servers, "linger.ms": 1, "acks": "all"})
-        tick = 0.005
-        per_tick = rate * tick
-        began = time.perf_counter()
-        sent = 0
-        while sent < count:
-            due = min(count, int((time.perf_counter() - began) / tick * per_tick) + 1)
-            while sent < due:
-                key, value = messages[sent]
-                produced[ids[sent]] = time.time()
-                producer.produce(k.transactions_topic, value, key)
-                sent += 1
-            producer.poll(0)
-            time.sleep(max(0.0, began + (sent / rate) - time.perf_counter()))
+
+        def send(i: int) -> None:
+            key, value = messages[i]
+            produced[ids[i]] = time.time()
+            producer.produce(k.transactions_topic, value, key)
+
+        offered = _paced(rate, count, send, lambda: producer.poll(0))
         producer.flush(30)
-        offered = count / (time.perf_counter() - began)
         deadline = time.monotonic() + max(60.0, count / 1000)
         while (
             _sum(job.metrics(), "fraudstream_sink_records_total", sink="postgres") < work.valid + warm.valid
@@ -517,13 +576,20 @@ def run(args: argparse.Namespace, say: Callable[[str], None]) -> dict[str, Any]:
                 }
 
             lat = []
+            floor: dict[int, dict[str, float]] = {}
             for rate in args.rates:
+                say(f"broker latency floor at {rate:,}/s")
+                fetch_wait = isolated_settings(info, "floor", PARTITIONS).kafka.fetch_wait_max_ms
+                floor[rate] = broker_floor(bootstrap, rate, args.duration, fetch_wait)
                 for mb, mw in args.batch_settings:
                     say(f"latency at {rate:,}/s, max_batch_size={mb}, max_wait_ms={mw}")
                     lat.append(
                         latency_under_load(info, rate, args.duration, models, tmp, mb, mw, seed=rate + mb)
                     )
-            result["latency"] = [{k: v for k, v in d.items() if k != "raw_to_row_ms"} for d in lat]
+            result["latency"] = [
+                {**{k: v for k, v in d.items() if k != "raw_to_row_ms"}, "broker_floor_ms": floor[d["rate"]]}
+                for d in lat
+            ]
             if args.plot:
                 plot_latency(lat, Path(args.plot))
                 result["plot"] = args.plot
@@ -624,11 +690,11 @@ def markdown(r: dict[str, Any]) -> str:
     lines += [
         "",
         "| offered rate | achieved | max_batch_size | max_wait_ms "
-        "| to row p50 | p95 | p99 | max | to alert p50 | p99 |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| to row p50 | p95 | p99 | max | to alert p50 | p99 | broker floor p50 | p99 |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for d in r["latency"]:
-        t, a = d["to_row_ms"], d["to_alert_ms"]
+        t, a, f = d["to_row_ms"], d["to_alert_ms"], d["broker_floor_ms"]
 
         def ms(x: dict[str, float], k: str) -> str:
             return f"{x[k]:,.1f}" if x else "-"
@@ -636,7 +702,7 @@ def markdown(r: dict[str, Any]) -> str:
         lines.append(
             f"| {d['rate']:,}/s | {d['offered_per_s']:,.0f}/s | {d['max_batch_size']} | {d['max_wait_ms']:g} "
             f"| {ms(t, 'p50')} | {ms(t, 'p95')} | {ms(t, 'p99')} | {ms(t, 'max')} "
-            f"| {ms(a, 'p50')} | {ms(a, 'p99')} |"
+            f"| {ms(a, 'p50')} | {ms(a, 'p99')} | {ms(f, 'p50')} | {ms(f, 'p99')} |"
         )
     s = r["scoring"]
     lines += [

@@ -54,6 +54,8 @@ def test_quick_mode_reports_every_figure(tmp_path):
     (lat,) = r["latency"]
     assert lat["rows"] == lat["expected_rows"], "the latency run lost events"
     assert lat["to_row_ms"]["p50"] <= lat["to_row_ms"]["p99"] <= lat["to_row_ms"]["max"]
+    floor = lat["broker_floor_ms"]
+    assert 0 < floor["p50"] <= floor["p99"] <= floor["max"]
     assert r["scoring"]["batched_per_s"] > 0 and r["scoring"]["per_event_per_s"] > 0
     assert r["state_bytes_per_user"]["20000"] > 0
     text = md.read_text()

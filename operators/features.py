@@ -11,7 +11,6 @@ import bisect
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from operator import attrgetter
 
 import msgspec
@@ -187,9 +186,9 @@ def _spend_ratio(state: UserState, spend: float, ts: float) -> float | None:
     return spend / (state.count * state.mean / days)
 
 
-@dataclass(frozen=True, slots=True)
-class Featured:
-    """An accepted event with its features (the user's, then the entity risk windows')."""
+class Featured(msgspec.Struct, frozen=True, gc=False):
+    """An accepted event with its features (the user's, then the entity risk windows');
+    a struct for the reasons :class:`~operators.validation.Accepted` is one."""
 
     accepted: Accepted
     features: Features

@@ -78,8 +78,7 @@ _MAX_ERROR_CHARS = 1_000
 _MAX_KEY_BYTES = 256
 
 
-@dataclass(frozen=True, slots=True)
-class Accepted:
+class Accepted(msgspec.Struct, frozen=True, gc=False):
     """A valid event with what the job knows of its arrival.
 
     ``ts`` is the event time in epoch seconds; ``ingest_ms`` the broker's
@@ -88,6 +87,10 @@ class Accepted:
     (one identity, one verdict: see :mod:`operators.dedup`); ``request_id`` the
     producer's request token (header ``fraudstream-request-id``), echoed on the
     decision; ``origin`` the message's topic, partition and offset.
+
+    A struct, not a dataclass: built once per event and pickled whenever it
+    crosses to another process, both several times faster (no reference
+    cycles are possible, so the garbage collector does not track it).
     """
 
     event: TransactionEvent

@@ -1,4 +1,5 @@
-"""Cost per event of the user-state features and of the rules, custom rules included.
+"""Cost per event of the user-state features and of the rules, custom rules included,
+and what moving events between processes costs.
 
     python -m bench features [--events 200000] [--users 2000] [--repeats 5]
 
@@ -7,13 +8,18 @@ Events from the generated workload, decoded once, are run through
 states: the per-event Python the user shard step runs for every event. Then the
 rules on the featured events: the built-in rules alone, and with three custom
 rules (safe expressions, :mod:`operators.rulesets`) as the scoring step runs
-them. Reported as the median of the repeats in microseconds per event; compare
-two revisions by running this in each (the machine is noisy: same machine, same run).
+them. Last, the items that cross to another process at a keyed step (with
+several processes): a list of accepted events (into the user shards) and of
+featured events (into the merchant and device shards), pickled and unpickled as
+Bytewax does, per event. Reported as the median of the repeats in microseconds
+per event; compare two revisions by running this in each (the machine is noisy:
+same machine, same run).
 """
 
 from __future__ import annotations
 
 import argparse
+import pickle
 import statistics
 import time
 
@@ -70,7 +76,23 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             times.append((time.perf_counter() - start) / n * 1e6)
         result[f"{name}_us_per_event"] = statistics.median(times)
         print(f"{name}: {result[f'{name}_us_per_event']:.2f} µs/event")
+    for name, items in (("accepted", accepted), ("featured", featured)):
+        result[f"pickle_{name}_us_per_event"] = _round_trip(items, args.repeats)
+        print(f"pickle + unpickle, {name}: {result[f'pickle_{name}_us_per_event']:.2f} µs/event")
     return result
+
+
+def _round_trip(items: list[Accepted] | list[Featured], repeats: int, batch: int = 1000) -> float:
+    """Median µs per item to pickle and unpickle ``items`` in lists of ``batch``
+    (what a keyed step does to a list bound for another process)."""
+    lists = [items[i : i + batch] for i in range(0, len(items), batch)]
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for part in lists:
+            pickle.loads(pickle.dumps(part))
+        times.append((time.perf_counter() - start) / len(items) * 1e6)
+    return statistics.median(times)
 
 
 CUSTOM = RuleSet.build(

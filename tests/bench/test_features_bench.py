@@ -16,4 +16,6 @@ def test_reports_every_cost_per_event():
         "pickle_featured_us_per_event",
     ):
         assert r[key] > 0, key
-    assert r["pickle_featured_us_per_event"] > r["pickle_accepted_us_per_event"], "a featured event carries more"
+    assert r["pickle_featured_us_per_event"] > r["pickle_accepted_us_per_event"], (
+        "a featured event carries more"
+    )

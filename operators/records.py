@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -12,6 +13,7 @@ from operators.scoring import ScoredEvent
 __all__ = [
     "EVENT_COLUMNS",
     "SCORED_EVENT_COLUMNS",
+    "SCORED_EVENT_COPY_TYPES",
     "alert_record",
     "decision_record",
     "encode_alert",
@@ -106,13 +108,47 @@ SCORED_EVENT_COLUMNS: tuple[str, ...] = (
 )
 
 
-def scored_event_row(s: ScoredEvent) -> tuple[Any, ...]:
-    """Values for ``SCORED_EVENT_COLUMNS`` (jsonb columns as JSON text)."""
+_JSONB = "bytea"
+"""A jsonb column in a binary COPY: its binary form (version byte 1, then the JSON
+text) is written as it is, so the bytes go through psycopg's pass-through dumper."""
+
+SCORED_EVENT_COPY_TYPES: tuple[str, ...] = (
+    *("text", "text", "numeric", "text", "timestamptz", "text", "text", "float8", "float8"),
+    *("text", "text", "text", "text", "text", _JSONB, "text"),
+    *("float4", "text", "text", "bool", _JSONB, _JSONB, "float4", "float4", "float4", "float4", "text"),
+    *(_JSONB, "timestamptz", "timestamptz", "float4", "text", "float4", "int4", "int4", "float4", _JSONB),
+)
+"""What a binary ``COPY scored_events (SCORED_EVENT_COLUMNS)`` is told each column
+holds (``Copy.set_types``) for the values of ``scored_event_row(s, binary=True)``
+(``char(n)`` columns take text)."""
+
+
+def _json_text(value: object) -> str:
+    return _JSON.encode(value).decode()
+
+
+def _jsonb_binary(value: object) -> bytes:
+    return b"\x01" + _JSON.encode(value)
+
+
+def _cents(amount: float) -> Decimal:
+    """``amount`` rounded to cents as ``round(amount, 2)`` rounds it (from its exact value)."""
+    return round(Decimal(amount), 2)
+
+
+def scored_event_row(s: ScoredEvent, binary: bool = False) -> tuple[Any, ...]:
+    """Values for ``SCORED_EVENT_COLUMNS``: jsonb columns as JSON text and the amount
+    rounded to cents, for a query or a text COPY; with ``binary``, for a binary COPY
+    typed ``SCORED_EVENT_COPY_TYPES`` (jsonb in its binary form, the amount a Decimal).
+
+    Binary is what the job's sink writes: a datetime or a float costs psycopg 0.2-0.8 µs
+    to format as text and 0.02-0.03 µs as binary, and the server parses less."""
     ev, v, loc, shadow = s.event, s.verdict, s.event.location, s.shadow_rules
+    js = _jsonb_binary if binary else _json_text
     return (
         ev.event_id,
         ev.user_id,
-        round(ev.amount, 2),
+        _cents(ev.amount) if binary else round(ev.amount, 2),
         ev.currency,
         ev.timestamp,
         ev.merchant_name,
@@ -124,20 +160,20 @@ def scored_event_row(s: ScoredEvent) -> tuple[Any, ...]:
         ev.device_id,
         ev.ip_address,
         ev.user_agent,
-        _JSON.encode(ev.attributes).decode(),
+        js(ev.attributes),
         ev.merchant_id,
         v.fraud_score,
         v.risk_level,
         v.decision,
         v.is_blocked,
-        _JSON.encode([h.rule for h in s.hits]).decode(),
-        _JSON.encode([h.reason for h in s.hits]).decode(),
+        js([h.rule for h in s.hits]),
+        js([h.reason for h in s.hits]),
         v.scores.get("rules"),
         v.scores.get("isolation_forest"),
         v.scores.get("autoencoder"),
         v.scores.get("supervised"),
         s.model_version,
-        _JSON.encode(s.features).decode(),
+        js(s.features),
         datetime.fromtimestamp(s.ingest_ms / 1000.0, UTC) if s.ingest_ms else None,
         s.scored_at,
         s.processing_ms,
@@ -146,5 +182,5 @@ def scored_event_row(s: ScoredEvent) -> tuple[Any, ...]:
         s.rules_version,
         shadow.version if shadow else None,
         shadow.fraud_score if shadow else None,
-        _JSON.encode(shadow.triggered).decode() if shadow else None,
+        js(shadow.triggered) if shadow else None,
     )

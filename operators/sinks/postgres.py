@@ -1,4 +1,4 @@
-"""Postgres sink: COPY a batch straight into ``scored_events``; if an event of it
+"""Postgres sink: COPY a batch (binary) straight into ``scored_events``; if an event of it
 is already there (a re-delivery after recovery), COPY it into a temporary staging
 table instead, then one ``INSERT ... ON CONFLICT (event_id, event_time) DO
 NOTHING``. Either way in one transaction, so a batch is all written or not at all.
@@ -25,7 +25,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from psycopg import sql
 
 from operators import metrics
-from operators.records import SCORED_EVENT_COLUMNS, scored_event_row
+from operators.records import SCORED_EVENT_COLUMNS, SCORED_EVENT_COPY_TYPES, scored_event_row
 from operators.scoring import ScoredEvent
 from operators.sinks.retry import RetryPolicy, retrying
 
@@ -36,8 +36,8 @@ _COLS = sql.SQL(", ").join(sql.Identifier(c) for c in SCORED_EVENT_COLUMNS)
 _CREATE_STAGE = sql.SQL(
     "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE scored_events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
 ).format(sql.Identifier(_STAGE))
-_COPY = sql.SQL("COPY {} ({}) FROM STDIN").format(sql.Identifier(_STAGE), _COLS)
-_COPY_DIRECT = sql.SQL("COPY scored_events ({}) FROM STDIN").format(_COLS)
+_COPY = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(sql.Identifier(_STAGE), _COLS)
+_COPY_DIRECT = sql.SQL("COPY scored_events ({}) FROM STDIN (FORMAT BINARY)").format(_COLS)
 STAGING_AFTER_CONFLICT_S = 30.0
 _INSERT = sql.SQL(
     "INSERT INTO scored_events ({cols}) SELECT {cols} FROM {stage} "
@@ -118,6 +118,7 @@ class _Partition(StatelessSinkPartition[ScoredEvent]):
             if time.monotonic() >= self.staging_until:
                 try:
                     with conn.transaction(), cur.copy(_COPY_DIRECT) as copy:
+                        copy.set_types(SCORED_EVENT_COPY_TYPES)
                         for row in rows:
                             copy.write_row(row)
                     self.paths["direct"] += 1
@@ -125,6 +126,7 @@ class _Partition(StatelessSinkPartition[ScoredEvent]):
                 except psycopg.errors.UniqueViolation:
                     self.staging_until = time.monotonic() + STAGING_AFTER_CONFLICT_S
             with cur.copy(_COPY) as copy:
+                copy.set_types(SCORED_EVENT_COPY_TYPES)
                 for row in rows:
                     copy.write_row(row)
             cur.execute(_INSERT)
@@ -133,7 +135,7 @@ class _Partition(StatelessSinkPartition[ScoredEvent]):
 
     def write_batch(self, items: list[ScoredEvent]) -> None:
         began = time.perf_counter()
-        rows = [scored_event_row(s) for s in items]
+        rows = [scored_event_row(s, binary=True) for s in items]
         days = {int(s.event.timestamp.timestamp() // _DAY) for s in items}
         inserted = retrying(
             "postgres",

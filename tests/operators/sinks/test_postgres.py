@@ -1,7 +1,10 @@
+import msgspec
 import psycopg
 import pytest
 
 from infra.migrations import apply_migrations, migration_files
+from operators.records import SCORED_EVENT_COLUMNS, scored_event_row
+from operators.scoring import ShadowRules
 from operators.sinks import PostgresSink, SinkError
 from operators.sinks.retry import RetryPolicy
 from tests.support import scored_events
@@ -56,3 +59,43 @@ def test_unreachable_database_is_retried_then_raised(make_settings):
     with pytest.raises(SinkError, match=r"postgres: giving up after 3 attempts: OperationalError"):
         part.write_batch(scored_events(2))
     assert sleeps == [0.01, 0.02]
+
+
+def test_the_binary_copy_stores_what_a_plain_insert_of_the_same_events_stores(make_settings):
+    """Every column's binary type (SCORED_EVENT_COPY_TYPES) against the text row of
+    the same events, inserted by a query: the stored rows are the same."""
+    settings = make_settings()
+    apply_migrations(settings.database_url)
+    plain = scored_events(6)
+    full = [
+        msgspec.structs.replace(
+            s,
+            verdict=msgspec.structs.replace(
+                s.verdict,
+                scores={**s.verdict.scores, "isolation_forest": 71.25, "autoencoder": 3.5, "supervised": 0.5},
+            ),
+            challenger=("v2", 12.5),
+            rules_version=3,
+            shadow_rules=ShadowRules(4, 33.0, ["velocity_check"]),
+            request_id="r-1",
+        )
+        for s in scored_events(6, prefix="f")
+    ]
+    events = plain + full
+    part = PostgresSink(settings.database_url).build("pg", 0, 1)
+    part.write_batch(events)
+    part.close()
+    cols = ", ".join(SCORED_EVENT_COLUMNS)
+    with psycopg.connect(settings.database_url) as conn:
+        conn.execute("CREATE TEMP TABLE reference (LIKE scored_events INCLUDING DEFAULTS)")
+        with conn.cursor() as cur:
+            cur.executemany(
+                f"INSERT INTO reference ({cols}) VALUES ({', '.join(['%s'] * len(SCORED_EVENT_COLUMNS))})",
+                [scored_event_row(s) for s in events],
+            )
+        written = conn.execute(f"SELECT {cols} FROM scored_events ORDER BY event_id").fetchall()
+        reference = conn.execute(f"SELECT {cols} FROM reference ORDER BY event_id").fetchall()
+    assert len(written) == len(events)
+    assert written == reference
+    assert written[-1][SCORED_EVENT_COLUMNS.index("shadow_triggered_rules")] == ["velocity_check"]
+    assert written[-1][SCORED_EVENT_COLUMNS.index("challenger_version")] == "v2"

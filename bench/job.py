@@ -49,7 +49,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from apps.produce import produce_all
 from apps.replay.workload import Workload, generate
 from bench.harness import isolated_settings
-from flows.config import Settings
+from flows.config import Settings, load_settings
 from flows.launcher import JobProcess, Samples, start_job
 from infra.stack import EmbeddedStack, StackInfo
 from infra.topics import ensure_topics
@@ -577,9 +577,9 @@ def run(args: argparse.Namespace, say: Callable[[str], None]) -> dict[str, Any]:
 
             lat = []
             floor: dict[int, dict[str, float]] = {}
+            fetch_wait = load_settings(env=info.env()).kafka.fetch_wait_max_ms
             for rate in args.rates:
                 say(f"broker latency floor at {rate:,}/s")
-                fetch_wait = isolated_settings(info, "floor", PARTITIONS).kafka.fetch_wait_max_ms
                 floor[rate] = broker_floor(bootstrap, rate, args.duration, fetch_wait)
                 for mb, mw in args.batch_settings:
                     say(f"latency at {rate:,}/s, max_batch_size={mb}, max_wait_ms={mw}")

@@ -112,15 +112,28 @@ _JSONB = "bytea"
 """A jsonb column in a binary COPY: its binary form (version byte 1, then the JSON
 text) is written as it is, so the bytes go through psycopg's pass-through dumper."""
 
-SCORED_EVENT_COPY_TYPES: tuple[str, ...] = (
-    *("text", "text", "numeric", "text", "timestamptz", "text", "text", "float8", "float8"),
-    *("text", "text", "text", "text", "text", _JSONB, "text"),
-    *("float4", "text", "text", "bool", _JSONB, _JSONB, "float4", "float4", "float4", "float4", "text"),
-    *(_JSONB, "timestamptz", "timestamptz", "float4", "text", "float4", "int4", "int4", "float4", _JSONB),
-)
+_COPY_TYPES = {
+    "amount": "numeric",
+    "event_time": "timestamptz",
+    "ingested_at": "timestamptz",
+    "scored_at": "timestamptz",
+    **dict.fromkeys(("latitude", "longitude"), "float8"),
+    **dict.fromkeys(
+        ("fraud_score", "rules_score", "isolation_forest_score", "autoencoder_score", "supervised_score"),
+        "float4",
+    ),
+    **dict.fromkeys(("processing_ms", "challenger_score", "shadow_rules_score"), "float4"),
+    **dict.fromkeys(("rules_version", "shadow_rules_version"), "int4"),
+    "is_blocked": "bool",
+    **dict.fromkeys(
+        ("attributes", "triggered_rules", "reasons", "features", "shadow_triggered_rules"), _JSONB
+    ),
+}
+
+SCORED_EVENT_COPY_TYPES: tuple[str, ...] = tuple(_COPY_TYPES.get(c, "text") for c in SCORED_EVENT_COLUMNS)
 """What a binary ``COPY scored_events (SCORED_EVENT_COLUMNS)`` is told each column
-holds (``Copy.set_types``) for the values of ``scored_event_row(s, binary=True)``
-(``char(n)`` columns take text)."""
+holds (``Copy.set_types``) for the values of ``scored_event_row(s, binary=True)``;
+text unless named (``char(n)`` columns take text too)."""
 
 
 def _json_text(value: object) -> str:

@@ -176,32 +176,27 @@ STAGES = ("validate", "score", "sink_postgres", "sink_redis")
 COMPONENTS = ("job", "postgres", "broker", "redis", "other")
 
 
-def _component(proc: psutil.Process, job: set[int]) -> str:
-    if proc.pid in job:
-        return "job"
-    name = proc.info["name"] or ""
-    if name.startswith("postgres"):
-        return "postgres"
-    if name.startswith("redis"):
-        return "redis"
-    cmd = proc.info["cmdline"] or []
-    if "broker" in cmd and "--storage-engine" in cmd:
-        return "broker"
-    return "other"
+def _tree(pid: int) -> set[int]:
+    """``pid`` and its descendants (Postgres serves each connection from a child)."""
+    try:
+        return {pid} | {c.pid for c in psutil.Process(pid).children(recursive=True)}
+    except psutil.Error:
+        return {pid}
 
 
-def cpu_by_component(job_pid: int) -> dict[int, tuple[str, float]]:
+def cpu_by_component(job_pid: int, stack: StackInfo) -> dict[int, tuple[str, float]]:
     """CPU seconds (user + system) so far of every process on the machine, by pid,
-    with its component: the job (``job_pid`` and its children), Postgres, the
-    broker, Redis, or other (this benchmark, the OS)."""
-    job = {job_pid}
-    with contextlib.suppress(psutil.Error):
-        job |= {c.pid for c in psutil.Process(job_pid).children(recursive=True)}
+    with its component: the job (``job_pid`` and its children), the stack's Postgres,
+    broker and Redis (their pids and children), or other (this benchmark, the OS)."""
+    owner = {pid: "job" for pid in _tree(job_pid)}
+    for name, component in (("postgres", "postgres"), ("kafka", "broker"), ("redis", "redis")):
+        if name in stack.pids:
+            owner.update(dict.fromkeys(_tree(stack.pids[name]), component))
     out = {}
-    for proc in psutil.process_iter(["name", "cmdline", "cpu_times"]):
+    for proc in psutil.process_iter(["cpu_times"]):
         t = proc.info["cpu_times"]
         if t is not None:
-            out[proc.pid] = (_component(proc, job), t.user + t.system)
+            out[proc.pid] = (owner.get(proc.pid, "other"), t.user + t.system)
     return out
 
 
@@ -238,10 +233,10 @@ def job_throughput(
             now = time.perf_counter()
             if done and not first:
                 first, seen_at_first = now, done
-                cpu_first = cpu_by_component(job.proc.pid)
+                cpu_first = cpu_by_component(job.proc.pid, info)
             if done >= total and written >= work.valid:
                 last = now
-                cpu_last = cpu_by_component(job.proc.pid)
+                cpu_last = cpu_by_component(job.proc.pid, info)
                 break
             if job.proc.poll() is not None:
                 raise RuntimeError(f"job exited: {job.log.read_text()[-3000:]}")

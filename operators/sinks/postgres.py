@@ -82,6 +82,14 @@ def _create_stage(conn: psycopg.Connection) -> None:
     conn.commit()
 
 
+def _copy(cur: psycopg.Cursor, query: sql.Composed, rows: list[tuple[object, ...]]) -> None:
+    """Binary COPY of ``rows`` (``scored_event_row(s, binary=True)``) by ``query``."""
+    with cur.copy(query) as copy:
+        copy.set_types(SCORED_EVENT_COPY_TYPES)
+        for row in rows:
+            copy.write_row(row)
+
+
 class _Partition(StatelessSinkPartition[ScoredEvent]):
     def __init__(self, url: str, policy: RetryPolicy) -> None:
         self.policy = policy
@@ -117,18 +125,13 @@ class _Partition(StatelessSinkPartition[ScoredEvent]):
         with conn.transaction(), conn.cursor() as cur:
             if time.monotonic() >= self.staging_until:
                 try:
-                    with conn.transaction(), cur.copy(_COPY_DIRECT) as copy:
-                        copy.set_types(SCORED_EVENT_COPY_TYPES)
-                        for row in rows:
-                            copy.write_row(row)
+                    with conn.transaction():
+                        _copy(cur, _COPY_DIRECT, rows)
                     self.paths["direct"] += 1
                     return len(rows)
                 except psycopg.errors.UniqueViolation:
                     self.staging_until = time.monotonic() + STAGING_AFTER_CONFLICT_S
-            with cur.copy(_COPY) as copy:
-                copy.set_types(SCORED_EVENT_COPY_TYPES)
-                for row in rows:
-                    copy.write_row(row)
+            _copy(cur, _COPY, rows)
             cur.execute(_INSERT)
             self.paths["staging"] += 1
             return cur.rowcount

@@ -1,6 +1,6 @@
 """The whole job on the embedded stack: throughput, latency, scoring, memory.
 
-    python -m bench job [--quick] [--events N] [--processes 1,2] [--repeats R]
+    python -m bench job [--quick] [--events N] [--processes 1,2] [--partitions P] [--repeats R]
                         [--rates 1000,5000,20000] [--json F] [--markdown F] [--plot F]
 
 Everything is measured side by side in one run on one machine, and reported as
@@ -137,10 +137,10 @@ def _peak_rss(pids: Sequence[int]) -> dict[int, int]:
 # --- 1. raw pass-through ----------------------------------------------------------------------
 
 
-def raw_passthrough(bootstrap: str, source: str, count: int) -> float:
+def raw_passthrough(bootstrap: str, source: str, count: int, partitions: int = PARTITIONS) -> float:
     """Events/s of a bare consume -> produce loop from ``source`` to a fresh topic."""
     sink = f"raw-{uuid.uuid4().hex[:8]}"
-    ensure_topics(bootstrap, {sink: PARTITIONS})
+    ensure_topics(bootstrap, {sink: partitions})
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -149,7 +149,7 @@ def raw_passthrough(bootstrap: str, source: str, count: int) -> float:
             "fetch.max.bytes": 52_428_800,
         }
     )
-    consumer.assign([TopicPartition(source, p, 0) for p in range(PARTITIONS)])
+    consumer.assign([TopicPartition(source, p, 0) for p in range(partitions)])
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": "all"})
     seen, began = 0, 0.0
     deadline = time.monotonic() + 600
@@ -215,10 +215,16 @@ def cpu_spent(
 
 
 def job_throughput(
-    info: StackInfo, source: str, work: Workload, processes: int, models: Path | None, log_dir: Path
+    info: StackInfo,
+    source: str,
+    work: Workload,
+    processes: int,
+    models: Path | None,
+    log_dir: Path,
+    partitions: int = PARTITIONS,
 ) -> dict[str, Any]:
     """Events/s through the whole job reading the pre-loaded ``source`` topic."""
-    settings = isolated_settings(info, f"tp{processes}", PARTITIONS, kafka__transactions_topic=source)
+    settings = isolated_settings(info, f"tp{processes}", partitions, kafka__transactions_topic=source)
     total = len(work.messages)
     job = run_job(settings, processes, models, log_dir)
     first = last = 0.0
@@ -519,7 +525,7 @@ def run(args: argparse.Namespace, say: Callable[[str], None]) -> dict[str, Any]:
             )
             models = train_models(work, tmp / "models", args.quick) if not args.rules_only else None
             source = f"bench-in-{uuid.uuid4().hex[:6]}"
-            ensure_topics(bootstrap, {source: PARTITIONS})
+            ensure_topics(bootstrap, {source: args.partitions})
             say(f"pre-loading {len(work.messages):,} messages")
             produce_all(bootstrap, source, work.messages)
             sizes = [len(v) for _, v in work.messages[:10_000]]
@@ -529,17 +535,17 @@ def run(args: argparse.Namespace, say: Callable[[str], None]) -> dict[str, Any]:
                 "malformed": work.malformed,
                 "users": args.users,
                 "mean_message_bytes": statistics.fmean(sizes),
-                "partitions": PARTITIONS,
+                "partitions": args.partitions,
             }
 
             raw = Figure()
             tp: dict[int, Figure] = {p: Figure() for p in args.processes}
             details: dict[int, list[dict[str, Any]]] = {p: [] for p in args.processes}
             for r in range(args.repeats):
-                raw.add(raw_passthrough(bootstrap, source, len(work.messages)))
+                raw.add(raw_passthrough(bootstrap, source, len(work.messages), args.partitions))
                 say(f"[{r + 1}/{args.repeats}] raw pass-through {raw.runs[-1]:,.0f}/s")
                 for p in args.processes:
-                    d = job_throughput(info, source, work, p, models, tmp)
+                    d = job_throughput(info, source, work, p, models, tmp, args.partitions)
                     tp[p].add(d["events_per_s"])
                     details[p].append(d)
                     say(f"[{r + 1}/{args.repeats}] job, {p} process(es): {d['events_per_s']:,.0f}/s")
@@ -723,6 +729,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--users", type=int)
     parser.add_argument("--processes", default="1,2")
+    parser.add_argument(
+        "--partitions", type=int, help=f"of the pre-loaded topic (default: {PARTITIONS} or one per process)"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rates", default="1000,5000,20000")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per latency run")
@@ -743,6 +752,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         args.memory_users = "20000"
     args.users = args.users or max(100, args.events // 10)
     args.processes = [int(p) for p in str(args.processes).split(",")]
+    args.partitions = args.partitions or max(PARTITIONS, *args.processes)
     args.rates = [int(r) for r in str(args.rates).split(",")]
     args.batch_settings = [
         (int(a), float(b)) for a, b in (pair.split(":") for pair in str(args.batch_settings).split(","))

@@ -62,3 +62,11 @@ def test_quick_mode_reports_every_figure(tmp_path):
     assert "CPU µs/event: job | postgres | broker | redis | other" in text
     assert "| full job, 2 process(es) |" in text and "ratio to raw pass-through" in text
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_preloaded_topic_has_a_partition_per_process_unless_told():
+    from bench.job import PARTITIONS, parse
+
+    assert parse(["--processes", "1,2"]).partitions == PARTITIONS
+    assert parse(["--processes", "1,8"]).partitions == 8
+    assert parse(["--processes", "1,8", "--partitions", "16"]).partitions == 16

@@ -127,7 +127,17 @@ MODEL_SECONDS = Histogram(
 
 
 SINKS = ("postgres", "alerts", "dead_letters", "redis", "decisions")
-STAGES = ("validate", "users", "risk_windows", "score", "sink_postgres", "sink_redis")
+STAGES = (
+    "validate",
+    "users",
+    "risk_windows",
+    "score",
+    "sink_postgres",
+    "sink_redis",
+    "sink_alerts",
+    "sink_decisions",
+    "sink_dead_letters",
+)
 COMPONENTS = ("rules", "isolation_forest", "autoencoder", "supervised")
 MODEL_COMPONENTS = ("isolation_forest", "autoencoder", "supervised")
 LABEL_OUTCOMES = ("stored", "duplicate", "applied", "unknown", "dead_lettered")

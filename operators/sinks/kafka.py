@@ -124,6 +124,7 @@ class _Partition(StatelessSinkPartition[T], Generic[T]):
         return failed, (last_error[-1] if last_error else None)
 
     def write_batch(self, items: list[T]) -> None:
+        began = time.perf_counter()
         pending = [self.encode(item) for item in items]
         attempts = 0
 
@@ -143,6 +144,7 @@ class _Partition(StatelessSinkPartition[T], Generic[T]):
                 f"{self.name}: {len(pending)} messages to topic {self.topic!r} not delivered after "
                 f"{attempts} attempts: {exc.__cause__}"
             ) from exc
+        metrics.STAGE_SECONDS.labels(f"sink_{self.name}").observe(time.perf_counter() - began)
 
     def close(self) -> None:
         self.producer.flush(self.timeout_s)

@@ -46,7 +46,19 @@ def test_quick_mode_reports_every_figure(tmp_path):
     assert set(r["job"]) == {"1", "2"}
     for d in r["job"].values():
         assert d["events_per_s"]["median"] > 0 and d["ratio_to_raw"]["median"] > 0
-        assert set(d["stage_share"]) == {"validate", "score", "sink_postgres", "sink_redis"}
+        shares = d["stage_share"]
+        assert set(shares) == {
+            "validate",
+            "users",
+            "risk_windows",
+            "score",
+            "sink_postgres",
+            "sink_redis",
+            "sink_alerts",
+            "sink_decisions",
+        }
+        assert all(v > 0 for v in shares.values()), shares
+        assert sum(shares.values()) < 1, shares
         assert d["peak_rss_bytes_per_process"] > 50 * 2**20
         cpu = d["cpu_us_per_event"]
         assert cpu["job"] > 0 and cpu["postgres"] > 0 and cpu["broker"] > 0, cpu

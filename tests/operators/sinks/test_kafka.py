@@ -2,6 +2,7 @@ import json
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
+from prometheus_client import REGISTRY
 
 from infra.stack import free_port
 from infra.topics import ensure_topics
@@ -32,8 +33,10 @@ def test_every_message_is_confirmed_and_readable(make_settings):
         "a", 0, 1
     )
     events = scored_events(40)
+    timed = REGISTRY.get_sample_value("fraudstream_stage_seconds_count", {"stage": "sink_alerts"}) or 0
     part.write_batch(events)
     part.close()
+    assert REGISTRY.get_sample_value("fraudstream_stage_seconds_count", {"stage": "sink_alerts"}) == timed + 1
     got = read_all(s.kafka.bootstrap_servers, s.kafka.alerts_topic, 2, 40)
     assert sorted(a["event_id"] for _, a in got) == sorted(e.event.event_id for e in events)
     key, alert = next((k, a) for k, a in got if a["event_id"] == "e4")

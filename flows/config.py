@@ -239,6 +239,13 @@ class RecoverySettings(_Section):
 class ModelSettings(_Section):
     path: str | None = Field(None, description="Model directory (versions + `active` pointer).")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    cpu_threads: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="Threads of each job process's CPU thread pools (PyTorch, OpenMP, BLAS). Scale "
+        "with processes: more threads per process only spin on the job's small batches.",
+    )
     refresh_s: float = Field(2.0, gt=0, description="How often the `active` pointer is re-read.")
 
 

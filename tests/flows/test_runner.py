@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import gc
 
-from flows.runner import GC_THRESHOLDS, tune_gc
+import torch
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from flows.runner import GC_THRESHOLDS, limit_cpu_threads, tune_gc
 
 
 def test_tune_gc_freezes_start_up_objects_and_collects_less_often():
@@ -18,3 +21,18 @@ def test_tune_gc_freezes_start_up_objects_and_collects_less_often():
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_limit_cpu_threads_caps_every_thread_pool_the_process_loaded():
+    import sklearn.ensemble  # noqa: F401  (loads OpenMP and BLAS, as the job's models do)
+
+    before = torch.get_num_threads()
+    with threadpool_limits():  # restores the pools' sizes afterwards
+        try:
+            limit_cpu_threads(1)
+            assert torch.get_num_threads() == 1
+            pools = threadpool_info()
+            assert pools, "no thread pool found to limit"
+            assert all(p["num_threads"] == 1 for p in pools), pools
+        finally:
+            torch.set_num_threads(before)

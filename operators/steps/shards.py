@@ -97,14 +97,23 @@ def _sweep_every(ttl_s: float) -> float:
     return min(ttl_s / 10.0, 60.0)
 
 
-def _split(key_of: Callable[[T], str | None], shards: int) -> Callable[[list[T]], list[tuple[str, list[T]]]]:
-    """A list to one sub-list per shard of ``key_of``; items without a key go under ``""``."""
+def _split(
+    key_of: Callable[[T], str | None], shards: int
+) -> Callable[[list[list[T]]], list[tuple[str, list[T]]]]:
+    """All the lists one activation brings to one sub-list per shard of ``key_of``;
+    items without a key go under ``""``.
 
-    def split(items: list[T]) -> list[tuple[str, list[T]]]:
+    Splitting the lists together, not one by one, sends each shard one item per
+    activation: an item that crosses to another process is pickled on its own,
+    and the shard steps' outputs were lists of about ten events that split into
+    items of one or two."""
+
+    def split(lists: list[list[T]]) -> list[tuple[str, list[T]]]:
         parts: dict[str, list[T]] = {}
-        for item in items:
-            key = key_of(item)
-            parts.setdefault("" if key is None else shard_of(key, shards), []).append(item)
+        for items in lists:
+            for item in items:
+                key = key_of(item)
+                parts.setdefault("" if key is None else shard_of(key, shards), []).append(item)
         return list(parts.items())
 
     return split
@@ -141,7 +150,7 @@ def user_shards(
     clock: Callable[[], float] = time.time,
 ) -> UserStreams:
     """Per-user features for every list of events, keeping each user's state in its shard."""
-    routed: op.KeyedStream[Any] = op.flat_map("route", up, _split(lambda a: a.event.user_id, shards))
+    routed: op.KeyedStream[Any] = op.flat_map_batch("route", up, _split(lambda a: a.event.user_id, shards))
     keyed_labels = _keyed_labels(labels, "user", shards) if config.risk is not None else None
     if keyed_labels is not None:
         routed = op.merge("with_labels", routed, keyed_labels)
@@ -186,7 +195,9 @@ def entity_shards(
     """``kind``'s risk features on every event that has that entity (others pass by)."""
     key_of: Callable[[TransactionEvent], str | None] = ENTITY_KEYS[kind]
 
-    routed: op.KeyedStream[Any] = op.flat_map("route", up, _split(lambda f: key_of(f.accepted.event), shards))
+    routed: op.KeyedStream[Any] = op.flat_map_batch(
+        "route", up, _split(lambda f: key_of(f.accepted.event), shards)
+    )
     passing = op.filter_map("without_key", routed, lambda kv: kv[1] if kv[0] == "" else None)
     keyed: op.KeyedStream[Any] = op.filter("with_key", routed, lambda kv: kv[0] != "")
     keyed_labels = _keyed_labels(labels, kind, shards)

@@ -11,7 +11,10 @@ rules (safe expressions, :mod:`operators.rulesets`) as the scoring step runs
 them. Last, the items that cross to another process at a keyed step (with
 several processes): a list of accepted events (into the user shards) and of
 featured events (into the merchant and device shards), pickled and unpickled as
-Bytewax does, per event. Reported as the median of the repeats in microseconds
+Bytewax does, per event, in lists of 1,000 and of 1, 16 and 64 (a keyed step pickles
+each item on its own). The collector runs at a job process's thresholds
+(:data:`flows.runner.GC_THRESHOLDS`): at Python's defaults it ran inside the timings and
+more than doubled the cost of the larger lists. Reported as the median of the repeats in microseconds
 per event; compare two revisions by running this in each (the machine is noisy:
 same machine, same run).
 """
@@ -19,11 +22,13 @@ same machine, same run).
 from __future__ import annotations
 
 import argparse
+import gc
 import pickle
 import statistics
 import time
 
 from apps.replay.workload import generate
+from flows.runner import GC_THRESHOLDS
 from operators.events import TransactionEvent, decode_event
 from operators.features import Featured, update_profile
 from operators.rules import RuleContext
@@ -42,6 +47,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--users", type=int, default=2_000)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
+    thresholds = gc.get_threshold()
+    gc.set_threshold(*GC_THRESHOLDS)  # as in a job process: what the job's steps see
+    try:
+        return _run(args)
+    finally:
+        gc.set_threshold(*thresholds)
+
+
+def _run(args: argparse.Namespace) -> dict[str, float]:
     events = [
         ev
         for _, raw in generate(args.events, args.users, malformed=0).messages
@@ -79,7 +93,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     for name, items in (("accepted", accepted), ("featured", featured)):
         result[f"pickle_{name}_us_per_event"] = _round_trip(items, args.repeats)
         print(f"pickle + unpickle, {name}: {result[f'pickle_{name}_us_per_event']:.2f} µs/event")
+        for size in PICKLE_LIST_SIZES:
+            key = f"pickle_{name}_in_{size}_us_per_event"
+            result[key] = _round_trip(items, args.repeats, size)
+            print(f"  in lists of {size}: {result[key]:.2f} µs/event")
     return result
+
+
+PICKLE_LIST_SIZES = (1, 16, 64)
+"""Events per item that crosses to another process: a keyed step pickles each item on
+its own, so small items pay the per-item cost (the class references, the list) per event."""
 
 
 def _round_trip(items: list[Accepted] | list[Featured], repeats: int, batch: int = 1000) -> float:

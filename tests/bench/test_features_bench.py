@@ -19,3 +19,6 @@ def test_reports_every_cost_per_event():
     assert r["pickle_featured_us_per_event"] > r["pickle_accepted_us_per_event"], (
         "a featured event carries more"
     )
+    for name in ("accepted", "featured"):
+        one, many = r[f"pickle_{name}_in_1_us_per_event"], r[f"pickle_{name}_in_64_us_per_event"]
+        assert one > many > 0, "one event per item costs more per event than 64"

@@ -209,6 +209,50 @@ def cpu_by_component(job_pid: int, stack: StackInfo) -> dict[int, tuple[str, flo
     return out
 
 
+THREADS = ("worker", "exchange", "librdkafka", "other")
+"""The job's threads by what they do: Bytewax's worker threads (``timely:work-N``: every
+step, pickling, scheduling), Timely's exchange threads (``timely:send-N``/``recv-N``:
+bytes between processes), librdkafka's (``rdk:*``) and the rest (the main thread, the
+metrics server)."""
+
+
+def _thread_kind(name: str) -> str:
+    if name.startswith("timely:work"):
+        return "worker"
+    if name.startswith(("timely:send", "timely:recv")):
+        return "exchange"
+    return "librdkafka" if name.startswith("rdk:") else "other"
+
+
+def job_threads_cpu(pids: Sequence[int]) -> dict[str, float]:
+    """CPU seconds so far of the job processes' threads, by :data:`THREADS` kind (a
+    process of a one-process job runs its worker on the main thread)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = dict.fromkeys(THREADS, 0.0)
+    for pid in pids:
+        threads: list[tuple[int, str, float]] = []
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                name = (task / "comm").read_text().strip()
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                threads.append((int(task.name), name, (int(fields[11]) + int(fields[12])) / tick))
+        spawned = any(name.startswith("timely:work") for _, name, _ in threads)
+        for tid, name, cpu in threads:
+            out["worker" if tid == pid and not spawned else _thread_kind(name)] += cpu
+    return out
+
+
+def threads_spent(
+    before: dict[str, float], after: dict[str, float], events: float, wall_s: float, workers: int
+) -> dict[str, float]:
+    """CPU µs per event by thread kind between two :func:`job_threads_cpu` readings, and
+    ``worker_busy``: the share of the worker threads' wall time they ran (the rest they
+    waited: for input, for other processes, for a server)."""
+    out = {k: 1e6 * (after[k] - before.get(k, 0.0)) / max(events, 1.0) for k in THREADS}
+    out["worker_busy"] = (after["worker"] - before.get("worker", 0.0)) / max(workers * wall_s, 1e-9)
+    return out
+
+
 def cpu_spent(
     before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], events: float, wall_s: float
 ) -> dict[str, float]:
@@ -239,6 +283,8 @@ def job_throughput(
     first = last = 0.0
     seen_at_first = 0.0
     cpu_first: dict[int, tuple[str, float]] = {}
+    threads_first: dict[str, float] = {}
+    at_first: Samples = {}
     try:
         deadline = time.monotonic() + max(120.0, total / 500)
         while time.monotonic() < deadline:
@@ -247,11 +293,13 @@ def job_throughput(
             written = _sum(s, "fraudstream_sink_records_total", sink="postgres")
             now = time.perf_counter()
             if done and not first:
-                first, seen_at_first = now, done
+                first, seen_at_first, at_first = now, done, s
                 cpu_first = cpu_by_component(job.proc.pid, info)
+                threads_first = job_threads_cpu(job.pids())
             if done >= total and written >= work.valid:
                 last = now
                 cpu_last = cpu_by_component(job.proc.pid, info)
+                threads_last = job_threads_cpu(job.pids())
                 break
             if job.proc.poll() is not None:
                 raise RuntimeError(f"job exited: {job.log.read_text()[-3000:]}")
@@ -263,7 +311,11 @@ def job_throughput(
     finally:
         job.stop()
     wall = last - first
-    stage = {st: _sum(s, "fraudstream_stage_seconds_sum", stage=st) for st in STAGES}
+    stage = {  # from the first event counted to the last, as the events and the wall time
+        st: _sum(s, "fraudstream_stage_seconds_sum", stage=st)
+        - _sum(at_first, "fraudstream_stage_seconds_sum", stage=st)
+        for st in STAGES
+    }
     busy = processes * wall
     return {
         "events": total,
@@ -271,6 +323,7 @@ def job_throughput(
         "wall_s": wall,
         "stage_share": {st: v / busy for st, v in stage.items()},
         "cpu_us_per_event": cpu_spent(cpu_first, cpu_last, total - seen_at_first, wall),
+        "threads": threads_spent(threads_first, threads_last, total - seen_at_first, wall, processes),
         "peak_rss_bytes": sorted(rss.values()),
         "alerts": _sum(s, "fraudstream_alerts_total"),
         "mean_score_batch": _sum(s, "fraudstream_batch_size_sum", stage="score")
@@ -574,6 +627,10 @@ def run(args: argparse.Namespace, say: Callable[[str], None]) -> dict[str, Any]:
                         c: statistics.median(d["cpu_us_per_event"][c] for d in details[p])
                         for c in (*COMPONENTS, "idle")
                     },
+                    "threads": {
+                        k: statistics.median(d["threads"][k] for d in details[p])
+                        for k in (*THREADS, "worker_busy")
+                    },
                 }
                 for p in args.processes
             }
@@ -697,6 +754,18 @@ def markdown(r: dict[str, Any]) -> str:
             f"| {p} | "
             + " | ".join(f"{c[k]:,.0f}" for k in COMPONENTS)
             + f" | {sum(c[k] for k in COMPONENTS):,.0f} | {c['idle']:.0%} |"
+        )
+    lines += [
+        "",
+        "| processes | worker threads busy | job CPU µs/event: "
+        + " | ".join(f"{k} threads" for k in THREADS)
+        + " |",
+        "|---:|---:|" + "---:|" * len(THREADS),
+    ]
+    for p, d in r["job"].items():
+        t = d["threads"]
+        lines.append(
+            f"| {p} | {t['worker_busy']:.0%} | " + " | ".join(f"{t[k]:,.0f}" for k in THREADS) + " |"
         )
     lines += [
         "",

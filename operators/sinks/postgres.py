@@ -82,12 +82,16 @@ def _create_stage(conn: psycopg.Connection) -> None:
     conn.commit()
 
 
-def _copy(cur: psycopg.Cursor, query: sql.Composed, rows: list[tuple[object, ...]]) -> None:
-    """Binary COPY of ``rows`` (``scored_event_row(s, binary=True)``) by ``query``."""
+def _copy(cur: psycopg.Cursor, query: sql.Composed, items: list[ScoredEvent]) -> None:
+    """Binary COPY of ``items`` by ``query``, each row built as it is written.
+
+    psycopg sends the COPY data every 32 KiB, so Postgres stores the first rows
+    while the next are built; building every row first left Postgres idle, then
+    the job waiting for it (``bench job``: a third of the sink's time)."""
     with cur.copy(query) as copy:
         copy.set_types(SCORED_EVENT_COPY_TYPES)
-        for row in rows:
-            copy.write_row(row)
+        for s in items:
+            copy.write_row(scored_event_row(s, binary=True))
 
 
 class _Partition(StatelessSinkPartition[ScoredEvent]):
@@ -109,41 +113,40 @@ class _Partition(StatelessSinkPartition[ScoredEvent]):
                     conn.execute("SELECT fraudstream_day_partition(%s)", (date.fromordinal(_EPOCH + day),))
             self.days |= missing
 
-    def _write(self, rows: list[tuple[object, ...]], days: set[int]) -> int:
+    def _write(self, items: list[ScoredEvent], days: set[int]) -> int:
         conn = self.db.get()
         self._ensure_days(conn, days)
         try:
-            return self._insert(conn, rows)
+            return self._insert(conn, items)
         except psycopg.errors.CheckViolation as exc:
             if "no partition" not in str(exc):
                 raise
             self.days.clear()  # retention dropped a day this connection knew: create it again
             self._ensure_days(conn, days)
-            return self._insert(conn, rows)
+            return self._insert(conn, items)
 
-    def _insert(self, conn: psycopg.Connection, rows: list[tuple[object, ...]]) -> int:
+    def _insert(self, conn: psycopg.Connection, items: list[ScoredEvent]) -> int:
         with conn.transaction(), conn.cursor() as cur:
             if time.monotonic() >= self.staging_until:
                 try:
                     with conn.transaction():
-                        _copy(cur, _COPY_DIRECT, rows)
+                        _copy(cur, _COPY_DIRECT, items)
                     self.paths["direct"] += 1
-                    return len(rows)
+                    return len(items)
                 except psycopg.errors.UniqueViolation:
                     self.staging_until = time.monotonic() + STAGING_AFTER_CONFLICT_S
-            _copy(cur, _COPY, rows)
+            _copy(cur, _COPY, items)
             cur.execute(_INSERT)
             self.paths["staging"] += 1
             return cur.rowcount
 
     def write_batch(self, items: list[ScoredEvent]) -> None:
         began = time.perf_counter()
-        rows = [scored_event_row(s, binary=True) for s in items]
         days = {int(s.event.timestamp.timestamp() // _DAY) for s in items}
         inserted = retrying(
             "postgres",
             self.policy,
-            lambda: self._write(rows, days),
+            lambda: self._write(items, days),
             PG_ERRORS,
             self.db.reset,
         )

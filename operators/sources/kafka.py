@@ -88,7 +88,9 @@ class _Partition(_BytewaxPartition):
     def _raw_batch(self) -> list[RawBatch]:
         if self._eof:
             raise StopIteration
-        msgs = self._consumer.consume(self._batch_size, 0.001)
+        # What is already fetched, at once; only an empty queue waits (1 ms) for more.
+        # A queue holding less than a batch used to wait the full millisecond too.
+        msgs = self._consumer.consume(self._batch_size, 0) or self._consumer.consume(self._batch_size, 0.001)
         offsets: list[int] = []
         keys: list[bytes | None] = []
         values: list[bytes | None] = []

@@ -53,6 +53,7 @@ from flows.config import Settings, load_settings
 from flows.launcher import JobProcess, Samples, start_job
 from infra.stack import EmbeddedStack, StackInfo
 from infra.topics import ensure_topics
+from operators import metrics
 
 __all__ = ["main"]
 
@@ -172,16 +173,8 @@ def raw_passthrough(bootstrap: str, source: str, count: int, partitions: int = P
 
 # --- 2. full job throughput -------------------------------------------------------------------
 
-STAGES = (
-    "validate",
-    "users",
-    "risk_windows",
-    "score",
-    "sink_postgres",
-    "sink_redis",
-    "sink_alerts",
-    "sink_decisions",
-)
+STAGES = tuple(s for s in metrics.STAGES if s != "sink_dead_letters")
+"""The job's stages that every event passes (dead letters are a few per thousand)."""
 COMPONENTS = ("job", "postgres", "broker", "redis", "other")
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.job import STAGES
+
 ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.integration
@@ -47,16 +49,7 @@ def test_quick_mode_reports_every_figure(tmp_path):
     for d in r["job"].values():
         assert d["events_per_s"]["median"] > 0 and d["ratio_to_raw"]["median"] > 0
         shares = d["stage_share"]
-        assert set(shares) == {
-            "validate",
-            "users",
-            "risk_windows",
-            "score",
-            "sink_postgres",
-            "sink_redis",
-            "sink_alerts",
-            "sink_decisions",
-        }
+        assert set(shares) == set(STAGES) and {"users", "risk_windows", "sink_decisions"} <= set(shares)
         assert all(v > 0 for v in shares.values()), shares
         assert sum(shares.values()) <= 1.05, shares  # one worker cannot spend more than its wall time
         assert d["peak_rss_bytes_per_process"] > 50 * 2**20

@@ -140,7 +140,7 @@ def limit_cpu_threads(threads: int) -> None:
     Each pool starts with one thread per core, in every job process: 8 processes
     on 16 cores ran 128 OpenMP threads that spun after each small batch. One per
     process is what a job that scales with processes wants (``bench job``: job
-    CPU per event 145 -> 124 µs with two processes on two cores, 86 -> 78 with one)."""
+    CPU per event 135 -> 126 µs with two processes on two cores, 83 -> 78 with one)."""
     import torch
     from threadpoolctl import threadpool_limits
 

@@ -87,7 +87,8 @@ def _copy(cur: psycopg.Cursor, query: sql.Composed, items: list[ScoredEvent]) ->
 
     psycopg sends the COPY data every 32 KiB, so Postgres stores the first rows
     while the next are built; building every row first left Postgres idle, then
-    the job waiting for it (``bench job``: a third of the sink's time)."""
+    the job waiting for it (``bench job``, one process: 1.75 of the sink's 3.1 s
+    were waits, 1.0 of 2.2 s since)."""
     with cur.copy(query) as copy:
         copy.set_types(SCORED_EVENT_COPY_TYPES)
         for s in items:

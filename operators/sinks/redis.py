@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
@@ -40,6 +40,9 @@ return #KEYS
 """
 """HSET and EXPIRE of each user's latest risk (KEYS: risk keys; ARGV: the TTL, then six values per key)."""
 
+CHUNK = 500
+"""Users per script call: Redis runs one chunk while the job packs the next."""
+
 
 class _Partition(StatelessSinkPartition[ScoredEvent]):
     def __init__(
@@ -53,48 +56,62 @@ class _Partition(StatelessSinkPartition[ScoredEvent]):
         self.sha: str | None = None
 
     def _write(self) -> None:
-        """Every pending user in one EVALSHA: HSET + EXPIRE per user run by a
-        server-side script, so the batch costs one command to pack and one reply
-        to read (redis-py's per-command packing and per-reply parsing were most
-        of this sink's time in a profile)."""
+        """Every pending user through EVALSHA: HSET + EXPIRE per user run by a
+        server-side script, so a chunk of users costs one command to pack and one
+        reply to read (redis-py's per-command packing and per-reply parsing were
+        most of this sink's time in a profile). Chunks of :data:`CHUNK` users are
+        sent one after another and their replies read at the end, so Redis runs
+        one chunk while the next is packed."""
         if not self.pending:
             return
-        keys: list[bytes] = []
-        args: list[bytes] = [str(self.ttl_s).encode()]
-        for user_id, s in self.pending.items():
-            keys.append(RISK_KEY.format(user_id=user_id).encode())
-            v = s.verdict
-            args += (
-                repr(v.fraud_score).encode(),
-                v.risk_level.encode(),
-                v.decision.encode(),
-                s.event.event_id.encode(),
-                s.event.timestamp.isoformat().encode(),
-                s.scored_at.isoformat().encode(),
-            )
         if self.sha is None:
             self.sha = self.client.script_load(_WRITE_RISK)
         try:
-            self._evalsha(self.sha, keys, args)
+            self._evalsha(self.sha, self._commands())
         except redis.exceptions.NoScriptError:  # Redis restarted: load the script again
             self.sha = self.client.script_load(_WRITE_RISK)
-            self._evalsha(self.sha, keys, args)
+            self._evalsha(self.sha, self._commands())
 
-    def _evalsha(self, sha: str, keys: list[bytes], args: list[bytes]) -> None:
-        """One EVALSHA packed by hand (redis-py's generic packing is slow for thousands of args)."""
-        parts = [b"EVALSHA", sha.encode(), str(len(keys)).encode(), *keys, *args]
-        packed = b"*%d\r\n" % len(parts) + b"".join([b"$%d\r\n%s\r\n" % (len(p), p) for p in parts])
+    def _commands(self) -> Iterator[tuple[list[bytes], list[bytes]]]:
+        """(keys, args) of the script per chunk of pending users."""
+        items = list(self.pending.items())
+        ttl = str(self.ttl_s).encode()
+        for start in range(0, len(items), CHUNK):
+            keys: list[bytes] = []
+            args: list[bytes] = [ttl]
+            for user_id, s in items[start : start + CHUNK]:
+                keys.append(RISK_KEY.format(user_id=user_id).encode())
+                v = s.verdict
+                args += (
+                    repr(v.fraud_score).encode(),
+                    v.risk_level.encode(),
+                    v.decision.encode(),
+                    s.event.event_id.encode(),
+                    s.event.timestamp.isoformat().encode(),
+                    s.scored_at.isoformat().encode(),
+                )
+            yield keys, args
+
+    def _evalsha(self, sha: str, commands: Iterable[tuple[list[bytes], list[bytes]]]) -> None:
+        """EVALSHA per chunk, packed by hand (redis-py's generic packing is slow for
+        thousands of args), each sent as soon as it is built, the replies read last."""
         conn = self.client.connection_pool.get_connection()
+        sent = 0
         try:
-            conn.send_packed_command([packed])
-            reply = conn.read_response()
+            for keys, args in commands:
+                parts = [b"EVALSHA", sha.encode(), str(len(keys)).encode(), *keys, *args]
+                packed = b"*%d\r\n" % len(parts) + b"".join([b"$%d\r\n%s\r\n" % (len(p), p) for p in parts])
+                conn.send_packed_command([packed])
+                sent += 1
+            replies = [conn.read_response() for _ in range(sent)]
         except BaseException:
             conn.disconnect()
             raise
         finally:
             self.client.connection_pool.release(conn)
-        if isinstance(reply, Exception):
-            raise reply
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
 
     def write_batch(self, items: list[ScoredEvent]) -> None:
         began = time.perf_counter()

@@ -24,6 +24,28 @@ def test_latest_risk_per_user_with_ttl(stack):
     part.close()
 
 
+def test_a_batch_larger_than_one_script_call_writes_every_user(stack):
+    from operators.sinks.redis import CHUNK
+
+    url = stack.env()["REDIS_URL"]
+    client = redis.Redis.from_url(url, decode_responses=True)
+    users = 2 * CHUNK + 17
+    client.delete(*[f"fraud:risk:user-{i}" for i in range(users)])
+    events = scored_events(users * 2, users=users)
+    part = RiskSink(url, ttl_s=600).build("r", 0, 1)
+    part.write_batch(events)
+    part.close()
+    latest = {e.event.user_id: e.event.event_id for e in events}  # each user's second event
+    pipe = client.pipeline()
+    for user in latest:
+        pipe.hget(f"fraud:risk:{user}", "event_id")
+        pipe.ttl(f"fraud:risk:{user}")
+    got = pipe.execute()
+    assert len(latest) == users
+    assert got[0::2] == list(latest.values()), "a user of a later chunk was not written"
+    assert all(0 < ttl <= 600 for ttl in got[1::2])
+
+
 def test_unreachable_redis_keeps_the_latest_risk_bounded_and_writes_it_later(stack):
     import redis as redis_lib
 

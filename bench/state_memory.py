@@ -2,9 +2,11 @@
 
     python -m bench.state_memory [--users 100000,1000000] [--events-per-user 3]
 
-Builds each user's state with the job's own ``update_profile`` (events with a
-location and a device) and measures the Python heap (tracemalloc) per user.
-Memory is bounded by design: ``state.max_events`` recent events and
+Runs each user's events (with a location and a device) through the job's own user
+shards (state, user risk window, id memory) and measures the Python heap
+(tracemalloc) per user: while the user's ids are remembered (``dedup.window_s``),
+and idle, after they are forgotten, plus the bytes recovery stores for an idle
+user. Memory is bounded by design: ``state.max_events`` recent events and
 ``state.max_devices`` devices per user, and a user idle for ``state.ttl_s`` is
 dropped, so a process holds at most (users active within the TTL) x (bytes per
 user). The plateau part streams users through a TTL of ``--ttl-users`` arrivals
@@ -23,6 +25,7 @@ import time
 import tracemalloc
 from datetime import UTC, datetime, timedelta
 
+from operators.dedup import SeenEvents
 from operators.entity_risk import RiskConfig
 from operators.events import Location, TransactionEvent
 from operators.features import update_profile
@@ -46,20 +49,40 @@ def _event(user: int, k: int) -> Accepted:
     return Accepted(ev, ts.timestamp(), None, ts.timestamp(), f"{user}-{k}".encode().ljust(32, b"."))
 
 
-def bytes_per_user(users: int, events: int) -> float:
+def shard_bytes_per_user(users: int, events: int, shards: int = 64) -> dict[str, float]:
+    """Heap per user of what the job keeps for ``users`` users of ``events`` events each,
+    in ``shards`` user shards: the state, the user's risk window and, while the ids are
+    remembered (``dedup.window_s``, an hour), the id memory. ``idle``: once the ids are
+    forgotten, what a user costs until ``state.ttl_s``; ``snapshot``: the bytes recovery
+    stores for an idle user."""
+    config = UserShardConfig(risk=RiskConfig())
     gc.collect()
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
-    states: dict[str, UserState] = {}
-    limits = StateLimits()
+    # The events are made inside the measurement: the ids and strings the state keeps of
+    # them (the user id as the key, the device id) count; the rest goes with the batches.
+    batches: list[list[Accepted]] = [[] for _ in range(shards)]
     for u in range(users):
-        state = states.setdefault(f"user-{u}", UserState())
-        for k in range(events):
-            update_profile(state, _event(u, k), limits)
-    used = tracemalloc.get_traced_memory()[0] - base
+        batches[int(shard_of(f"user-{u}", shards))].extend(_event(u, k) for k in range(events))
+    table = [UserShard() for _ in range(shards)]
+    for shard, batch in zip(table, batches, strict=True):
+        shard.process(batch, [], 0.0, config)
+    del batches
+    gc.collect()
+    active = tracemalloc.get_traced_memory()[0] - base
+    for shard in table:
+        shard.seen = SeenEvents()  # the ids expire after dedup.window_s
+    gc.collect()
+    idle = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()
-    del states
-    return used / users
+    snapshot = sum(len(shard.snapshot()) for shard in table)
+    return {"active": active / users, "idle": idle / users, "snapshot": snapshot / users}
+
+
+def bytes_per_user(users: int, events: int) -> float:
+    """Heap per idle user (state and user risk window) plus what recovery stores for it."""
+    b = shard_bytes_per_user(users, events)
+    return b["idle"] + b["snapshot"]
 
 
 def plateau(arrivals: int, ttl_users: int) -> list[tuple[int, int, float]]:
@@ -109,10 +132,13 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     args = parser.parse_args(argv)
     result: dict[str, object] = {"events_per_user": args.events_per_user, "bytes_per_user": {}}
     for n in (int(x) for x in args.users.split(",")):
-        b = bytes_per_user(n, args.events_per_user)
+        b = shard_bytes_per_user(n, args.events_per_user)
         result["bytes_per_user"][n] = b  # type: ignore[index]
         print(
-            f"{n:>9,} users x {args.events_per_user} events: {b:,.0f} bytes/user, {b * n / 2**20:,.0f} MiB",
+            f"{n:>9,} users x {args.events_per_user} events: idle {b['idle']:,.0f} bytes/user on the heap "
+            f"+ {b['snapshot']:,.0f} in recovery = {b['idle'] + b['snapshot']:,.0f} "
+            f"({(b['idle'] + b['snapshot']) * n / 2**20:,.0f} MiB); "
+            f"{b['active']:,.0f} on the heap while its ids are remembered",
             flush=True,
         )
     arrivals = args.ttl_users * 8

@@ -14,7 +14,7 @@ for an event older than the longest window is ignored.
 
 >>> w = RiskWindow()
 >>> for k in range(4):
-...     w.add_event(1.0 * DAY + k)          # four events on day 1
+...     _ = w.add_event(1.0 * DAY + k)      # four events on day 1
 >>> w.apply_label("e1", 1.0 * DAY, True, label_time=3.5 * DAY)
 True
 >>> w.apply_label("e1", 1.0 * DAY, True, label_time=3.5 * DAY)   # a duplicate
@@ -28,17 +28,19 @@ False
 
 from __future__ import annotations
 
+import bisect
+import functools
 import math
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, cast
 
 import msgspec
 
 from operators.features import Featured
 from operators.labels import KnownLabel
 
-__all__ = ["DAY", "RiskConfig", "RiskWindow", "risk_feature_names", "update_window"]
+__all__ = ["DAY", "LegacyRiskWindow", "RiskConfig", "RiskWindow", "risk_feature_names", "update_window"]
 
 DAY = 86_400.0
 
@@ -80,33 +82,55 @@ def _fraud_at(timeline: Timeline, ts: float) -> bool:
     return status
 
 
-class RiskWindow(msgspec.Struct, dict=True, array_like=True):
+_DAY_COUNT = struct.Struct("=ii")
+"""One day of :attr:`RiskWindow.days`: the day (since the epoch, UTC) and its event count."""
+
+
+class RiskWindow(msgspec.Struct, array_like=True):
     """One entity's daily event counts and labelled frauds (small; msgpack-able as is).
 
-    ``version`` (bumped by every change that can alter features already
-    computed, not by today's events) and ``cache`` (the last features computed,
-    with their window end, version, prefix and bounding label times) are plain
-    attributes, not fields: snapshots leave them out.
+    The days are packed, 8 bytes each, and the frauds dict exists only once a fraud
+    label came: a user's window with events on one day takes about 120 bytes (a dict of
+    days, an empty frauds dict and the last features kept for reuse took about 1,800;
+    ``python -m bench.state_memory``).
     """
 
-    days: dict[int, int] = {}
-    frauds: dict[int, dict[str, Timeline]] = {}
+    days: bytes = b""
+    """Event counts per day, packed as ``(day, count)`` pairs of native int32 in ascending
+    day order (:meth:`day_counts` reads them)."""
+    frauds: dict[int, dict[str, Timeline]] | None = None
     """Day of the event -> event_id -> its labels, for events with a fraud label."""
-    latest_day: int | None = None
     touched_at: float = 0.0
     """Wall-clock time of the last update, for idle eviction."""
 
-    version = 0
-    cache = cast("tuple[Any, ...] | None", None)
+    @property
+    def latest_day(self) -> int | None:
+        """The latest day with an event (eviction never drops it)."""
+        d = self.days
+        return _DAY_COUNT.unpack_from(d, len(d) - _DAY_COUNT.size)[0] if d else None
 
-    def add_event(self, ts: float, config: RiskConfig = RiskConfig()) -> None:
+    def day_counts(self) -> dict[int, int]:
+        """Events per day, as a dict."""
+        return dict(_DAY_COUNT.iter_unpack(self.days))
+
+    def add_event(self, ts: float, config: RiskConfig = RiskConfig()) -> bool:
+        """Count one event at ``ts``; True when older days were evicted."""
         day = int(ts // DAY)
-        self.days[day] = self.days.get(day, 0) + 1
-        if self.latest_day is None or day > self.latest_day:
-            self.latest_day = day
-            self._evict(config)
-        if self.cache is not None and day < self.cache[0]:
-            self.version += 1  # a late event inside the window of the cached features
+        d = self.days
+        size = _DAY_COUNT.size
+        pairs = memoryview(d).cast("i")
+        days = pairs[0::2]
+        n = len(days)
+        if n and days[n - 1] == day:  # the usual case: another event of the latest day
+            self.days = d[: len(d) - size] + _DAY_COUNT.pack(day, pairs[2 * n - 1] + 1)
+            return False
+        i = bisect.bisect_left(days, day)
+        if i < n and days[i] == day:
+            self.days = d[: i * size] + _DAY_COUNT.pack(day, pairs[2 * i + 1] + 1) + d[(i + 1) * size :]
+            return False
+        del days, pairs
+        self.days = d[: i * size] + _DAY_COUNT.pack(day, 1) + d[i * size :]
+        return i == n and self._evict(day, config)
 
     def apply_label(
         self,
@@ -123,88 +147,115 @@ class RiskWindow(msgspec.Struct, dict=True, array_like=True):
         make the state grow with traffic.
         """
         day = int(event_ts // DAY)
-        if self.latest_day is not None and day < self.latest_day - config.retention_days:
+        latest = self.latest_day
+        if latest is not None and day < latest - config.retention_days:
             return False
-        on_day = self.frauds.get(day)
+        frauds = self.frauds
+        on_day = frauds.get(day) if frauds else None
         timeline = on_day.get(event_id) if on_day else None
         if timeline is None and not is_fraud:
             return False
         entry = (label_time, is_fraud)
         if timeline is not None and entry in timeline:
             return False
-        self.frauds.setdefault(day, {})[event_id] = tuple(sorted((*(timeline or ()), entry)))
+        if frauds is None:
+            frauds = self.frauds = {}
+        frauds.setdefault(day, {})[event_id] = tuple(sorted((*(timeline or ()), entry)))
         self._cap(config)
-        self.version += 1
         return True
 
     def features(
         self, ts: float, config: RiskConfig = RiskConfig(), prefix: str = ""
     ) -> dict[str, float | None]:
         """Counts and fraud share per window for an event at ``ts`` (shares ``None`` without events),
-        named ``<prefix><name>``.
+        named ``<prefix><name>``."""
+        return self.features_until(ts, config, prefix)[2]
 
-        The answer depends only on closed days and on which labels are known at
-        ``ts``, so it is cached: events of the same day reuse it until a label
-        time is crossed or a label or a late event changes the window. The
-        returned dict is shared: do not change it.
-        """
+    def features_until(
+        self, ts: float, config: RiskConfig, prefix: str
+    ) -> tuple[float, float, dict[str, float | None]]:
+        """:meth:`features`, and the event times ``[lo, hi)`` of ``ts``'s day over which they
+        hold as long as the window does not change: the answer depends only on closed days
+        and on which labels are known, so the events of one day share it until a label time
+        is crossed (:func:`update_window` reuses it)."""
         end = int(ts // DAY) - config.label_delay_days
-        c = self.cache
-        if c is not None and c[0] == end and c[1] == self.version and c[2] <= ts < c[3] and c[4] == prefix:
-            result: dict[str, float | None] = c[5]
-            return result
         longest = max(config.windows)
         events = [0] * (longest + 1)
         frauds = [0] * (longest + 1)
-        for day, n in self.days.items():
-            back = end - day
-            if 1 <= back <= longest:
-                events[back] += n
+        pairs = memoryview(self.days).cast("i")
+        days = pairs[0::2]
+        first = bisect.bisect_left(days, end - longest)
+        for i in range(first, bisect.bisect_left(days, end, first)):
+            events[end - days[i]] += pairs[2 * i + 1]
         lo, hi = -math.inf, math.inf
-        for day, labelled in self.frauds.items():
-            back = end - day
-            if 1 <= back <= longest:
-                for timeline in labelled.values():
-                    for label_time, _ in timeline:
-                        if label_time <= ts:
-                            lo = max(lo, label_time)
-                        else:
-                            hi = min(hi, label_time)
-                    frauds[back] += _fraud_at(timeline, ts)
+        if self.frauds:
+            for day, labelled in self.frauds.items():
+                back = end - day
+                if 1 <= back <= longest:
+                    for timeline in labelled.values():
+                        for label_time, _ in timeline:
+                            if label_time <= ts:
+                                lo = max(lo, label_time)
+                            else:
+                                hi = min(hi, label_time)
+                        frauds[back] += _fraud_at(timeline, ts)
         out: dict[str, float | None] = {}
-        for w in config.windows:
+        for w, (events_name, frauds_name, share_name) in zip(
+            config.windows, _names(prefix, config.windows), strict=True
+        ):
             n_events = sum(events[1 : w + 1])
             n_frauds = sum(frauds[1 : w + 1])
-            out[f"{prefix}events_{w}d"] = n_events
-            out[f"{prefix}frauds_{w}d"] = n_frauds
-            out[f"{prefix}fraud_share_{w}d"] = n_frauds / n_events if n_events else None
-        self.cache = (end, self.version, lo, hi, prefix, out)
-        return out
+            out[events_name] = n_events
+            out[frauds_name] = n_frauds
+            out[share_name] = n_frauds / n_events if n_events else None
+        return lo, hi, out
 
-    def _evict(self, config: RiskConfig) -> None:
-        assert self.latest_day is not None
-        oldest = self.latest_day - config.retention_days
-        old = [d for d in self.days if d < oldest]
-        for day in old:
-            del self.days[day]
-        old_frauds = [d for d in self.frauds if d < oldest]
-        for day in old_frauds:
-            del self.frauds[day]
-        if old or old_frauds:
-            self.version += 1
+    def _evict(self, latest: int, config: RiskConfig) -> bool:
+        oldest = latest - config.retention_days
+        d = self.days
+        cut = bisect.bisect_left(memoryview(d).cast("i")[0::2], oldest)
+        if cut:
+            self.days = d[cut * _DAY_COUNT.size :]
+        evicted = cut > 0
+        if frauds := self.frauds:
+            old = [day for day in frauds if day < oldest]
+            for day in old:
+                del frauds[day]
+            evicted = evicted or bool(old)
+        return evicted
 
     def _cap(self, config: RiskConfig) -> None:
-        while sum(len(v) for v in self.frauds.values()) > config.max_frauds and len(self.frauds) > 1:
-            del self.frauds[min(self.frauds)]
+        frauds = self.frauds
+        while frauds and sum(len(v) for v in frauds.values()) > config.max_frauds and len(frauds) > 1:
+            del frauds[min(frauds)]
 
     def snapshot(self) -> RiskWindow:
         """An independent copy for Bytewax's recovery store."""
         return RiskWindow(
-            dict(self.days),
-            {day: dict(v) for day, v in self.frauds.items()},
-            self.latest_day,
+            self.days,
+            {day: dict(v) for day, v in self.frauds.items()} if self.frauds is not None else None,
             self.touched_at,
         )
+
+
+class LegacyRiskWindow(msgspec.Struct, array_like=True):
+    """:class:`RiskWindow` as snapshots before the packed days hold it; :meth:`upgrade`."""
+
+    days: dict[int, int] = {}
+    frauds: dict[int, dict[str, Timeline]] = {}
+    latest_day: int | None = None
+    touched_at: float = 0.0
+
+    def upgrade(self) -> RiskWindow:
+        packed = b"".join(_DAY_COUNT.pack(day, n) for day, n in sorted(self.days.items()))
+        return RiskWindow(packed, self.frauds or None, self.touched_at)
+
+
+@functools.cache
+def _names(prefix: str, windows: tuple[int, ...]) -> tuple[tuple[str, str, str], ...]:
+    return tuple(
+        (f"{prefix}events_{w}d", f"{prefix}frauds_{w}d", f"{prefix}fraud_share_{w}d") for w in windows
+    )
 
 
 def update_window(
@@ -218,14 +269,25 @@ def update_window(
     ``features.risk`` in place.
     """
     out = []
+    # labels first: the features reused below are computed after every label of the call
     ordered = sorted(items, key=lambda i: -math.inf if isinstance(i, KnownLabel) else i.accepted.ts)
+    prefix = f"{kind}_"
+    delay = config.label_delay_days
+    end: int | None = None
+    lo, hi = 0.0, 0.0
+    features: dict[str, float | None] = {}
     for item in ordered:
         if isinstance(item, KnownLabel):
             lab = item.label
             window.apply_label(lab.event_id, item.ref.event_ts, lab.is_fraud, lab.label_ts, config)
             continue
         ts = item.accepted.ts
-        item.features.risk.update(window.features(ts, config, f"{kind}_"))
-        window.add_event(ts, config)
+        day = int(ts // DAY)
+        if end != day - delay or not lo <= ts < hi:
+            lo, hi, features = window.features_until(ts, config, prefix)
+            end = day - delay
+        item.features.risk.update(features)
+        if window.add_event(ts, config) or day < end:
+            end = None  # an eviction, or a late event inside the window: compute again
         out.append(item)
     return out

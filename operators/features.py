@@ -11,14 +11,14 @@ import bisect
 import math
 import re
 from collections.abc import Callable, Sequence
-from operator import attrgetter
+from math import isnan
 
 import msgspec
 import numpy as np
 
 from operators.events import TransactionEvent
 from operators.geo import haversine_km
-from operators.state import LARGE, ODD_HOUR, Seen, StateLimits, UserState
+from operators.state import LARGE, ODD_HOUR, Seen, StateLimits, UserState, columns
 from operators.validation import Accepted
 
 __all__ = [
@@ -101,10 +101,6 @@ FEATURE_NAMES: tuple[str, ...] = (
 )
 """Columns of the unsupervised models' matrix, in order."""
 
-_TS = attrgetter("ts")
-_AMOUNT = attrgetter("amount")
-_FLAGS = attrgetter("flags")
-
 LARGE_RANK = 0.9
 """``amount_rank`` from which an event counts as large for its user."""
 ODD_SHARE = 1.0 / 12.0
@@ -123,37 +119,39 @@ def compute_features(
     Window counts include the event itself; history statistics exclude it.
     ``velocity_window_s`` is the window of ``velocity_events`` (the velocity rule's).
     """
-    prior = state.before(ts)
-    last = prior[-1] if prior else None
-    amounts = [s.amount for s in prior[-10:]]
+    times, amounts_all, lats, lons, flag_col = columns(state.recent)
+    n = bisect.bisect_right(times, ts)  # the events before this one (at or before ts)
+    amounts = amounts_all[max(0, n - 10) : n].tolist()
     distance = since_loc = speed = None
     if event.location is not None:
-        for seen in reversed(prior):
-            if seen.lat is not None and seen.lon is not None:
-                distance = haversine_km(seen.lat, seen.lon, event.location.latitude, event.location.longitude)
-                since_loc = ts - seen.ts
+        for i in range(n - 1, -1, -1):
+            lat, lon = lats[i], lons[i]
+            if not (isnan(lat) or isnan(lon)):  # the event had a location
+                distance = haversine_km(lat, lon, event.location.latitude, event.location.longitude)
+                since_loc = ts - times[i]
                 speed = distance / max(since_loc / 3600.0, 1.0 / 60.0)
                 break
     std = state.std
     local = event.timestamp
     mean = sum(amounts) / len(amounts) if amounts else None
-    day_start = bisect.bisect_right(prior, ts - 86_400.0, key=_TS)
-    spend = event.amount + sum(map(_AMOUNT, prior[day_start:]))
+    day_start = bisect.bisect_right(times, ts - 86_400.0, 0, n)
+    spend = event.amount + sum(amounts_all[day_start:n])
     rank = state.amount_rank(event.amount)
     share = state.hour_share(local.hour)
-    recent_start = bisect.bisect_right(prior, ts - RECENT_S, key=_TS)
-    flags = _habit_flags(rank, share) + sum(map(_FLAGS, prior[recent_start:]))
+    recent_start = bisect.bisect_right(times, ts - RECENT_S, 0, n)
+    flags = _habit_flags(rank, share) + int(sum(flag_col[recent_start:n]))
+    last_ts = times[n - 1] if n else None
     return Features(
         amount=event.amount,
         hour_of_day=local.hour,
         day_of_week=local.weekday(),
-        days_since_last_event=(ts - last.ts) / 86_400.0 if last else None,
+        days_since_last_event=(ts - last_ts) / 86_400.0 if last_ts is not None else None,
         amount_mean_10=mean,
         amount_std_10=_pstdev(amounts, mean) if mean is not None and len(amounts) > 1 else None,
-        events_10m=1 + _count_since(prior, ts - 600.0),
-        events_1h=1 + _count_since(prior, ts - 3600.0),
-        events_24h=len(prior) - day_start + 1,
-        velocity_events=1 + _count_since(prior, ts - velocity_window_s),
+        events_10m=n - bisect.bisect_right(times, ts - 600.0, 0, n) + 1,
+        events_1h=n - bisect.bisect_right(times, ts - 3600.0, 0, n) + 1,
+        events_24h=n - day_start + 1,
+        velocity_events=n - bisect.bisect_right(times, ts - velocity_window_s, 0, n) + 1,
         distance_km=distance,
         seconds_since_last_location=since_loc,
         speed_kmh=speed,
@@ -218,11 +216,6 @@ def _pstdev(values: Sequence[float], mean: float) -> float:
     """Population standard deviation in floats (``statistics.pstdev`` is exact,
     through fractions, and was the job's biggest single cost per event)."""
     return math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
-
-
-def _count_since(prior: list[Seen], start: float) -> int:
-    """Number of entries in time-sorted ``prior`` strictly after ``start``."""
-    return len(prior) - bisect.bisect_right(prior, start, key=_TS)
 
 
 def is_risk_feature(name: str) -> bool:

@@ -30,11 +30,11 @@ from typing import Any
 import msgspec
 
 from operators.dedup import DedupConfig, SeenEvents, admit
-from operators.entity_risk import RiskConfig, RiskWindow, update_window
+from operators.entity_risk import LegacyRiskWindow, RiskConfig, RiskWindow, update_window
 from operators.events import TransactionEvent
 from operators.features import Featured, update_profile
 from operators.labels import KnownLabel
-from operators.state import StateLimits, UserState
+from operators.state import LegacyUserState, StateLimits, UserState
 from operators.validation import Accepted, DeadLetter
 
 __all__ = [
@@ -65,6 +65,8 @@ class UserShardConfig:
 
 
 _UserShardSnapshot = tuple[dict[str, UserState], dict[str, RiskWindow], bytes]
+_LegacyUserShardSnapshot = tuple[dict[str, LegacyUserState], dict[str, LegacyRiskWindow], bytes]
+"""Snapshots written before user events and window days were packed (restored and upgraded)."""
 
 
 def _sweep(table: dict[str, Any], before: float) -> int:
@@ -124,7 +126,12 @@ class UserShard:
 
     @classmethod
     def restore(cls, data: bytes) -> UserShard:
-        users, windows, seen = msgspec.msgpack.decode(data, type=_UserShardSnapshot)
+        try:
+            users, windows, seen = msgspec.msgpack.decode(data, type=_UserShardSnapshot)
+        except msgspec.ValidationError:
+            old_users, old_windows, seen = msgspec.msgpack.decode(data, type=_LegacyUserShardSnapshot)
+            users = {key: state.upgrade() for key, state in old_users.items()}
+            windows = {key: window.upgrade() for key, window in old_windows.items()}
         shard = cls()
         shard.users = users
         shard.windows = windows
@@ -194,5 +201,9 @@ class EntityShard:
     @classmethod
     def restore(cls, data: bytes) -> EntityShard:
         shard = cls()
-        shard.windows = msgspec.msgpack.decode(data, type=dict[str, RiskWindow])
+        try:
+            shard.windows = msgspec.msgpack.decode(data, type=dict[str, RiskWindow])
+        except msgspec.ValidationError:
+            old = msgspec.msgpack.decode(data, type=dict[str, LegacyRiskWindow])
+            shard.windows = {key: window.upgrade() for key, window in old.items()}
         return shard

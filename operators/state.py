@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import struct
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -26,15 +27,18 @@ import msgspec
 
 __all__ = [
     "AMOUNT_BINS",
+    "FIELDS",
     "HABIT_CAP",
     "HOUR_BANDS",
     "LARGE",
     "MIN_HABIT",
     "ODD_HOUR",
+    "LegacyUserState",
     "Seen",
     "StateLimits",
     "UserState",
     "amount_bin",
+    "columns",
 ]
 
 AMOUNT_BINS = 16
@@ -57,7 +61,8 @@ counts both at once: ``total & 0xFFFF`` large ones, ``total >> 16`` odd-hour one
 
 
 class Seen(NamedTuple):
-    """What the state keeps of one past event (event time in epoch seconds)."""
+    """What the state keeps of one past event (event time in epoch seconds); stored
+    packed (:attr:`UserState.recent`)."""
 
     ts: float
     amount: float
@@ -65,6 +70,27 @@ class Seen(NamedTuple):
     lon: float | None = None
     flags: int = 0
     """``LARGE`` | ``ODD_HOUR``: how the event stood against the user's habits when made."""
+
+
+FIELDS = len(Seen._fields)
+"""Doubles per event in :attr:`UserState.recent`: ``ts, amount, lat, lon, flags``."""
+_PACK = struct.Struct(f"={FIELDS}d")
+_NAN = math.nan
+
+
+def columns(
+    recent: bytes,
+) -> tuple[memoryview[float], memoryview[float], memoryview[float], memoryview[float], memoryview[float]]:
+    """Views of packed ``recent`` events, one per :class:`Seen` field (a missing location is
+    NaN). No copy: a view slices and sums as a list of floats does, in C.
+
+    >>> s = UserState()
+    >>> s.push(Seen(60.0, 30.0)); s.push(Seen(0.0, 10.0, 40.7, -74.0, 1))
+    >>> [c.tolist() for c in columns(s.recent)]
+    [[0.0, 60.0], [10.0, 30.0], [40.7, nan], [-74.0, nan], [1.0, 0.0]]
+    """
+    v = memoryview(recent).cast("d")
+    return v[0::FIELDS], v[1::FIELDS], v[2::FIELDS], v[3::FIELDS], v[4::FIELDS]
 
 
 def amount_bin(amount: float) -> int:
@@ -98,15 +124,20 @@ class UserState(msgspec.Struct, array_like=True):
     """One user's history, as the features and rules need it (a msgspec struct:
     a shard's snapshot encodes it natively)."""
 
-    recent: list[Seen] = []
+    recent: bytes = b""
+    """The recent events in event-time order, packed: :data:`FIELDS` doubles each (40 bytes;
+    a missing location is NaN), read through :func:`columns`. A list of ``Seen`` tuples took
+    about 180 bytes an event in memory."""
     count: int = 0
     mean: float = 0.0
     m2: float = 0.0
-    devices: list[str] = []
+    devices: tuple[str, ...] = ()
+    """The devices used, least recently used first (a tuple: one object, rebuilt only when
+    the order changes)."""
     first_seen: float | None = None
     touched_at: float = 0.0
     """Wall-clock time of the last update, for idle eviction."""
-    habits: bytearray = bytearray()
+    habits: bytes = b""
     """Amount histogram (``AMOUNT_BINS`` counts) then local-hour histogram (``HOUR_BANDS``
     counts), one byte each, once the user has an event: 24 bytes in memory and snapshots."""
 
@@ -136,49 +167,89 @@ class UserState(msgspec.Struct, array_like=True):
     def learn_habits(self, amount: float, hour: int) -> None:
         """Count one event in both histograms, halving both when together they pass
         twice ``HABIT_CAP``."""
-        h = self.habits
-        if not h:
-            h = self.habits = bytearray(AMOUNT_BINS + HOUR_BANDS)
+        h = bytearray(self.habits or AMOUNT_BINS + HOUR_BANDS)
         h[amount_bin(amount)] += 1
         h[AMOUNT_BINS + hour // 3] += 1
-        if sum(h) > 2 * HABIT_CAP:
-            self.habits = bytearray((c + 1) >> 1 for c in h)
+        self.habits = bytes((c + 1) >> 1 for c in h) if sum(h) > 2 * HABIT_CAP else bytes(h)
+
+    def history(self) -> list[Seen]:
+        """The recent events, oldest first (a missing location is None)."""
+        return [
+            Seen(ts, amount, None if math.isnan(lat) else lat, None if math.isnan(lon) else lon, int(flags))
+            for ts, amount, lat, lon, flags in _PACK.iter_unpack(self.recent)
+        ]
 
     def before(self, ts: float) -> list[Seen]:
         """Recent events at or before ``ts``, oldest first."""
-        return self.recent[: bisect.bisect_right(self.recent, ts, key=lambda s: s.ts)]
+        return self.history()[: bisect.bisect_right(columns(self.recent)[0], ts)]
 
     def push(self, seen: Seen, device_id: str | None = None, limits: StateLimits = StateLimits()) -> None:
         """Add one event; keeps ``recent`` sorted by event time even when out of order."""
-        bisect.insort(self.recent, seen, key=lambda s: s.ts)
+        rec = self.recent
+        times = columns(rec)[0]
+        at = bisect.bisect_right(times, seen.ts) * _PACK.size
+        packed = _PACK.pack(
+            seen.ts,
+            seen.amount,
+            _NAN if seen.lat is None else seen.lat,
+            _NAN if seen.lon is None else seen.lon,
+            seen.flags,
+        )
+        rec = rec + packed if at == len(rec) else rec[:at] + packed + rec[at:]
+        times = columns(rec)[0]
+        n = len(times)
+        keep_from = max(bisect.bisect_left(times, times[n - 1] - limits.window_s), n - limits.max_events)
+        del times
+        self.recent = rec[keep_from * _PACK.size :] if keep_from > 0 else rec
         self.count += 1
         delta = seen.amount - self.mean
         self.mean += delta / self.count
         self.m2 += delta * (seen.amount - self.mean)
         if self.first_seen is None or seen.ts < self.first_seen:
             self.first_seen = seen.ts
-        if device_id is not None:
-            if device_id in self.devices:
-                self.devices.remove(device_id)
-            self.devices.append(device_id)
-            del self.devices[: -limits.max_devices]
-        self.evict_before(self.recent[-1].ts - limits.window_s)
-        del self.recent[: -limits.max_events]
-
-    def evict_before(self, ts: float) -> None:
-        """Forget recent events older than ``ts`` (running stats are kept)."""
-        cut = bisect.bisect_left(self.recent, ts, key=lambda s: s.ts)
-        del self.recent[:cut]
+        devices = self.devices
+        if device_id is not None and (not devices or devices[-1] != device_id):
+            self.devices = (*(d for d in devices if d != device_id), device_id)[-limits.max_devices :]
 
     def snapshot(self) -> UserState:
         """An independent copy, safe to hand to Bytewax's recovery store."""
         return UserState(
-            list(self.recent),
+            self.recent,
             self.count,
             self.mean,
             self.m2,
-            list(self.devices),
+            self.devices,
             self.first_seen,
             self.touched_at,
-            bytearray(self.habits),
+            self.habits,
+        )
+
+
+class LegacyUserState(msgspec.Struct, array_like=True):
+    """:class:`UserState` as snapshots before the packed ``recent`` hold it (a list of
+    ``Seen``); :meth:`upgrade` turns one into the current layout."""
+
+    recent: list[Seen] = []
+    count: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+    devices: list[str] = []
+    first_seen: float | None = None
+    touched_at: float = 0.0
+    habits: bytearray = bytearray()
+
+    def upgrade(self) -> UserState:
+        packed = b"".join(
+            _PACK.pack(ts, amount, _NAN if lat is None else lat, _NAN if lon is None else lon, flags)
+            for ts, amount, lat, lon, flags in self.recent
+        )
+        return UserState(
+            packed,
+            self.count,
+            self.mean,
+            self.m2,
+            tuple(self.devices),
+            self.first_seen,
+            self.touched_at,
+            bytes(self.habits),
         )

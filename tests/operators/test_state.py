@@ -1,10 +1,11 @@
 import pickle
 
 import msgspec
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from operators.state import Seen, StateLimits, UserState
+from operators.state import LegacyUserState, Seen, StateLimits, UserState
 
 
 def test_running_mean_and_std_match_batch_statistics():
@@ -21,7 +22,7 @@ def test_recent_is_sorted_even_when_events_arrive_out_of_order():
     s = UserState()
     for ts in (100.0, 50.0, 75.0):
         s.push(Seen(ts, 1.0))
-    assert [x.ts for x in s.recent] == [50.0, 75.0, 100.0]
+    assert [x.ts for x in s.history()] == [50.0, 75.0, 100.0]
     assert [x.ts for x in s.before(75.0)] == [50.0, 75.0]
     assert s.first_seen == 50.0
 
@@ -32,7 +33,7 @@ def test_events_older_than_the_window_are_evicted():
     s.push(Seen(0.0, 1.0), limits=limits)
     s.push(Seen(3000.0, 1.0), limits=limits)
     s.push(Seen(4000.0, 1.0), limits=limits)
-    assert [x.ts for x in s.recent] == [3000.0, 4000.0]
+    assert [x.ts for x in s.history()] == [3000.0, 4000.0]
     assert s.count == 3  # running statistics keep the whole history
 
 
@@ -41,7 +42,7 @@ def test_devices_are_bounded_least_recently_used_first_out():
     s = UserState()
     for i, d in enumerate(["a", "b", "a", "c"]):
         s.push(Seen(float(i), 1.0), device_id=d, limits=limits)
-    assert s.devices == ["a", "c"]
+    assert s.devices == ("a", "c")
 
 
 def test_snapshot_is_independent_and_picklable():
@@ -49,7 +50,7 @@ def test_snapshot_is_independent_and_picklable():
     s.push(Seen(1.0, 5.0, 40.0, -70.0), device_id="d")
     snap = s.snapshot()
     s.push(Seen(2.0, 5.0), device_id="e")
-    assert len(snap.recent) == 1 and snap.devices == ["d"]
+    assert len(snap.history()) == 1 and snap.devices == ("d",)
     assert pickle.loads(pickle.dumps(snap)) == snap
 
 
@@ -64,10 +65,11 @@ def test_state_size_is_bounded_whatever_the_input(pushes):
     s = UserState()
     for ts, amount, device in pushes:
         s.push(Seen(ts, amount), device_id=device, limits=limits)
-        assert len(s.recent) <= 16
+        recent = s.history()
+        assert len(recent) <= 16 and len(s.recent) == 40 * len(recent)
         assert len(s.devices) <= 4
-        assert s.recent == sorted(s.recent, key=lambda x: x.ts)
-        assert s.recent[-1].ts - s.recent[0].ts <= 3600.0
+        assert recent == sorted(recent, key=lambda x: x.ts)
+        assert recent[-1].ts - recent[0].ts <= 3600.0
     assert s.count == len(pushes)
 
 
@@ -105,5 +107,25 @@ def test_habit_counts_always_fit_a_byte(pushes):
 
 def test_a_snapshot_from_before_the_habits_decodes_with_empty_habits():
     old = msgspec.msgpack.encode([[[1.0, 5.0, None, None]], 1, 5.0, 0.0, ["d"], 1.0, 2.0])
-    s = msgspec.msgpack.decode(old, type=UserState)
-    assert s.recent == [Seen(1.0, 5.0)] and not s.habits and s.amount_rank(5.0) is None
+    s = msgspec.msgpack.decode(old, type=LegacyUserState).upgrade()
+    assert s.history() == [Seen(1.0, 5.0)] and not s.habits and s.amount_rank(5.0) is None
+
+
+def test_a_snapshot_with_recent_events_as_a_list_upgrades_to_the_packed_layout():
+    old = msgspec.msgpack.encode(
+        [[[1.0, 5.0, 40.0, -70.0, 1], [2.0, 6.0, None, None, 0]], 2, 5.5, 0.5, ["d"], 1.0, 2.0, bytes(24)]
+    )
+    s = msgspec.msgpack.decode(old, type=LegacyUserState).upgrade()
+    assert s.history() == [Seen(1.0, 5.0, 40.0, -70.0, 1), Seen(2.0, 6.0)]
+    assert (s.count, s.mean, s.devices, len(s.habits)) == (2, 5.5, ("d",), 24)
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.msgpack.decode(old, type=UserState)
+
+
+def test_recent_events_take_forty_bytes_each_and_round_trip_through_a_snapshot():
+    s = UserState()
+    s.push(Seen(2.0, 7.5, 51.5, -0.1, 1 << 16), device_id="d")
+    s.push(Seen(1.0, 3.0), device_id="d")
+    assert len(s.recent) == 80
+    back = msgspec.msgpack.decode(msgspec.msgpack.encode(s), type=UserState)
+    assert back.history() == [Seen(1.0, 3.0), Seen(2.0, 7.5, 51.5, -0.1, 1 << 16)]

@@ -32,7 +32,7 @@ import bisect
 import functools
 import math
 import struct
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import msgspec
@@ -179,17 +179,25 @@ class RiskWindow(msgspec.Struct, array_like=True):
         and on which labels are known, so the events of one day share it until a label time
         is crossed (:func:`update_window` reuses it)."""
         end = int(ts // DAY) - config.label_delay_days
-        longest = max(config.windows)
-        events = [0] * (longest + 1)
-        frauds = [0] * (longest + 1)
+        windows = config.windows
+        longest = max(windows)
         pairs = memoryview(self.days).cast("i")
         days = pairs[0::2]
         first = bisect.bisect_left(days, end - longest)
-        for i in range(first, bisect.bisect_left(days, end, first)):
-            events[end - days[i]] += pairs[2 * i + 1]
+        stop = bisect.bisect_left(days, end, first)
+        frauds = self.frauds
+        if first == stop and not frauds:  # nothing in any window (a user's first days)
+            return -math.inf, math.inf, _empty(prefix, windows)
+        events = [0] * len(windows)
+        fraud_counts = [0] * len(windows)
+        for i in range(first, stop):
+            back, n = end - days[i], pairs[2 * i + 1]
+            for j, w in enumerate(windows):
+                if back <= w:
+                    events[j] += n
         lo, hi = -math.inf, math.inf
-        if self.frauds:
-            for day, labelled in self.frauds.items():
+        if frauds:
+            for day, labelled in frauds.items():
                 back = end - day
                 if 1 <= back <= longest:
                     for timeline in labelled.values():
@@ -198,13 +206,14 @@ class RiskWindow(msgspec.Struct, array_like=True):
                                 lo = max(lo, label_time)
                             else:
                                 hi = min(hi, label_time)
-                        frauds[back] += _fraud_at(timeline, ts)
+                        if _fraud_at(timeline, ts):
+                            for j, w in enumerate(windows):
+                                if back <= w:
+                                    fraud_counts[j] += 1
         out: dict[str, float | None] = {}
-        for w, (events_name, frauds_name, share_name) in zip(
-            config.windows, _names(prefix, config.windows), strict=True
+        for (events_name, frauds_name, share_name), n_events, n_frauds in zip(
+            _names(prefix, windows), events, fraud_counts, strict=True
         ):
-            n_events = sum(events[1 : w + 1])
-            n_frauds = sum(frauds[1 : w + 1])
             out[events_name] = n_events
             out[frauds_name] = n_frauds
             out[share_name] = n_frauds / n_events if n_events else None
@@ -213,10 +222,13 @@ class RiskWindow(msgspec.Struct, array_like=True):
     def _evict(self, latest: int, config: RiskConfig) -> bool:
         oldest = latest - config.retention_days
         d = self.days
-        cut = bisect.bisect_left(memoryview(d).cast("i")[0::2], oldest)
-        if cut:
+        pairs = memoryview(d).cast("i")
+        evicted = False
+        if pairs[0] < oldest:  # the usual case, not: nothing to drop
+            cut = bisect.bisect_left(pairs[0::2], oldest)
+            del pairs
             self.days = d[cut * _DAY_COUNT.size :]
-        evicted = cut > 0
+            evicted = True
         if frauds := self.frauds:
             old = [day for day in frauds if day < oldest]
             for day in old:
@@ -252,6 +264,14 @@ class LegacyRiskWindow(msgspec.Struct, array_like=True):
 
 
 @functools.cache
+def _empty(prefix: str, windows: tuple[int, ...]) -> dict[str, float | None]:
+    """The features of a window with nothing in it (shared: do not change it)."""
+    return {
+        name: (None if k == 2 else 0) for names in _names(prefix, windows) for k, name in enumerate(names)
+    }
+
+
+@functools.cache
 def _names(prefix: str, windows: tuple[int, ...]) -> tuple[tuple[str, str, str], ...]:
     return tuple(
         (f"{prefix}events_{w}d", f"{prefix}frauds_{w}d", f"{prefix}fraud_share_{w}d") for w in windows
@@ -259,7 +279,7 @@ def _names(prefix: str, windows: tuple[int, ...]) -> tuple[tuple[str, str, str],
 
 
 def update_window(
-    window: RiskWindow, items: Iterable[Featured | KnownLabel], kind: str, config: RiskConfig
+    window: RiskWindow, items: Sequence[Featured | KnownLabel], kind: str, config: RiskConfig
 ) -> list[Featured]:
     """Apply labels, then events in event-time order; events come back with their risk features.
 
@@ -270,7 +290,11 @@ def update_window(
     """
     out = []
     # labels first: the features reused below are computed after every label of the call
-    ordered = sorted(items, key=lambda i: -math.inf if isinstance(i, KnownLabel) else i.accepted.ts)
+    ordered = (
+        sorted(items, key=lambda i: -math.inf if isinstance(i, KnownLabel) else i.accepted.ts)
+        if len(items) > 1
+        else items
+    )
     prefix = f"{kind}_"
     delay = config.label_delay_days
     end: int | None = None

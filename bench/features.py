@@ -6,6 +6,8 @@ and what moving events between processes costs.
 Events from the generated workload, decoded once, are run through
 :func:`operators.features.update_profile` in event-time order against fresh
 states: the per-event Python the user shard step runs for every event. Then the
+whole user shards (id memory, state, features, the user's risk window) and the
+merchant and device windows, in batches of 1,000 split by shard. Then the
 rules on the featured events: the built-in rules alone, and with three custom
 rules (safe expressions, :mod:`operators.rulesets`) as the scoring step runs
 them. Last, the items that cross to another process at a keyed step (with
@@ -29,10 +31,12 @@ import time
 
 from apps.replay.workload import generate
 from flows.runner import GC_THRESHOLDS
+from operators.entity_risk import RiskConfig
 from operators.events import TransactionEvent, decode_event
 from operators.features import Featured, update_profile
 from operators.rules import RuleContext
 from operators.rulesets import RuleSet, RuleSetDocument
+from operators.shards import EntityShard, UserShard, UserShardConfig, shard_of
 from operators.state import StateLimits, UserState
 from operators.validation import Accepted
 
@@ -73,6 +77,7 @@ def _run(args: argparse.Namespace) -> dict[str, float]:
     result = {"events": float(len(accepted)), "us_per_event": statistics.median(runs)}
     n = len(accepted)
     print(f"update_profile: {result['us_per_event']:.2f} µs/event (median of {args.repeats}, {n:,} events)")
+    result.update(_shards(accepted, args.repeats))
     featured: list[Featured] = []
     states = {}
     for acc in accepted:
@@ -98,6 +103,55 @@ def _run(args: argparse.Namespace) -> dict[str, float]:
             result[key] = _round_trip(items, args.repeats, size)
             print(f"  in lists of {size}: {result[key]:.2f} µs/event")
     return result
+
+
+def _shards(accepted: list[Accepted], repeats: int, shards: int = 64, batch: int = 1000) -> dict[str, float]:
+    """µs per event of the user shards (id memory, state and features, user risk window)
+    and of the merchant and device windows, fed batches of ``batch`` events split by
+    shard as the job's steps split them (the median of ``repeats`` fresh runs)."""
+    config = UserShardConfig(risk=RiskConfig())
+    keys = (("merchant", _merchant_of), ("device", _device_of))
+    users_us, windows_us = [], []
+    for _ in range(repeats):
+        users = [UserShard() for _ in range(shards)]
+        entities = {kind: [EntityShard() for _ in range(shards)] for kind, _ in keys}
+        t_users = t_windows = 0.0
+        for start in range(0, len(accepted), batch):
+            parts: dict[int, list[Accepted]] = {}
+            for acc in accepted[start : start + batch]:
+                parts.setdefault(int(shard_of(acc.event.user_id, shards)), []).append(acc)
+            began = time.perf_counter()
+            featured: list[Featured] = []
+            for k, part in parts.items():
+                featured += users[k].process(part, [], 0.0, config)[0]
+            t_users += time.perf_counter() - began
+            for kind, key_of in keys:
+                by_shard: dict[int, list[Featured]] = {}
+                for item in featured:
+                    by_shard.setdefault(int(shard_of(key_of(item.accepted.event) or "", shards)), []).append(
+                        item
+                    )
+                began = time.perf_counter()
+                for k, group in by_shard.items():
+                    entities[kind][k].process(group, [], kind, key_of, config.risk or RiskConfig(), 0.0)
+                t_windows += time.perf_counter() - began
+        users_us.append(t_users / len(accepted) * 1e6)
+        windows_us.append(t_windows / len(accepted) * 1e6)
+    out = {
+        "user_shards_us_per_event": statistics.median(users_us),
+        "entity_windows_us_per_event": statistics.median(windows_us),
+    }
+    print(f"user shards (ids, state, features, user window): {out['user_shards_us_per_event']:.2f} µs/event")
+    print(f"merchant and device windows: {out['entity_windows_us_per_event']:.2f} µs/event")
+    return out
+
+
+def _merchant_of(ev: TransactionEvent) -> str | None:
+    return ev.merchant_id
+
+
+def _device_of(ev: TransactionEvent) -> str | None:
+    return ev.device_id
 
 
 PICKLE_LIST_SIZES = (1, 16, 64)

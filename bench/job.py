@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import os
 import platform
@@ -51,6 +52,7 @@ from apps.replay.workload import Workload, generate
 from bench.harness import isolated_settings
 from flows.config import Settings, load_settings
 from flows.launcher import JobProcess, Samples, start_job
+from flows.runner import tune_gc
 from infra.stack import EmbeddedStack, StackInfo
 from infra.topics import ensure_topics
 from operators import metrics
@@ -138,8 +140,31 @@ def _peak_rss(pids: Sequence[int]) -> dict[int, int]:
 # --- 1. raw pass-through ----------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def job_gc() -> Iterator[None]:
+    """Python's cyclic collector as a job process runs it (:func:`flows.runner.tune_gc`):
+    what this process built so far frozen out of its scans, collections rarer. The raw loop
+    allocates a few objects per message and frees them at once; at the default thresholds
+    the collector ran inside it, rescanning the workload and the trained models (about
+    430,000 objects), and the baseline swung between 105k and 150k events/s with where a
+    collection happened to fall."""
+    thresholds = gc.get_threshold()
+    tune_gc()
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
+
+
 def raw_passthrough(bootstrap: str, source: str, count: int, partitions: int = PARTITIONS) -> float:
-    """Events/s of a bare consume -> produce loop from ``source`` to a fresh topic."""
+    """Events/s of a bare consume -> produce loop from ``source`` to a fresh topic, with the
+    collector tuned as in a job process (:func:`job_gc`)."""
+    with job_gc():
+        return _raw_passthrough(bootstrap, source, count, partitions)
+
+
+def _raw_passthrough(bootstrap: str, source: str, count: int, partitions: int) -> float:
     sink = f"raw-{uuid.uuid4().hex[:8]}"
     ensure_topics(bootstrap, {sink: partitions})
     consumer = Consumer(

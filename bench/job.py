@@ -811,7 +811,7 @@ def markdown(r: dict[str, Any]) -> str:
         f"one per call {s['per_event_per_s']:,.0f}/s, "
         f"{s['batch']:,} per call {s['batched_per_s']:,.0f}/s: **{s['ratio']:,.0f}x**.",
         "",
-        "State heap per user: "
+        "State per idle user (heap, with the user's risk window, + recovery bytes; bench.state_memory): "
         + ", ".join(f"{int(u):,} users {b:,.0f} bytes" for u, b in r["state_bytes_per_user"].items())
         + ".",
     ]

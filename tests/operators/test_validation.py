@@ -6,9 +6,19 @@ import hashlib
 
 import pytest
 from bytewax.connectors.kafka import KafkaSourceMessage
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from operators.events import ValidationLimits
-from operators.validation import REQUEST_ID_HEADER, Accepted, DeadLetter, check_message
+from operators.validation import (
+    REQUEST_ID_HEADER,
+    Accepted,
+    DeadLetter,
+    Message,
+    RawBatch,
+    check_batch,
+    check_message,
+)
 
 TS = b'"timestamp":"2025-06-02T12:00:00Z"'
 
@@ -59,3 +69,46 @@ def test_accepted_events_carry_digest_origin_and_request_token():
     assert isinstance(out, Accepted)
     assert out.digest == hashlib.sha256(payload).digest()
     assert (out.request_id, out.origin) == ("tok-1", ("t", 1, 9))
+
+
+_VALID = b'{"event_id":"e%d","user_id":"u1","amount":12.5,' + TS + b"}"
+_payloads = st.one_of(
+    st.integers(0, 10**6).map(lambda k: _VALID.replace(b"%d", str(k).encode())),
+    st.sampled_from(
+        [
+            None,
+            b"",
+            b"not json",
+            b'{"event_id":"e","user_id":"u\xff","amount":1,' + TS + b"}",
+            b'{"event_id":"e","user_id":"u","amount":-1,' + TS + b"}",
+            b'{"event_id":"e","user_id":"u","amount":1,"timestamp":"2999-01-01T00:00:00Z"}',
+            b'{"event_id":"e","user_id":"u\\u0000","amount":1,' + TS + b"}",
+        ]
+    ),
+    st.binary(max_size=64),
+)
+_messages = st.lists(
+    st.tuples(
+        _payloads,
+        st.one_of(st.none(), st.tuples(st.integers(0, 2), st.integers(-5, 2**41))),
+        st.one_of(
+            st.none(), st.lists(st.tuples(st.sampled_from([REQUEST_ID_HEADER, "x"]), st.binary(max_size=80)))
+        ),
+    ),
+    max_size=20,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_messages)
+def test_a_batch_gives_what_checking_each_message_gives(rows):
+    """check_batch reads the batch's columns without building each message; it must give
+    exactly what check_message gives message by message, dead letters included."""
+    messages = [
+        Message(b"k", value, "t", 3, 100 + i, ts, headers) for i, (value, ts, headers) in enumerate(rows)
+    ]
+    limits, now = ValidationLimits(), 1.8e9
+    accepted, dead = check_batch(RawBatch.of(messages), limits, now)
+    one_by_one = [check_message(m, limits, now) for m in messages]
+    assert accepted == [r for r in one_by_one if isinstance(r, Accepted)]
+    assert dead == [r for r in one_by_one if isinstance(r, DeadLetter)]

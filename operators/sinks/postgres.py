@@ -24,6 +24,7 @@ from datetime import date
 import psycopg
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from psycopg import sql
+from psycopg.adapt import PyFormat
 
 from operators import metrics
 from operators.records import SCORED_EVENT_COLUMNS, SCORED_EVENT_COPY_TYPES, scored_event_row
@@ -79,6 +80,13 @@ class LazyConnection:
 
 
 def _create_stage(conn: psycopg.Connection) -> None:
+    """Set up a sink connection: the staging table, and the C dumper for the jsonb columns.
+
+    A binary COPY types its jsonb columns ``bytea`` (``records.SCORED_EVENT_COPY_TYPES``),
+    and psycopg picks the dumper of a type by its oid: the last one registered for
+    ``bytea`` is the pure-Python one of ``psycopg.Binary``, called once per jsonb value.
+    Registering the C dumper of ``bytes`` again makes it the one the COPY uses."""
+    conn.adapters.register_dumper(bytes, conn.adapters.get_dumper(bytes, PyFormat.BINARY))
     conn.execute(_CREATE_STAGE)
     conn.commit()
 

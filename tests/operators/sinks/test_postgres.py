@@ -1,6 +1,7 @@
 import msgspec
 import psycopg
 import pytest
+from psycopg.pq import Format
 
 from infra.migrations import apply_migrations, migration_files
 from operators.records import SCORED_EVENT_COLUMNS, scored_event_row
@@ -99,3 +100,21 @@ def test_the_binary_copy_stores_what_a_plain_insert_of_the_same_events_stores(ma
     assert written == reference
     assert written[-1][SCORED_EVENT_COLUMNS.index("shadow_triggered_rules")] == ["velocity_check"]
     assert written[-1][SCORED_EVENT_COLUMNS.index("challenger_version")] == "v2"
+
+
+def test_the_jsonb_columns_are_copied_by_a_c_dumper_and_read_back_as_json(make_settings):
+    """psycopg's by-oid choice for bytea is the pure-Python dumper of psycopg.Binary; the
+    sink's connection makes the COPY use the C one, and the jsonb values still arrive whole."""
+    settings = make_settings()
+    apply_migrations(settings.database_url)
+    part = PostgresSink(settings.database_url).build("pg", 0, 1)
+    try:
+        part.write_batch(scored_events(3))
+        conn = part.db.get()
+        dumper = conn.adapters.get_dumper_by_oid(conn.adapters.types["bytea"].oid, Format.BINARY)
+    finally:
+        part.close()
+    assert dumper.__module__ != "psycopg.dbapi20"
+    with psycopg.connect(settings.database_url) as check:
+        rows = check.execute("SELECT jsonb_typeof(features), triggered_rules FROM scored_events").fetchall()
+    assert len(rows) == 3 and all(r[0] == "object" and isinstance(r[1], list) for r in rows)

@@ -116,5 +116,5 @@ def test_the_jsonb_columns_are_copied_by_a_c_dumper_and_read_back_as_json(make_s
         part.close()
     assert dumper.__module__ != "psycopg.dbapi20"
     with psycopg.connect(settings.database_url) as check:
-        rows = check.execute("SELECT jsonb_typeof(features), triggered_rules FROM scored_events").fetchall()
+        rows = check.execute("SELECT json_typeof(features), triggered_rules FROM scored_events").fetchall()
     assert len(rows) == 3 and all(r[0] == "object" and isinstance(r[1], list) for r in rows)

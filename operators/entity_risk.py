@@ -224,7 +224,7 @@ class RiskWindow(msgspec.Struct, array_like=True):
         d = self.days
         pairs = memoryview(d).cast("i")
         evicted = False
-        if pairs[0] < oldest:  # the usual case, not: nothing to drop
+        if pairs[0] < oldest:  # a day fell out of the retention (usually nothing did)
             cut = bisect.bisect_left(pairs[0::2], oldest)
             del pairs
             self.days = d[cut * _DAY_COUNT.size :]
@@ -311,7 +311,7 @@ def update_window(
             lo, hi, features = window.features_until(ts, config, prefix)
             end = day - delay
         item.features.risk.update(features)
-        if window.add_event(ts, config) or day < end:
-            end = None  # an eviction, or a late event inside the window: compute again
+        if window.add_event(ts, config):
+            end = None  # days were evicted: compute again
         out.append(item)
     return out

@@ -179,10 +179,6 @@ class UserState(msgspec.Struct, array_like=True):
             for ts, amount, lat, lon, flags in _PACK.iter_unpack(self.recent)
         ]
 
-    def before(self, ts: float) -> list[Seen]:
-        """Recent events at or before ``ts``, oldest first."""
-        return self.history()[: bisect.bisect_right(columns(self.recent)[0], ts)]
-
     def push(self, seen: Seen, device_id: str | None = None, limits: StateLimits = StateLimits()) -> None:
         """Add one event; keeps ``recent`` sorted by event time even when out of order."""
         rec = self.recent

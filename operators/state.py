@@ -78,6 +78,14 @@ _PACK = struct.Struct(f"={FIELDS}d")
 _NAN = math.nan
 
 
+def _pack(seen: Seen) -> bytes:
+    """One event as :attr:`UserState.recent` holds it (a missing location as NaN)."""
+    lat, lon = seen.lat, seen.lon
+    return _PACK.pack(
+        seen.ts, seen.amount, _NAN if lat is None else lat, _NAN if lon is None else lon, seen.flags
+    )
+
+
 def columns(
     recent: bytes,
 ) -> tuple[memoryview[float], memoryview[float], memoryview[float], memoryview[float], memoryview[float]]:
@@ -184,13 +192,7 @@ class UserState(msgspec.Struct, array_like=True):
         rec = self.recent
         times = columns(rec)[0]
         at = bisect.bisect_right(times, seen.ts) * _PACK.size
-        packed = _PACK.pack(
-            seen.ts,
-            seen.amount,
-            _NAN if seen.lat is None else seen.lat,
-            _NAN if seen.lon is None else seen.lon,
-            seen.flags,
-        )
+        packed = _pack(seen)
         rec = rec + packed if at == len(rec) else rec[:at] + packed + rec[at:]
         times = columns(rec)[0]
         n = len(times)
@@ -235,10 +237,7 @@ class LegacyUserState(msgspec.Struct, array_like=True):
     habits: bytearray = bytearray()
 
     def upgrade(self) -> UserState:
-        packed = b"".join(
-            _PACK.pack(ts, amount, _NAN if lat is None else lat, _NAN if lon is None else lon, flags)
-            for ts, amount, lat, lon, flags in self.recent
-        )
+        packed = b"".join(map(_pack, self.recent))
         return UserState(
             packed,
             self.count,

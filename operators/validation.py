@@ -143,10 +143,6 @@ def _cut(raw: bytes, limit: int) -> bytes:
     return prefix
 
 
-def _ingest_ms(msg: RawMessage) -> int | None:
-    return _broker_ms(msg.timestamp)
-
-
 def _broker_ms(timestamp: tuple[int, int] | None) -> int | None:
     if timestamp is None:
         return None
@@ -182,10 +178,6 @@ def dead_letter(
     )
 
 
-def _request_id(msg: RawMessage) -> str | None:
-    return _header_request_id(msg.headers)
-
-
 def _header_request_id(headers: Sequence[tuple[str, bytes]] | None) -> str | None:
     for name, value in headers or ():
         if name == REQUEST_ID_HEADER and value:
@@ -208,18 +200,30 @@ def check_message(msg: RawMessage, limits: ValidationLimits, now: float) -> Acce
         result = decode_event(msg.value, limits, datetime.fromtimestamp(now, UTC))
         if isinstance(result, InvalidEvent):
             return dead_letter(msg, result.error, now, limits.dead_letter_bytes)
-        digest = hashlib.sha256(msg.value or b"").digest()
-        return Accepted(
-            result,
-            result.timestamp.timestamp(),
-            _ingest_ms(msg),
-            now,
-            digest,
-            _request_id(msg),
-            (msg.topic, msg.partition, msg.offset),
+        return _accepted(
+            result, msg.value, msg.timestamp, msg.headers, (msg.topic, msg.partition, msg.offset), now
         )
     except Exception as exc:
         return dead_letter(msg, undecodable_reason(exc, msg.value or b""), now, limits.dead_letter_bytes)
+
+
+def _accepted(
+    event: TransactionEvent,
+    value: bytes | None,
+    timestamp: tuple[int, int] | None,
+    headers: Sequence[tuple[str, bytes]] | None,
+    origin: tuple[str | None, int | None, int | None],
+    now: float,
+) -> Accepted:
+    return Accepted(
+        event,
+        event.timestamp.timestamp(),
+        _broker_ms(timestamp),
+        now,
+        hashlib.sha256(value or b"").digest(),
+        _header_request_id(headers),
+        origin,
+    )
 
 
 def _accept(
@@ -237,15 +241,7 @@ def _accept(
         result = decode_event(value, limits, now_dt)
         if isinstance(result, InvalidEvent):
             return None
-        return Accepted(
-            result,
-            result.timestamp.timestamp(),
-            _broker_ms(timestamp),
-            now,
-            hashlib.sha256(value or b"").digest(),
-            _header_request_id(headers),
-            origin,
-        )
+        return _accepted(result, value, timestamp, headers, origin, now)
     except Exception:
         return None
 

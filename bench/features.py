@@ -34,6 +34,7 @@ from flows.runner import GC_THRESHOLDS
 from operators.entity_risk import RiskConfig
 from operators.events import TransactionEvent, decode_event
 from operators.features import Featured, update_profile
+from operators.labels import ENTITY_KEYS
 from operators.rules import RuleContext
 from operators.rulesets import RuleSet, RuleSetDocument
 from operators.shards import EntityShard, UserShard, UserShardConfig, shard_of
@@ -110,7 +111,7 @@ def _shards(accepted: list[Accepted], repeats: int, shards: int = 64, batch: int
     and of the merchant and device windows, fed batches of ``batch`` events split by
     shard as the job's steps split them (the median of ``repeats`` fresh runs)."""
     config = UserShardConfig(risk=RiskConfig())
-    keys = (("merchant", _merchant_of), ("device", _device_of))
+    keys = tuple((kind, ENTITY_KEYS[kind]) for kind in ("merchant", "device"))
     users_us, windows_us = [], []
     for _ in range(repeats):
         users = [UserShard() for _ in range(shards)]
@@ -144,14 +145,6 @@ def _shards(accepted: list[Accepted], repeats: int, shards: int = 64, batch: int
     print(f"user shards (ids, state, features, user window): {out['user_shards_us_per_event']:.2f} µs/event")
     print(f"merchant and device windows: {out['entity_windows_us_per_event']:.2f} µs/event")
     return out
-
-
-def _merchant_of(ev: TransactionEvent) -> str | None:
-    return ev.merchant_id
-
-
-def _device_of(ev: TransactionEvent) -> str | None:
-    return ev.device_id
 
 
 PICKLE_LIST_SIZES = (1, 16, 64)

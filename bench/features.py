@@ -10,8 +10,10 @@ whole user shards (id memory, state, features, the user's risk window) and the
 merchant and device windows, in batches of 1,000 split by shard. Then the
 rules on the featured events: the built-in rules alone, and with three custom
 rules (safe expressions, :mod:`operators.rulesets`) as the scoring step runs
-them. Last, the items that cross to another process at a keyed step (with
-several processes): a list of accepted events (into the user shards) and of
+them. Then scoring around the model call (the matrix, rules, ensemble and verdicts of
+``score_batch``, the model's scores given) and the records the sinks write (the
+``scored_events`` row, the decision message). Last, the items that cross to another
+process at a keyed step (with several processes): a list of accepted events (into the user shards) and of
 featured events (into the merchant and device shards), pickled and unpickled as
 Bytewax does, per event, in lists of 1,000 and of 1, 16 and 64 (a keyed step pickles
 each item on its own). The collector runs at a job process's thresholds
@@ -29,14 +31,19 @@ import pickle
 import statistics
 import time
 
+import numpy as np
+
 from apps.replay.workload import generate
 from flows.runner import GC_THRESHOLDS
+from operators.ensemble import EnsembleConfig
 from operators.entity_risk import RiskConfig
 from operators.events import TransactionEvent, decode_event
-from operators.features import Featured, update_profile
+from operators.features import FEATURE_NAMES, Featured, update_profile
 from operators.labels import ENTITY_KEYS
-from operators.rules import RuleContext
+from operators.records import encode_decision, scored_event_row
+from operators.rules import Blocklists, RuleContext
 from operators.rulesets import RuleSet, RuleSetDocument
+from operators.scoring import score_batch
 from operators.shards import EntityShard, UserShard, UserShardConfig, shard_of
 from operators.state import StateLimits, UserState
 from operators.validation import Accepted
@@ -96,6 +103,7 @@ def _run(args: argparse.Namespace) -> dict[str, float]:
             times.append((time.perf_counter() - start) / n * 1e6)
         result[f"{name}_us_per_event"] = statistics.median(times)
         print(f"{name}: {result[f'{name}_us_per_event']:.2f} µs/event")
+    result.update(_scoring(featured, args.repeats))
     for name, items in (("accepted", accepted), ("featured", featured)):
         result[f"pickle_{name}_us_per_event"] = _round_trip(items, args.repeats)
         print(f"pickle + unpickle, {name}: {result[f'pickle_{name}_us_per_event']:.2f} µs/event")
@@ -144,6 +152,51 @@ def _shards(accepted: list[Accepted], repeats: int, shards: int = 64, batch: int
     }
     print(f"user shards (ids, state, features, user window): {out['user_shards_us_per_event']:.2f} µs/event")
     print(f"merchant and device windows: {out['entity_windows_us_per_event']:.2f} µs/event")
+    return out
+
+
+class _FixedScores:
+    """Model scores without a model: every component a fixed column, so what is timed
+    is what the scoring step does around the model call (which ``bench model_scoring``
+    times)."""
+
+    version = "bench"
+    columns = FEATURE_NAMES
+
+    def __init__(self, n: int) -> None:
+        rng = np.random.default_rng(0)
+        self.scores = {name: rng.uniform(0, 100, n) for name in ("isolation_forest", "autoencoder")}
+
+    def score(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        return {name: s[: len(x)] for name, s in self.scores.items()}
+
+
+def _scoring(featured: list[Featured], repeats: int, batch: int = 1000) -> dict[str, float]:
+    """µs per event of scoring around the model call (the matrix, the rules, the ensemble,
+    the verdicts; :func:`operators.scoring.score_batch` in batches of ``batch``), then of
+    the records the sinks write: the ``scored_events`` row of the binary COPY and the
+    decisions topic's message (the medians of ``repeats``)."""
+    models = _FixedScores(batch)
+    rules = RuleSet.from_config(RuleSetDocument().rules)
+    lists = [featured[i : i + batch] for i in range(0, len(featured), batch)]
+    timed: dict[str, list[float]] = {"score_batch": [], "scored_row": [], "decision": []}
+    for _ in range(repeats):
+        start = time.perf_counter()
+        scored = [
+            s for part in lists for s in score_batch(part, models, rules, Blocklists(), EnsembleConfig(), 0.0)
+        ]
+        timed["score_batch"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        for s in scored:
+            scored_event_row(s, binary=True)
+        timed["scored_row"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        for s in scored:
+            encode_decision(s)
+        timed["decision"].append(time.perf_counter() - start)
+    out = {f"{name}_us_per_event": statistics.median(t) / len(featured) * 1e6 for name, t in timed.items()}
+    for name in timed:
+        print(f"{name}: {out[f'{name}_us_per_event']:.2f} µs/event")
     return out
 
 

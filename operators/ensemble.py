@@ -116,10 +116,11 @@ def combine(
     hits: Sequence[RuleHit], model_scores: Mapping[str, float | None], cfg: EnsembleConfig
 ) -> Verdict:
     """One event's verdict from its rule hits and model scores."""
-    scores: dict[str, float | None] = {"rules": rules_score(hits)}
-    scores.update({name: model_scores.get(name) for name in MODEL_COMPONENTS})
+    scores: dict[str, float | None] = {"rules": rules_score(hits) if hits else 0.0}
+    for name in MODEL_COMPONENTS:
+        scores[name] = model_scores.get(name)
     score = _evidence(scores, cfg) if cfg.profile == "evidence" else _weighted(scores, cfg)
-    if any(h.force_high for h in hits):
+    if hits and any(h.force_high for h in hits):
         score = max(score, cfg.high_threshold)
     score = round(min(100.0, max(0.0, score)), 2)
     level = risk_level(score, cfg.medium_threshold, cfg.high_threshold)

@@ -14,6 +14,7 @@ validated at start-up. Each rule is ``rule(event, features, context) -> RuleHit 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -158,6 +159,12 @@ class Blocklists:
 class RuleContext:
     config: RulesConfig
     blocklists: Blocklists = field(default_factory=Blocklists)
+    enabled: tuple[Rule, ...] = field(init=False, repr=False, compare=False)
+    """The enabled rules in ``RULES`` order, looked up once per context (once per batch)."""
+
+    def __post_init__(self) -> None:
+        enabled = tuple(rule for name, rule in RULES.items() if getattr(self.config, name).enabled)
+        object.__setattr__(self, "enabled", enabled)
 
 
 class RuleHit(msgspec.Struct, frozen=True):
@@ -263,13 +270,21 @@ def user_blacklist(ev: TransactionEvent, f: Features, ctx: RuleContext) -> RuleH
     return None
 
 
+@functools.cache
+def _merchant_window(days: int) -> tuple[str, str, str]:
+    """The merchant risk features of a ``days`` window: events, frauds, fraud share."""
+    return f"merchant_events_{days}d", f"merchant_frauds_{days}d", f"merchant_fraud_share_{days}d"
+
+
 def compromised_merchant(ev: TransactionEvent, f: Features, ctx: RuleContext) -> RuleHit | None:
     cfg = ctx.config.compromised_merchant
     w = cfg.window_days
-    frauds, share = f.risk.get(f"merchant_frauds_{w}d"), f.risk.get(f"merchant_fraud_share_{w}d")
+    events_name, frauds_name, share_name = _merchant_window(w)
+    risk = f.risk
+    frauds, share = risk.get(frauds_name), risk.get(share_name)
     if frauds is not None and share is not None and frauds >= cfg.min_frauds and share >= cfg.min_share:
         merchant = ev.merchant_id or ev.merchant_name
-        events = f.risk.get(f"merchant_events_{w}d") or 0
+        events = risk.get(events_name) or 0
         return _hit(
             ctx,
             "compromised_merchant",
@@ -316,9 +331,8 @@ def allow_listed(ev: TransactionEvent, lists: Blocklists) -> RuleHit | None:
 def evaluate_rules(ev: TransactionEvent, f: Features, ctx: RuleContext) -> list[RuleHit]:
     """All enabled rules that fire for ``ev``, in ``RULES`` order."""
     hits = []
-    for name, rule in RULES.items():
-        if getattr(ctx.config, name).enabled:
-            hit = rule(ev, f, ctx)
-            if hit is not None:
-                hits.append(hit)
+    for rule in ctx.enabled:
+        hit = rule(ev, f, ctx)
+        if hit is not None:
+            hits.append(hit)
     return hits

@@ -105,16 +105,18 @@ def score_batch(
     shadow = None
     if challenger is not None:
         shadow = challenger.score(feature_matrix(features, events, challenger.columns))
+    shadow_columns = [(name, s.tolist()) for name, s in shadow.items()] if shadow is not None else []
     ctx = RuleContext(rules.config, blocklists)
     if shadow_rules is not None and shadow_rules.version is None:
         shadow_rules = None  # only a stored version can run in shadow
     shadow_ctx = RuleContext(shadow_rules.config, blocklists) if shadow_rules is not None else ctx
     scored_at = datetime.fromtimestamp(now, UTC)
+    own_columns = [(name, s.tolist()) for name, s in model_scores.items()]
     out = []
     for i, item in enumerate(batch):
         acc = item.accepted
         hits = rules.evaluate(acc.event, item.features, ctx)
-        own = {name: float(s[i]) for name, s in model_scores.items()}
+        own = {name: column[i] for name, column in own_columns}
         hits, verdict = decide(acc.event, hits, own, ensemble, blocklists)
         shadow_set = None
         if shadow_rules is not None and shadow_rules.version is not None:
@@ -123,7 +125,7 @@ def score_batch(
             shadow_set = ShadowRules(shadow_rules.version, would_score, [h.rule for h in shadow_hits])
         shadow_score = None
         if shadow is not None and challenger is not None:
-            scores = {name: float(s[i]) for name, s in shadow.items()}
+            scores = {name: column[i] for name, column in shadow_columns}
             shadow_score = (challenger.version, combine(hits, scores, ensemble).fraud_score)
         out.append(
             ScoredEvent(

@@ -188,13 +188,12 @@ class RiskWindow(msgspec.Struct, array_like=True):
         frauds = self.frauds
         if first == stop and not frauds:  # nothing in any window (a user's first days)
             return -math.inf, math.inf, _empty(prefix, windows)
-        events = [0] * len(windows)
+        # window w holds the days [end - w, end): a tail of [first, stop), days ascending
+        counts = pairs[1::2]
+        events = [sum(counts[bisect.bisect_left(days, end - w, first, stop) : stop]) for w in windows]
+        if not frauds:  # the usual case: no fraud labels, the answer depends on the counts alone
+            return -math.inf, math.inf, _counted(prefix, windows, tuple(events))
         fraud_counts = [0] * len(windows)
-        for i in range(first, stop):
-            back, n = end - days[i], pairs[2 * i + 1]
-            for j, w in enumerate(windows):
-                if back <= w:
-                    events[j] += n
         lo, hi = -math.inf, math.inf
         if frauds:
             for day, labelled in frauds.items():
@@ -269,6 +268,18 @@ def _empty(prefix: str, windows: tuple[int, ...]) -> dict[str, float | None]:
     return {
         name: (None if k == 2 else 0) for names in _names(prefix, windows) for k, name in enumerate(names)
     }
+
+
+@functools.lru_cache(maxsize=4096)
+def _counted(prefix: str, windows: tuple[int, ...], events: tuple[int, ...]) -> dict[str, float | None]:
+    """The features of a window with ``events`` per window and no frauds (shared: do not
+    change it); most entities have no fraud label, and their counts repeat."""
+    out: dict[str, float | None] = {}
+    for (events_name, frauds_name, share_name), n in zip(_names(prefix, windows), events, strict=True):
+        out[events_name] = n
+        out[frauds_name] = 0
+        out[share_name] = 0 / n if n else None
+    return out
 
 
 @functools.cache

@@ -2,7 +2,8 @@
 
 Fitting uses ``sklearn.ensemble.IsolationForest``; the fitted trees are then
 exported to padded NumPy arrays and scored by a vectorised traversal of every
-tree at once (one NumPy step per tree level). That gives the same anomaly
+tree at once (one NumPy step per tree level, over a sibling-adjacent layout built at
+load). That gives the same anomaly
 scores as ``score_samples`` (tested) at a fraction of its fixed per-call cost,
 and a safe artifact: ``.npz`` arrays loaded with ``allow_pickle=False``,
 no pickle of estimator objects from disk.
@@ -35,6 +36,26 @@ def _average_path_length(n: np.ndarray) -> np.ndarray:
     big = n > 2
     out[big] = 2.0 * (np.log(n[big] - 1.0) + _EULER) - 2.0 * (n[big] - 1.0) / n[big]
     return out
+
+
+def _sibling_order(left: np.ndarray, right: np.ndarray) -> list[int]:
+    """A tree's nodes from the root, breadth first, each node's right child just before
+    its left one (``left == -1`` marks a leaf; padding after the tree is left out)."""
+    order = [0]
+    i = 0
+    while i < len(order):
+        node = order[i]
+        i += 1
+        if left[node] != -1:
+            order += (int(right[node]), int(left[node]))
+    return order
+
+
+def _float32_at_most(t: np.ndarray) -> np.ndarray:
+    """The largest float32 not above each float64 of ``t``."""
+    t32 = t.astype(np.float32)
+    above = t32.astype(np.float64) > t
+    return np.where(above, np.nextafter(t32, np.float32(-np.inf)), t32)
 
 
 @dataclass(frozen=True)
@@ -77,42 +98,52 @@ class ForestArrays:
 
     def score_samples(self, x: np.ndarray) -> np.ndarray:
         """``IsolationForest.score_samples`` (negative anomaly score) for ``x``."""
-        x = np.asarray(x, dtype=np.float32).astype(np.float64)
+        x = np.asarray(x, dtype=np.float32)
         if len(x) == 0:
             return np.empty(0, dtype=np.float64)
         flat = self._flat()
         return np.concatenate([self._score(x[i : i + _CHUNK], flat) for i in range(0, len(x), _CHUNK)])
 
     def _flat(self) -> tuple[np.ndarray, ...]:
-        """Trees as flat arrays with global child ids; leaves point at themselves."""
+        """Every tree renumbered so that a node's children are adjacent, right then left,
+        as flat arrays with global node ids: one level of the traversal is then
+        ``node = right[node] + (x <= threshold[node])``. A leaf points at itself with a
+        NaN threshold (nothing is <= NaN). Thresholds are float32, each the largest float32
+        not above sklearn's float64 one: for a float32 ``x`` (sklearn scores float32
+        input) ``x <= t32`` exactly when ``x <= t64``, so the leaves reached are
+        sklearn's, and the traversal moves half the bytes."""
         cached: tuple[np.ndarray, ...] | None = self.__dict__.get("_flat_cache")
         if cached is None:
             n_trees, size = self.left.shape
+            right = np.zeros((n_trees, size), np.int64)
+            feature = np.zeros((n_trees, size), np.int64)
+            threshold = np.full((n_trees, size), np.nan, np.float32)
+            leaf_value = np.zeros((n_trees, size), np.float64)
+            for t in range(n_trees):
+                order = _sibling_order(self.left[t], self.right[t])
+                new = np.zeros(size, np.int64)
+                new[order] = np.arange(len(order))
+                lefts, rights = self.left[t][order], self.right[t][order]
+                inner = lefts != -1
+                right[t, : len(order)] = np.where(inner, new[rights.clip(0)], np.arange(len(order)))
+                feature[t, : len(order)] = np.where(inner, self.feature[t][order], 0)
+                threshold[t, : len(order)] = np.where(
+                    inner, _float32_at_most(self.threshold[t][order]), np.float32(np.nan)
+                )
+                leaf_value[t, : len(order)] = self.leaf_value[t][order]
             base = (np.arange(n_trees, dtype=np.int64) * size)[:, None]
-            own = base + np.arange(size, dtype=np.int64)[None, :]
-            leaf = self.left == -1
-            left = np.where(leaf, own, self.left + base).ravel()
-            right = np.where(leaf, own, self.right + base).ravel()
-            cached = (
-                left,
-                right,
-                self.feature.astype(np.int64).ravel(),
-                self.threshold.ravel(),
-                self.leaf_value.ravel(),
-                base,
-            )
+            cached = ((right + base).ravel(), feature.ravel(), threshold.ravel(), leaf_value.ravel(), base)
             object.__setattr__(self, "_flat_cache", cached)
         return cached
 
     def _score(self, x: np.ndarray, flat: tuple[np.ndarray, ...]) -> np.ndarray:
-        left, right, feature, threshold, leaf_value, base = flat
+        right, feature, threshold, leaf_value, base = flat
         n_rows, n_cols = x.shape
-        values = x.ravel()
+        values = np.ascontiguousarray(x, dtype=np.float32).ravel()
         row_offset = (np.arange(n_rows, dtype=np.int64) * n_cols)[None, :]
         node = np.repeat(base, n_rows, axis=1)
         for _ in range(self.depth):
-            go_left = values.take(row_offset + feature.take(node)) <= threshold.take(node)
-            node = np.where(go_left, left.take(node), right.take(node))
+            node = right.take(node) + (values.take(row_offset + feature.take(node)) <= threshold.take(node))
         depths = np.zeros(n_rows)
         for per_tree in leaf_value.take(node):  # fixed order: same sum for any batch size
             depths += per_tree

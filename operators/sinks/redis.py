@@ -44,6 +44,15 @@ CHUNK = 500
 """Users per script call: Redis runs one chunk while the job packs the next."""
 
 
+def _bulk(value: bytes) -> bytes:
+    """``value`` as a RESP bulk string."""
+    return b"$%d\r\n%s\r\n" % (len(value), value)
+
+
+_LEVELS = {level: _bulk(level.encode()) for level in ("LOW", "MEDIUM", "HIGH")}
+_DECISIONS = {decision: _bulk(decision.encode()) for decision in ("approve", "review", "block")}
+
+
 class _Partition(StatelessSinkPartition[ScoredEvent]):
     def __init__(
         self, url: str, ttl_s: int, retry_s: float, max_pending: int, clock: Callable[[], float]
@@ -72,36 +81,43 @@ class _Partition(StatelessSinkPartition[ScoredEvent]):
             self.sha = self.client.script_load(_WRITE_RISK)
             self._evalsha(self.sha, self._commands())
 
-    def _commands(self) -> Iterator[tuple[list[bytes], list[bytes]]]:
-        """(keys, args) of the script per chunk of pending users."""
+    def _commands(self) -> Iterator[tuple[int, bytes]]:
+        """(number of keys, the script's KEYS and ARGV as RESP bulk strings) per chunk of
+        pending users, packed as they are built; ``updated_at`` formatted once per
+        scoring batch (a batch's verdicts share ``scored_at``)."""
         items = list(self.pending.items())
-        ttl = str(self.ttl_s).encode()
+        ttl = _bulk(str(self.ttl_s).encode())
+        scored_at, updated = None, b""
         for start in range(0, len(items), CHUNK):
+            chunk = items[start : start + CHUNK]
             keys: list[bytes] = []
             args: list[bytes] = [ttl]
-            for user_id, s in items[start : start + CHUNK]:
-                keys.append(RISK_KEY.format(user_id=user_id).encode())
+            for user_id, s in chunk:
+                keys.append(_bulk(RISK_KEY.format(user_id=user_id).encode()))
+                if s.scored_at is not scored_at:
+                    scored_at = s.scored_at
+                    updated = _bulk(scored_at.isoformat().encode())
                 v = s.verdict
                 args += (
-                    repr(v.fraud_score).encode(),
-                    v.risk_level.encode(),
-                    v.decision.encode(),
-                    s.event.event_id.encode(),
-                    s.event.timestamp.isoformat().encode(),
-                    s.scored_at.isoformat().encode(),
+                    _bulk(repr(v.fraud_score).encode()),
+                    _LEVELS.get(v.risk_level) or _bulk(v.risk_level.encode()),
+                    _DECISIONS.get(v.decision) or _bulk(v.decision.encode()),
+                    _bulk(s.event.event_id.encode()),
+                    _bulk(s.event.timestamp.isoformat().encode()),
+                    updated,
                 )
-            yield keys, args
+            yield len(keys), b"".join(keys) + b"".join(args)
 
-    def _evalsha(self, sha: str, commands: Iterable[tuple[list[bytes], list[bytes]]]) -> None:
+    def _evalsha(self, sha: str, commands: Iterable[tuple[int, bytes]]) -> None:
         """EVALSHA per chunk, packed by hand (redis-py's generic packing is slow for
         thousands of args), each sent as soon as it is built, the replies read last."""
         conn = self.client.connection_pool.get_connection()
         sent = 0
+        head = b"$7\r\nEVALSHA\r\n" + _bulk(sha.encode())
         try:
-            for keys, args in commands:
-                parts = [b"EVALSHA", sha.encode(), str(len(keys)).encode(), *keys, *args]
-                packed = b"*%d\r\n" % len(parts) + b"".join([b"$%d\r\n%s\r\n" % (len(p), p) for p in parts])
-                conn.send_packed_command([packed])
+            for n_keys, packed in commands:
+                count = _bulk(str(n_keys).encode())
+                conn.send_packed_command([b"*%d\r\n" % (3 + n_keys * 7 + 1) + head + count + packed])
                 sent += 1
             replies = [conn.read_response() for _ in range(sent)]
         except BaseException:

@@ -33,7 +33,7 @@ import functools
 import math
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import msgspec
 
@@ -56,10 +56,11 @@ class RiskConfig:
     windows: tuple[int, ...] = (1, 7, 30)
     max_frauds: int = 4096
     """Labelled frauds kept per entity; the oldest days go first beyond it."""
+    retention_days: int = field(init=False, repr=False, compare=False)
+    """Days kept: the label delay plus the longest window (set from the fields above)."""
 
-    @property
-    def retention_days(self) -> int:
-        return self.label_delay_days + max(self.windows)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "retention_days", self.label_delay_days + max(self.windows))
 
 
 def risk_feature_names(kind: str, config: RiskConfig = RiskConfig()) -> tuple[str, ...]:
@@ -118,12 +119,14 @@ class RiskWindow(msgspec.Struct, array_like=True):
         day = int(ts // DAY)
         d = self.days
         size = _DAY_COUNT.size
+        if d:  # the usual case: another event of the latest day
+            last, count = _DAY_COUNT.unpack_from(d, len(d) - size)
+            if last == day:
+                self.days = d[: len(d) - size] + _DAY_COUNT.pack(day, count + 1)
+                return False
         pairs = memoryview(d).cast("i")
         days = pairs[0::2]
         n = len(days)
-        if n and days[n - 1] == day:  # the usual case: another event of the latest day
-            self.days = d[: len(d) - size] + _DAY_COUNT.pack(day, pairs[2 * n - 1] + 1)
-            return False
         i = bisect.bisect_left(days, day)
         if i < n and days[i] == day:
             self.days = d[: i * size] + _DAY_COUNT.pack(day, pairs[2 * i + 1] + 1) + d[(i + 1) * size :]

@@ -190,14 +190,20 @@ class UserState(msgspec.Struct, array_like=True):
     def push(self, seen: Seen, device_id: str | None = None, limits: StateLimits = StateLimits()) -> None:
         """Add one event; keeps ``recent`` sorted by event time even when out of order."""
         rec = self.recent
-        times = columns(rec)[0]
-        at = bisect.bisect_right(times, seen.ts) * _PACK.size
-        packed = _pack(seen)
-        rec = rec + packed if at == len(rec) else rec[:at] + packed + rec[at:]
-        times = columns(rec)[0]
-        n = len(times)
-        keep_from = max(bisect.bisect_left(times, times[n - 1] - limits.window_s), n - limits.max_events)
-        del times
+        times = memoryview(rec).cast("d")[0::FIELDS]
+        n = len(times) + 1
+        at = bisect.bisect_right(times, seen.ts)
+        if at == n - 1:  # the usual case: the latest event, appended; it bounds the window
+            keep_from = max(bisect.bisect_left(times, seen.ts - limits.window_s), n - limits.max_events)
+            del times
+            rec += _pack(seen)
+        else:
+            del times
+            at *= _PACK.size
+            rec = rec[:at] + _pack(seen) + rec[at:]
+            times = memoryview(rec).cast("d")[0::FIELDS]
+            keep_from = max(bisect.bisect_left(times, times[n - 1] - limits.window_s), n - limits.max_events)
+            del times
         self.recent = rec[keep_from * _PACK.size :] if keep_from > 0 else rec
         self.count += 1
         delta = seen.amount - self.mean

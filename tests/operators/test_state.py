@@ -128,3 +128,21 @@ def test_recent_events_take_forty_bytes_each_and_round_trip_through_a_snapshot()
     assert len(s.recent) == 80
     back = msgspec.msgpack.decode(msgspec.msgpack.encode(s), type=UserState)
     assert back.history() == [Seen(1.0, 3.0), Seen(2.0, 7.5, 51.5, -0.1, 1 << 16)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 400), st.floats(0, 1e4)), max_size=120))
+def test_recent_events_are_what_a_sorted_list_trimmed_by_window_and_count_holds(pushes):
+    """In order, out of order and at equal times: the packed history equals a plain list
+    kept sorted (a later push after equal times) and trimmed to the window before the
+    latest event and to ``max_events``."""
+    limits = StateLimits(window_s=100.0, max_events=8)
+    s, reference = UserState(), []
+    for ts, amount in pushes:
+        s.push(Seen(float(ts), amount), limits=limits)
+        at = sum(1 for t, _ in reference if t <= ts)
+        reference.insert(at, (float(ts), amount))
+        latest = reference[-1][0]
+        keep = [r for r in reference if r[0] >= latest - limits.window_s][-limits.max_events :]
+        reference = keep
+        assert [(x.ts, x.amount) for x in s.history()] == reference

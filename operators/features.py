@@ -141,31 +141,33 @@ def compute_features(
     recent_start = bisect.bisect_right(times, ts - RECENT_S, 0, n)
     flags = _habit_flags(rank, share) + int(sum(flag_col[recent_start:n]))
     last_ts = times[n - 1] if n else None
+    # positional, in field order (a struct built by keyword cost 0.77 us, by position 0.12)
     return Features(
-        amount=event.amount,
-        hour_of_day=local.hour,
-        day_of_week=local.weekday(),
-        days_since_last_event=(ts - last_ts) / 86_400.0 if last_ts is not None else None,
-        amount_mean_10=mean,
-        amount_std_10=_pstdev(amounts, mean) if mean is not None and len(amounts) > 1 else None,
-        events_10m=n - bisect.bisect_right(times, ts - 600.0, 0, n) + 1,
-        events_1h=n - bisect.bisect_right(times, ts - 3600.0, 0, n) + 1,
-        events_24h=n - day_start + 1,
-        velocity_events=n - bisect.bisect_right(times, ts - velocity_window_s, 0, n) + 1,
-        distance_km=distance,
-        seconds_since_last_location=since_loc,
-        speed_kmh=speed,
-        amount_zscore=(event.amount - state.mean) / std if std > 0 else None,
-        user_mean_amount=state.mean if state.count else None,
-        user_event_count=state.count,
-        device_known=state.knows_device(event.device_id) if event.device_id else None,
-        known_devices=len(state.devices),
-        spend_24h=spend,
-        spend_ratio_24h=_spend_ratio(state, spend, ts),
-        amount_rank=rank,
-        hour_share=share,
-        large_48h=flags & 0xFFFF,
-        odd_hour_48h=flags >> 16,
+        event.amount,  # amount
+        local.hour,  # hour_of_day
+        local.weekday(),  # day_of_week
+        (ts - last_ts) / 86_400.0 if last_ts is not None else None,  # days_since_last_event
+        mean,  # amount_mean_10
+        _pstdev(amounts, mean) if mean is not None and len(amounts) > 1 else None,  # amount_std_10
+        n - bisect.bisect_right(times, ts - 600.0, 0, n) + 1,  # events_10m
+        n - bisect.bisect_right(times, ts - 3600.0, 0, n) + 1,  # events_1h
+        n - day_start + 1,  # events_24h
+        n - bisect.bisect_right(times, ts - velocity_window_s, 0, n) + 1,  # velocity_events
+        distance,  # distance_km
+        since_loc,  # seconds_since_last_location
+        speed,  # speed_kmh
+        (event.amount - state.mean) / std if std > 0 else None,  # amount_zscore
+        state.mean if state.count else None,  # user_mean_amount
+        state.count,  # user_event_count
+        state.knows_device(event.device_id) if event.device_id else None,  # device_known
+        len(state.devices),  # known_devices
+        spend,  # spend_24h
+        _spend_ratio(state, spend, ts),  # spend_ratio_24h
+        rank,  # amount_rank
+        share,  # hour_share
+        flags & 0xFFFF,  # large_48h
+        flags >> 16,  # odd_hour_48h
+        {},  # risk
     )
 
 
@@ -215,7 +217,11 @@ def update_profile(state: UserState, acc: Accepted, limits: StateLimits) -> Feat
 def _pstdev(values: Sequence[float], mean: float) -> float:
     """Population standard deviation in floats (``statistics.pstdev`` is exact,
     through fractions, and was the job's biggest single cost per event)."""
-    return math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+    total = 0.0
+    for v in values:
+        d = v - mean
+        total += d * d
+    return math.sqrt(total / len(values))
 
 
 def is_risk_feature(name: str) -> bool:

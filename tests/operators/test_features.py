@@ -1,4 +1,5 @@
 import math
+import statistics
 from datetime import UTC, datetime, timedelta, timezone
 
 import numpy as np
@@ -132,3 +133,20 @@ def test_a_burst_of_large_purchases_at_odd_hours_is_counted_over_48_hours():
     assert [(f.large_48h, f.odd_hour_48h) for f in burst] == [(1, 1), (2, 2), (3, 3)]
     later = feed(3, 19.5, 30.0)  # the burst is more than 48 hours old
     assert (later.large_48h, later.odd_hour_48h) == (0, 0)
+
+
+def test_history_statistics_are_the_named_ones():
+    """Day of week, the spread of the last ten amounts and the user's mean, each against a
+    plain computation (the struct is built positionally: a swapped field shows here)."""
+    state = UserState()
+    amounts = [12.5, 30.1, 7.7, 99.0, 45.2, 13.3, 8.8, 21.0, 17.5, 60.0, 5.0, 11.0]
+    for i, a in enumerate(amounts):
+        push(state, ev(minutes=i, amount=a))
+    e = ev(minutes=20, amount=42.0, tz=timezone(timedelta(hours=-14)))  # the day before, locally
+    f = compute_features(state, e, e.timestamp.timestamp())
+    assert f.day_of_week == e.timestamp.weekday() == (T0.weekday() - 1) % 7
+    assert f.amount_std_10 is not None
+    assert math.isclose(f.amount_std_10, statistics.pstdev(amounts[-10:]), rel_tol=1e-12)
+    assert f.amount_mean_10 is not None and math.isclose(f.amount_mean_10, statistics.fmean(amounts[-10:]))
+    assert f.user_mean_amount is not None and math.isclose(f.user_mean_amount, statistics.fmean(amounts))
+    assert f.user_event_count == len(amounts) and f.amount == 42.0 and f.risk == {}

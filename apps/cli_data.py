@@ -65,12 +65,12 @@ def service_errors(settings: Settings) -> Iterator[None]:
     exit status 1 instead of a traceback."""
     import psycopg
 
-    from flows.runner import PortInUse
+    from flows.runner import PortInUse, RecoveryMismatch
     from infra.topics import KafkaUnreachable
 
     try:
         yield
-    except (KafkaUnreachable, PortInUse) as exc:
+    except (KafkaUnreachable, PortInUse, RecoveryMismatch) as exc:
         fail(str(exc))
     except psycopg.OperationalError as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import gc
+import json
 import logging
 import os
 import signal
@@ -114,7 +115,45 @@ def prepare_recovery(settings: Settings) -> Path | None:
         log.info("created %d recovery partitions in %s", settings.recovery.partitions, folder)
     else:
         log.info("resuming from the recovery partitions in %s", folder)
+    check_layout(folder, settings)
     return folder
+
+
+LAYOUT_FILE = "fraudstream-layout.json"
+"""What the state in a recovery directory was keyed by, written beside its partitions."""
+
+
+class RecoveryMismatch(ValueError):
+    """The recovery directory holds state keyed differently from what the settings ask
+    for; the message names the setting."""
+
+
+def check_layout(folder: Path, settings: Settings) -> None:
+    """Stop when ``folder``'s state was sharded by another ``state.shards``, then record
+    this one (a directory from before the record is taken to match).
+
+    A user's shard is ``crc32(user) % state.shards``: restored under another count, each
+    shard's users would sit where their events no longer go, and those users would start
+    afresh, their remembered event ids too (a re-used id would pass)."""
+    layout = {"state.shards": settings.state.shards}
+    path = folder / LAYOUT_FILE
+    try:
+        stored = json.loads(path.read_text())
+    except FileNotFoundError:
+        stored = {}
+    except (OSError, ValueError) as exc:
+        raise RecoveryMismatch(f"recovery.dir: cannot read {path} ({exc})") from exc
+    for name, value in layout.items():
+        if name in stored and stored[name] != value:
+            raise RecoveryMismatch(
+                f"{name}: the recovery directory {folder} holds state in {stored[name]} shards and this "
+                f"configuration asks for {value}; set {name} to {stored[name]}, or start from an empty "
+                "recovery directory (per-user state then starts empty)"
+            )
+    if stored != layout:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(layout, sort_keys=True))
+        tmp.replace(path)
 
 
 GC_THRESHOLDS = (50_000, 20, 20)

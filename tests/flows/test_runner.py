@@ -4,11 +4,21 @@ end-to-end, recovery and benchmark tests)."""
 from __future__ import annotations
 
 import gc
+import json
 
+import pytest
 import torch
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from flows.runner import GC_THRESHOLDS, limit_cpu_threads, tune_gc
+from flows.config import Settings
+from flows.runner import (
+    GC_THRESHOLDS,
+    LAYOUT_FILE,
+    RecoveryMismatch,
+    limit_cpu_threads,
+    prepare_recovery,
+    tune_gc,
+)
 
 
 def test_tune_gc_freezes_start_up_objects_and_collects_less_often():
@@ -36,3 +46,39 @@ def test_limit_cpu_threads_caps_every_thread_pool_the_process_loaded():
             assert all(p["num_threads"] == 1 for p in pools), pools
         finally:
             torch.set_num_threads(before)
+
+
+def _recovering(folder, shards: int) -> Settings:
+    return Settings.model_validate({"recovery": {"dir": str(folder)}, "state": {"shards": shards}})
+
+
+def test_a_recovery_directory_refuses_another_shard_count_naming_the_setting(tmp_path):
+    folder = tmp_path / "recovery"
+    prepare_recovery(_recovering(folder, 64))
+    assert json.loads((folder / LAYOUT_FILE).read_text()) == {"state.shards": 64}
+    prepare_recovery(_recovering(folder, 64))  # a restart with the same settings resumes
+    with pytest.raises(RecoveryMismatch, match=r"^state\.shards: .* holds state in 64 shards .* asks for 16"):
+        prepare_recovery(_recovering(folder, 16))
+    assert json.loads((folder / LAYOUT_FILE).read_text()) == {"state.shards": 64}, "the record stays"
+
+
+def test_a_recovery_directory_from_before_the_record_is_taken_as_it_is_and_recorded(tmp_path):
+    folder = tmp_path / "recovery"
+    prepare_recovery(_recovering(folder, 32))
+    (folder / LAYOUT_FILE).unlink()
+    prepare_recovery(_recovering(folder, 32))
+    assert json.loads((folder / LAYOUT_FILE).read_text()) == {"state.shards": 32}
+
+
+def test_a_shard_mismatch_is_one_line_and_exit_status_1(tmp_path, capsys):
+    import typer
+
+    from apps.cli_data import service_errors
+
+    folder = tmp_path / "recovery"
+    prepare_recovery(_recovering(folder, 64))
+    with pytest.raises(typer.Exit) as exit_info, service_errors(_recovering(folder, 8)):
+        prepare_recovery(_recovering(folder, 8))
+    assert exit_info.value.exit_code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: state.shards:") and err.count("\n") == 1 and "Traceback" not in err

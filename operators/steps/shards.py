@@ -174,10 +174,21 @@ def user_shards(
         metrics.USER_STATES.inc(len(shard.users))
         return _ShardLogic(shard, process, sweep, _sweep_every(ttl_s), clock, snapshots, "users")
 
-    out = op.key_rm("unshard", op.stateful_batch("users", routed, build))
-    oks = op.filter("has_events", op.map("events", out, lambda o: o[0]), bool)
-    dups = op.flat_map("duplicates", out, lambda o: o[1])
+    out = op.stateful_batch("users", routed, build)
+    oks = op.flat_map_batch("events", out, _gather_events)
+    dups = op.flat_map_batch("duplicates", out, _gather_duplicates)
     return UserStreams(oks, dups)
+
+
+def _gather_events(items: list[tuple[str, tuple[list[Featured], list[DeadLetter]]]]) -> list[list[Featured]]:
+    """The featured events of every shard call one activation brings, as one list (the next
+    step splits one list per activation, not one per shard)."""
+    events = [f for _, (featured, _) in items for f in featured]
+    return [events] if events else []
+
+
+def _gather_duplicates(items: list[tuple[str, tuple[list[Featured], list[DeadLetter]]]]) -> list[DeadLetter]:
+    return [d for _, (_, dups) in items for d in dups]
 
 
 @operator
@@ -219,5 +230,11 @@ def entity_shards(
         live.inc(len(shard.windows))
         return _ShardLogic(shard, process, sweep, _sweep_every(ttl_s), clock, snapshots, "risk_windows")
 
-    windowed = op.key_rm("unshard", op.stateful_batch("windows", keyed, build))
+    windowed = op.flat_map_batch("gather", op.stateful_batch("windows", keyed, build), _gather_windowed)
     return op.merge("rejoin", windowed, passing)
+
+
+def _gather_windowed(items: list[tuple[str, list[Featured]]]) -> list[list[Featured]]:
+    """Every shard call's events of one activation as one list."""
+    events = [f for _, part in items for f in part]
+    return [events] if events else []

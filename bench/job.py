@@ -293,9 +293,15 @@ def job_throughput(
     models: Path | None,
     log_dir: Path,
     partitions: int = PARTITIONS,
+    recovery: Path | None = None,
 ) -> dict[str, Any]:
-    """Events/s through the whole job reading the pre-loaded ``source`` topic."""
-    settings = isolated_settings(info, f"tp{processes}", partitions, kafka__transactions_topic=source)
+    """Events/s through the whole job reading the pre-loaded ``source`` topic; with
+    ``recovery`` (a fresh directory) the job snapshots its state and offsets as in
+    production, every ``recovery.snapshot_interval_s``."""
+    extra: dict[str, Any] = {"kafka__transactions_topic": source}
+    if recovery is not None:
+        extra["recovery__dir"] = str(recovery)
+    settings = isolated_settings(info, f"tp{processes}", partitions, **extra)
     total = len(work.messages)
     job = run_job(settings, processes, models, log_dir)
     first = last = 0.0
@@ -618,6 +624,7 @@ def run(args: argparse.Namespace, say: Callable[[str], None]) -> dict[str, Any]:
                 "users": args.users,
                 "mean_message_bytes": statistics.fmean(sizes),
                 "partitions": args.partitions,
+                "recovery": args.recovery,
             }
 
             raw = Figure()
@@ -627,7 +634,8 @@ def run(args: argparse.Namespace, say: Callable[[str], None]) -> dict[str, Any]:
                 raw.add(raw_passthrough(bootstrap, source, len(work.messages), args.partitions))
                 say(f"[{r + 1}/{args.repeats}] raw pass-through {raw.runs[-1]:,.0f}/s")
                 for p in args.processes:
-                    d = job_throughput(info, source, work, p, models, tmp, args.partitions)
+                    recovery = tmp / f"recovery-{r}-{p}" if args.recovery else None
+                    d = job_throughput(info, source, work, p, models, tmp, args.partitions, recovery)
                     tp[p].add(d["events_per_s"])
                     details[p].append(d)
                     say(f"[{r + 1}/{args.repeats}] job, {p} process(es): {d['events_per_s']:,.0f}/s")
@@ -839,6 +847,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--memory-users", default="100000,1000000")
     parser.add_argument("--rules-only", action="store_true", help="no model artifacts")
+    parser.add_argument(
+        "--recovery",
+        action="store_true",
+        help="throughput runs with a recovery directory (state and offsets snapshotted, as in production)",
+    )
     parser.add_argument("--json")
     parser.add_argument("--markdown", help="append the Markdown tables to this file")
     parser.add_argument("--plot", help="PNG of the latency distribution")

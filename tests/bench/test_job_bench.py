@@ -28,6 +28,7 @@ def test_quick_mode_reports_every_figure(tmp_path):
             "bench",
             "job",
             "--quick",
+            "--recovery",
             "--json",
             str(out),
             "--markdown",
@@ -42,7 +43,8 @@ def test_quick_mode_reports_every_figure(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     r = json.loads(out.read_text())
-    assert r["command"].startswith("python -m bench job --quick")
+    assert r["command"].startswith("python -m bench job --quick --recovery")
+    assert r["workload"]["recovery"] is True, "the throughput runs snapshot as in production"
     assert r["machine"]["cores"] >= 1 and r["machine"]["postgres"]
     assert r["raw_passthrough_per_s"]["median"] > 0
     assert set(r["job"]) == {"1", "2"}

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 from array import array
-from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 import msgspec
@@ -62,16 +61,24 @@ class _Snapshot(msgspec.Struct, array_like=True):
 
 class SeenEvents:
     """Ids seen in one shard, oldest first: a 64-bit hash of the id, the first
-    8 bytes of the first payload's SHA-256 and the time it was seen."""
+    8 bytes of the first payload's SHA-256 and the time it was seen.
 
-    __slots__ = ("digests", "times")
+    A dict answers "seen before?"; the order lives in three flat arrays (ids, digest
+    prefixes, times) read from ``head``, the oldest id still remembered, so a snapshot
+    is three copies of memory, not a walk over every id: with the memory full (2M ids
+    over the shards) the walk took about 0.3 us an id at every epoch."""
+
+    __slots__ = ("digests", "head", "ids", "prefixes", "times")
 
     def __init__(self) -> None:
-        self.digests: OrderedDict[int, int] = OrderedDict()
-        self.times: deque[float] = deque()
+        self.digests: dict[int, int] = {}
+        self.ids = array("q")
+        self.prefixes = array("q")
+        self.times = array("d")
+        self.head = 0
 
     def __len__(self) -> int:
-        return len(self.times)
+        return len(self.times) - self.head
 
     def first(self, event_id: str, digest: bytes, now: float, config: DedupConfig) -> int | None:
         """None when ``event_id`` is new (it is remembered from now on), else the
@@ -80,43 +87,50 @@ class SeenEvents:
         found = self.digests.get(key)
         if found is not None:
             return found
-        self.digests[key] = int.from_bytes(digest[:8], "big", signed=True)
+        prefix = int.from_bytes(digest[:8], "big", signed=True)
+        self.digests[key] = prefix
+        self.ids.append(key)
+        self.prefixes.append(prefix)
         self.times.append(now)
-        if len(self.times) > config.max_per_shard:
+        if len(self.times) - self.head > config.max_per_shard:
             self._drop_oldest()
         return None
 
     def evict(self, now: float, config: DedupConfig) -> None:
         """Forget ids older than the window."""
         before = now - config.window_s
-        while self.times and self.times[0] < before:
+        times = self.times
+        while self.head < len(times) and times[self.head] < before:
             self._drop_oldest()
 
     def _drop_oldest(self) -> None:
-        self.times.popleft()
-        self.digests.popitem(last=False)
+        del self.digests[self.ids[self.head]]
+        self.head += 1
+        if self.head >= _COMPACT_FROM and 2 * self.head >= len(self.times):
+            h = self.head
+            del self.ids[:h], self.prefixes[:h], self.times[:h]
+            self.head = 0
 
     def snapshot(self) -> bytes:
         """Compact bytes for Bytewax's recovery store (24 bytes per id)."""
+        h = self.head
         return msgspec.msgpack.encode(
-            _Snapshot(
-                array("q", self.digests.keys()).tobytes(),
-                array("q", self.digests.values()).tobytes(),
-                array("d", self.times).tobytes(),
-            )
+            _Snapshot(self.ids[h:].tobytes(), self.prefixes[h:].tobytes(), self.times[h:].tobytes())
         )
 
     @classmethod
     def restore(cls, data: bytes) -> SeenEvents:
         snap = msgspec.msgpack.decode(data, type=_Snapshot)
-        ids, digests, times = array("q"), array("q"), array("d")
-        ids.frombytes(snap.ids)
-        digests.frombytes(snap.digests)
-        times.frombytes(snap.times)
         seen = cls()
-        seen.digests = OrderedDict(zip(ids, digests, strict=True))
-        seen.times = deque(times)
+        seen.ids.frombytes(snap.ids)
+        seen.prefixes.frombytes(snap.digests)
+        seen.times.frombytes(snap.times)
+        seen.digests = dict(zip(seen.ids, seen.prefixes, strict=True))
         return seen
+
+
+_COMPACT_FROM = 4096
+"""Forgotten ids kept at the front of the arrays before they are cut off (at least half)."""
 
 
 def duplicate_letter(acc: Accepted, first_digest: int, now: float, max_value_bytes: int) -> DeadLetter:

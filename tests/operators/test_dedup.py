@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import hashlib
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from operators import dedup
 from operators.dedup import DedupConfig, SeenEvents
 from operators.shards import shard_of
 
@@ -57,3 +62,42 @@ def test_snapshot_is_compact_and_restores_the_same_memory():
 def test_shards_spread_users_and_are_stable():
     shards = {shard_of(f"user-{i}", SHARDS) for i in range(2000)}
     assert len(shards) == SHARDS and shard_of("u1", SHARDS) == shard_of("u1", SHARDS)
+
+
+_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("see"), st.integers(0, 30), st.integers(0, 3)),
+        st.tuples(st.just("tick"), st.integers(1, 5), st.just(0)),
+        st.tuples(st.just("restart"), st.just(0), st.just(0)),
+    ),
+    max_size=150,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_OPS)
+def test_the_memory_is_an_ordered_dict_bounded_by_window_and_count_across_restarts(ops):
+    """Against a plain model (ids in arrival order, forgotten past the window or the cap),
+    with restarts from snapshots in between and the arrays cut at every few drops."""
+    cfg = DedupConfig(window_s=12.0, max_ids=SHARDS * 6)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(dedup, "_COMPACT_FROM", 2)
+        seen, model, now = SeenEvents(), {}, 0.0
+        for op, a, b in ops:
+            if op == "tick":
+                now += a
+            elif op == "restart":
+                seen = SeenEvents.restore(seen.snapshot())
+            else:
+                seen.evict(now, cfg)
+                model = {k: v for k, v in model.items() if v[1] >= now - cfg.window_s}
+                got = seen.first(f"e{a}", digest(str(b)), now, cfg)
+                if f"e{a}" in model:
+                    assert got is not None
+                    assert got.to_bytes(8, "big", signed=True) == digest(str(model[f"e{a}"][0]))[:8]
+                else:
+                    assert got is None
+                    model[f"e{a}"] = (b, now)
+                    while len(model) > cfg.max_per_shard:
+                        del model[next(iter(model))]
+            assert len(seen) == len(model)

@@ -170,7 +170,7 @@ def user_shards(
         metrics.USER_STATES.dec(shard.sweep(now - ttl_s, now - risk_ttl_s))
 
     def build(resume: bytes | None) -> _ShardLogic[UserShard]:
-        shard = UserShard.restore(resume) if resume else UserShard()
+        shard = UserShard.restore(resume) if resume else UserShard(snapshots)
         metrics.USER_STATES.inc(len(shard.users))
         return _ShardLogic(shard, process, sweep, _sweep_every(ttl_s), clock, snapshots, "users")
 
@@ -226,7 +226,7 @@ def entity_shards(
         live.dec(shard.sweep(now - ttl_s))
 
     def build(resume: bytes | None) -> _ShardLogic[EntityShard]:
-        shard = EntityShard.restore(resume) if resume else EntityShard()
+        shard = EntityShard.restore(resume) if resume else EntityShard(snapshots)
         live.inc(len(shard.windows))
         return _ShardLogic(shard, process, sweep, _sweep_every(ttl_s), clock, snapshots, "risk_windows")
 

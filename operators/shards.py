@@ -25,7 +25,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import msgspec
 
@@ -69,6 +69,8 @@ _LegacyUserShardSnapshot = tuple[dict[str, LegacyUserState], dict[str, LegacyRis
 """Snapshots written before user events and window days were packed (restored and upgraded)."""
 
 
+T = TypeVar("T")
+
 _USER = msgspec.msgpack.Decoder(UserState)
 _WINDOW = msgspec.msgpack.Decoder(RiskWindow)
 _ENCODER = msgspec.msgpack.Encoder()
@@ -80,32 +82,25 @@ Windows = dict[str, RiskWindow | msgspec.Raw]
 """A shard's risk windows, live or encoded as :data:`Users`."""
 
 
-def _warm_user(users: Users, uid: str, hot: set[str] | None) -> UserState:
-    """``uid``'s live state: decoded if it was cold, new if there was none (noted in
+def _warm(
+    table: dict[str, Any],
+    key: str,
+    decoder: msgspec.msgpack.Decoder[T],
+    new: Callable[[], T],
+    hot: set[str] | None,
+) -> T:
+    """``key``'s live entry: decoded if it was cold, new if there was none (noted in
     ``hot``, the keys the next snapshot encodes, when the shard keeps one)."""
-    state = users.get(uid)
-    if state is None:
-        state = users[uid] = UserState()
-    elif type(state) is msgspec.Raw:
-        state = users[uid] = _USER.decode(state)
+    value = table.get(key)
+    if value is None:
+        value = table[key] = new()
+    elif type(value) is msgspec.Raw:
+        value = table[key] = decoder.decode(value)
     else:
-        return state
-    if hot is not None:
-        hot.add(uid)
-    return state
-
-
-def _warm_window(windows: Windows, key: str, hot: set[str] | None) -> RiskWindow:
-    window = windows.get(key)
-    if window is None:
-        window = windows[key] = RiskWindow()
-    elif type(window) is msgspec.Raw:
-        window = windows[key] = _WINDOW.decode(window)
-    else:
-        return window
+        return value
     if hot is not None:
         hot.add(key)
-    return window
+    return value
 
 
 def _chill(table: dict[str, Any], keys: Iterable[str] | None = None) -> None:
@@ -149,11 +144,11 @@ class UserShard:
 
     def user(self, uid: str) -> UserState | None:
         """``uid``'s state (decoded if it was cold), or None."""
-        return _warm_user(self.users, uid, self.hot) if uid in self.users else None
+        return _warm(self.users, uid, _USER, UserState, self.hot) if uid in self.users else None
 
     def window(self, uid: str) -> RiskWindow | None:
         """``uid``'s risk window (decoded if it was cold), or None."""
-        return _warm_window(self.windows, uid, self.hot) if uid in self.windows else None
+        return _warm(self.windows, uid, _WINDOW, RiskWindow, self.hot) if uid in self.windows else None
 
     def process(
         self, batch: Sequence[Accepted], labels: Sequence[KnownLabel], now: float, config: UserShardConfig
@@ -168,7 +163,7 @@ class UserShard:
             if isinstance(item, DeadLetter):
                 dups.append(item)
                 continue
-            state = _warm_user(users, item.event.user_id, self.hot)
+            state = _warm(users, item.event.user_id, _USER, UserState, self.hot)
             featured.append(update_profile(state, item, limits))
             state.touched_at = now
         if config.risk is not None and (featured or labels):
@@ -199,8 +194,8 @@ class UserShard:
             users = {key: state.upgrade() for key, state in old_users.items()}
             windows = {key: window.upgrade() for key, window in old_windows.items()}
         shard = cls(snapshots=True)
-        shard.users = dict(users)
-        shard.windows = dict(windows)
+        shard.users = cast(Users, users)
+        shard.windows = cast(Windows, windows)
         _chill(shard.users)  # restored idle users take their encoded size until their next event
         _chill(shard.windows)
         shard.seen = SeenEvents.restore(seen)
@@ -234,7 +229,7 @@ def _windows(
             groups.setdefault(key, []).append(item)
     out: list[Featured] = []
     for key, items in groups.items():
-        window = _warm_window(windows, key, hot)
+        window = _warm(windows, key, _WINDOW, RiskWindow, hot)
         out.extend(update_window(window, items, kind, config))
         window.touched_at = now
     return out
@@ -263,7 +258,7 @@ class EntityShard:
 
     def window(self, key: str) -> RiskWindow | None:
         """``key``'s window (decoded if it was cold), or None."""
-        return _warm_window(self.windows, key, self.hot) if key in self.windows else None
+        return _warm(self.windows, key, _WINDOW, RiskWindow, self.hot) if key in self.windows else None
 
     def sweep(self, before: float) -> int:
         return _sweep(self.windows, before, _WINDOW)
@@ -279,7 +274,7 @@ class EntityShard:
     def restore(cls, data: bytes) -> EntityShard:
         shard = cls(snapshots=True)
         try:
-            shard.windows = dict(msgspec.msgpack.decode(data, type=dict[str, RiskWindow]))
+            shard.windows = cast(Windows, msgspec.msgpack.decode(data, type=dict[str, RiskWindow]))
         except msgspec.ValidationError:
             old = msgspec.msgpack.decode(data, type=dict[str, LegacyRiskWindow])
             shard.windows = {key: window.upgrade() for key, window in old.items()}

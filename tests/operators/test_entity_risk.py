@@ -189,4 +189,6 @@ def test_reused_features_equal_features_computed_afresh(events, probes):
     for ts in sorted(probes):
         lo, hi, got = w.features_until(ts, cfg, "")
         assert lo <= ts < hi and got == w.features(ts, cfg)
-        assert w.features_until(max(lo, ts - 0.5), cfg, "")[2] == got or lo > ts - 0.5
+        earlier = max(lo, ts - 0.5)
+        if earlier // DAY == ts // DAY:  # the answer holds within ts's day only (update_window checks it)
+            assert w.features_until(earlier, cfg, "")[2] == got

@@ -198,20 +198,19 @@ class RiskWindow(msgspec.Struct, array_like=True):
             return -math.inf, math.inf, _counted(prefix, windows, tuple(events))
         fraud_counts = [0] * len(windows)
         lo, hi = -math.inf, math.inf
-        if frauds:
-            for day, labelled in frauds.items():
-                back = end - day
-                if 1 <= back <= longest:
-                    for timeline in labelled.values():
-                        for label_time, _ in timeline:
-                            if label_time <= ts:
-                                lo = max(lo, label_time)
-                            else:
-                                hi = min(hi, label_time)
-                        if _fraud_at(timeline, ts):
-                            for j, w in enumerate(windows):
-                                if back <= w:
-                                    fraud_counts[j] += 1
+        for day, labelled in frauds.items():
+            back = end - day
+            if 1 <= back <= longest:
+                for timeline in labelled.values():
+                    for label_time, _ in timeline:
+                        if label_time <= ts:
+                            lo = max(lo, label_time)
+                        else:
+                            hi = min(hi, label_time)
+                    if _fraud_at(timeline, ts):
+                        for j, w in enumerate(windows):
+                            if back <= w:
+                                fraud_counts[j] += 1
         out: dict[str, float | None] = {}
         for (events_name, frauds_name, share_name), n_events, n_frauds in zip(
             _names(prefix, windows), events, fraud_counts, strict=True

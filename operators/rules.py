@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
+from operators.entity_risk import RiskConfig, risk_feature_names
 from operators.events import TransactionEvent
 from operators.features import Features
 
@@ -271,9 +272,9 @@ def user_blacklist(ev: TransactionEvent, f: Features, ctx: RuleContext) -> RuleH
 
 
 @functools.cache
-def _merchant_window(days: int) -> tuple[str, str, str]:
+def _merchant_window(days: int) -> tuple[str, ...]:
     """The merchant risk features of a ``days`` window: events, frauds, fraud share."""
-    return f"merchant_events_{days}d", f"merchant_frauds_{days}d", f"merchant_fraud_share_{days}d"
+    return risk_feature_names("merchant", RiskConfig(windows=(days,)))
 
 
 def compromised_merchant(ev: TransactionEvent, f: Features, ctx: RuleContext) -> RuleHit | None:

@@ -147,7 +147,8 @@ def _summary(
 
 def _counts(counts: collections.Counter[str]) -> None:
     if counts:
-        by_field = ", ".join(f"{name} {n:,}" for name, n in counts.most_common())
+        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))  # ties by name: the same every run
+        by_field = ", ".join(f"{name} {n:,}" for name, n in ranked)
         console.print(escape(f"by field: {by_field}"), highlight=False, soft_wrap=True)
 
 

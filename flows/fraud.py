@@ -248,8 +248,9 @@ def challenger_provider(settings: Settings) -> Callable[[], ModelSet | None]:
     """The ``challenger`` version of ``models.path``, scoring in shadow (None when there is none)."""
     if settings.models.path is None:
         return lambda: None
+    m = settings.models
     shadow = ActiveModels(
-        Path(settings.models.path), settings.models.device, settings.models.refresh_s, pointer="challenger"
+        Path(settings.models.path), m.device, m.refresh_s, pointer="challenger", gpu_min_rows=m.gpu_min_rows
     )
 
     def current() -> ModelSet | None:
@@ -266,7 +267,8 @@ def model_provider(settings: Settings) -> Callable[[], ModelSet]:
             "no model directory configured (models.path / FRAUDSTREAM_MODEL_DIR): scoring with rules only"
         )
         return lambda: RULES_ONLY
-    active = ActiveModels(Path(settings.models.path), settings.models.device, settings.models.refresh_s)
+    m = settings.models
+    active = ActiveModels(Path(settings.models.path), m.device, m.refresh_s, gpu_min_rows=m.gpu_min_rows)
     models = active()
     if models is RULES_ONLY:
         log.warning(

@@ -40,10 +40,10 @@ __all__ = ["FORMAT", "ActiveModels", "ArtifactError", "ModelStore", "load_artifa
 log = logging.getLogger(__name__)
 
 FORMAT = "fraudstream-model/1"
-_LOADERS: dict[str, Callable[[Path, str], Scorer]] = {
-    "isolation_forest": lambda path, device: IsolationForestScorer.load(path),
-    "autoencoder": lambda path, device: AutoencoderScorer.load(path, device=device),
-    "supervised": lambda path, device: SupervisedScorer.load(path),
+_LOADERS: dict[str, Callable[[Path, str, int], Scorer]] = {
+    "isolation_forest": lambda path, device, gpu_min_rows: IsolationForestScorer.load(path),
+    "autoencoder": AutoencoderScorer.load,
+    "supervised": lambda path, device, gpu_min_rows: SupervisedScorer.load(path),
 }
 
 
@@ -108,8 +108,9 @@ def write_artifact(
         raise
 
 
-def load_artifact(path: Path, device: str = "auto") -> ModelSet:
-    """Verify and load one artifact directory as a :class:`ModelSet`."""
+def load_artifact(path: Path, device: str = "auto", gpu_min_rows: int = 0) -> ModelSet:
+    """Verify and load one artifact directory as a :class:`ModelSet` (on a GPU,
+    batches under ``gpu_min_rows`` rows score on the CPU)."""
     try:
         metadata = json.loads((path / "metadata.json").read_text())
     except FileNotFoundError as exc:
@@ -132,7 +133,7 @@ def load_artifact(path: Path, device: str = "auto") -> ModelSet:
         if loader is None:
             raise ArtifactError(f"{path}: unknown component {name!r}")
         try:
-            scorers[name] = loader(path, device)
+            scorers[name] = loader(path, device, gpu_min_rows)
         except Exception as exc:
             raise ArtifactError(f"{path}: cannot load {name}: {type(exc).__name__}: {exc}") from exc
     per_component = {n: tuple(c) for n, c in (metadata.get("component_features") or {}).items()}
@@ -204,10 +205,12 @@ class ActiveModels:
         refresh_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
         pointer: str = "active",
+        gpu_min_rows: int = 0,
     ) -> None:
         self.store = ModelStore(root)
         self.pointer = pointer
         self.device = device
+        self.gpu_min_rows = gpu_min_rows
         self.current = RULES_ONLY
         self._throttle = Throttle(refresh_s, clock)
         self._failed: str | None = None
@@ -227,7 +230,7 @@ class ActiveModels:
         if version is None or version in {self.current.version, self._failed}:
             return
         try:
-            models = load_artifact(self.store.root / version, self.device)
+            models = load_artifact(self.store.root / version, self.device, self.gpu_min_rows)
         except ArtifactError as exc:
             self._failed = version
             metrics.MODEL_LOAD_FAILURES.inc()

@@ -164,6 +164,28 @@ def test_cuda_scores_match_cpu_scores(store, training_matrix):
     np.testing.assert_allclose(gpu.score_batch(training_matrix), cpu.score_batch(training_matrix), atol=0.2)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_cuda_scorer_scores_batches_under_gpu_min_rows_on_the_cpu(store, training_matrix):
+    s, version = store
+    rows = len(training_matrix)
+    gpu = load_artifact(s.root / version, device="cuda", gpu_min_rows=rows).scorers["autoencoder"]
+    on_gpu = gpu.score_batch(training_matrix)
+    assert gpu._cpu_net is None
+    on_cpu = gpu.score_batch(training_matrix[: rows - 1])
+    assert gpu._cpu_net is not None and next(gpu._cpu_net.parameters()).device.type == "cpu"
+    assert next(gpu.net.parameters()).device.type == "cuda"
+    np.testing.assert_allclose(on_cpu, on_gpu[: rows - 1], atol=0.2)
+
+
+def test_active_models_load_the_autoencoder_with_gpu_min_rows(store, training_matrix):
+    s, version = store
+    ae = ActiveModels(s.root, "cpu", gpu_min_rows=10**6)().scorers["autoencoder"]
+    assert ae.gpu_min_rows == 10**6
+    cpu = load_artifact(s.root / version, device="cpu").scorers["autoencoder"]
+    np.testing.assert_array_equal(ae.score_batch(training_matrix), cpu.score_batch(training_matrix))
+    assert ae._cpu_net is None, "a scorer on the CPU needs no copy of its network"
+
+
 def test_prune_keeps_the_newest_versions_and_never_the_active_or_challenger(store, tmp_path):
     s, version = store
     root = tmp_path / "models"

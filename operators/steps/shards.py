@@ -27,6 +27,7 @@ from operators.entity_risk import RiskConfig
 from operators.events import TransactionEvent
 from operators.features import Featured
 from operators.labels import ENTITY_KEYS, KnownLabel
+from operators.parcels import AcceptedParcel, FeaturedParcel
 from operators.shards import EntityShard, UserShard, UserShardConfig, shard_of
 from operators.validation import Accepted, DeadLetter
 
@@ -98,22 +99,26 @@ def _sweep_every(ttl_s: float) -> float:
 
 
 def _split(
-    key_of: Callable[[T], str | None], shards: int
+    key_of: Callable[[T], str | None], shards: int, parcel: Callable[[], list[T]]
 ) -> Callable[[list[list[T]]], list[tuple[str, list[T]]]]:
-    """All the lists one activation brings to one sub-list per shard of ``key_of``;
+    """All the lists one activation brings to one ``parcel`` per shard of ``key_of``;
     items without a key go under ``""``.
 
     Splitting the lists together, not one by one, sends each shard one item per
     activation: an item that crosses to another process is pickled on its own,
     and the shard steps' outputs were lists of about ten events that split into
-    items of one or two."""
+    items of one or two. A parcel crosses as msgpack (:mod:`operators.parcels`)."""
 
     def split(lists: list[list[T]]) -> list[tuple[str, list[T]]]:
         parts: dict[str, list[T]] = {}
         for items in lists:
             for item in items:
                 key = key_of(item)
-                parts.setdefault("" if key is None else shard_of(key, shards), []).append(item)
+                shard = "" if key is None else shard_of(key, shards)
+                part = parts.get(shard)
+                if part is None:
+                    part = parts[shard] = parcel()
+                part.append(item)
         return list(parts.items())
 
     return split
@@ -150,7 +155,9 @@ def user_shards(
     clock: Callable[[], float] = time.time,
 ) -> UserStreams:
     """Per-user features for every list of events, keeping each user's state in its shard."""
-    routed: op.KeyedStream[Any] = op.flat_map_batch("route", up, _split(lambda a: a.event.user_id, shards))
+    routed: op.KeyedStream[Any] = op.flat_map_batch(
+        "route", up, _split(lambda a: a.event.user_id, shards, AcceptedParcel)
+    )
     keyed_labels = _keyed_labels(labels, "user", shards) if config.risk is not None else None
     if keyed_labels is not None:
         routed = op.merge("with_labels", routed, keyed_labels)
@@ -207,7 +214,7 @@ def entity_shards(
     key_of: Callable[[TransactionEvent], str | None] = ENTITY_KEYS[kind]
 
     routed: op.KeyedStream[Any] = op.flat_map_batch(
-        "route", up, _split(lambda f: key_of(f.accepted.event), shards)
+        "route", up, _split(lambda f: key_of(f.accepted.event), shards, FeaturedParcel)
     )
     passing = op.filter_map("without_key", routed, lambda kv: kv[1] if kv[0] == "" else None)
     keyed: op.KeyedStream[Any] = op.filter("with_key", routed, lambda kv: kv[0] != "")

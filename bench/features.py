@@ -44,7 +44,7 @@ from operators.records import encode_decision, scored_event_row
 from operators.rules import Blocklists, RuleContext
 from operators.rulesets import RuleSet, RuleSetDocument
 from operators.scoring import score_batch
-from operators.shards import EntityShard, UserShard, UserShardConfig, shard_of
+from operators.shards import EntityShard, UserShard, UserShardConfig, shard_index
 from operators.state import StateLimits, UserState
 from operators.validation import Accepted
 
@@ -128,7 +128,7 @@ def _shards(accepted: list[Accepted], repeats: int, shards: int = 64, batch: int
         for start in range(0, len(accepted), batch):
             parts: dict[int, list[Accepted]] = {}
             for acc in accepted[start : start + batch]:
-                parts.setdefault(int(shard_of(acc.event.user_id, shards)), []).append(acc)
+                parts.setdefault(shard_index(acc.event.user_id, shards), []).append(acc)
             began = time.perf_counter()
             featured: list[Featured] = []
             for k, part in parts.items():
@@ -137,7 +137,7 @@ def _shards(accepted: list[Accepted], repeats: int, shards: int = 64, batch: int
             for kind, key_of in keys:
                 by_shard: dict[int, list[Featured]] = {}
                 for item in featured:
-                    by_shard.setdefault(int(shard_of(key_of(item.accepted.event) or "", shards)), []).append(
+                    by_shard.setdefault(shard_index(key_of(item.accepted.event) or "", shards), []).append(
                         item
                     )
                 began = time.perf_counter()

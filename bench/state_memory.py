@@ -31,7 +31,7 @@ from operators.dedup import SeenEvents
 from operators.entity_risk import RiskConfig
 from operators.events import Location, TransactionEvent
 from operators.features import update_profile
-from operators.shards import UserShard, UserShardConfig, shard_of
+from operators.shards import UserShard, UserShardConfig, shard_index
 from operators.state import StateLimits, UserState
 from operators.validation import Accepted
 
@@ -65,7 +65,7 @@ def shard_bytes_per_user(users: int, events: int, shards: int = 64) -> dict[str,
     # them (the user id as the key, the device id) count; the rest goes with the batches.
     batches: list[list[Accepted]] = [[] for _ in range(shards)]
     for u in range(users):
-        batches[int(shard_of(f"user-{u}", shards))].extend(_event(u, k) for k in range(events))
+        batches[shard_index(f"user-{u}", shards)].extend(_event(u, k) for k in range(events))
     table = [UserShard(snapshots=True) for _ in range(shards)]
     for shard, batch in zip(table, batches, strict=True):
         shard.process(batch, [], 0.0, config)
@@ -116,7 +116,7 @@ def snapshots(users: int, events: int, shards: int = 64) -> dict[str, float]:
     table = [UserShard(snapshots=True) for _ in range(shards)]
     batches: list[list[Accepted]] = [[] for _ in range(shards)]
     for u in range(users):
-        batches[int(shard_of(f"user-{u}", shards))].extend(_event(u, k) for k in range(events))
+        batches[shard_index(f"user-{u}", shards)].extend(_event(u, k) for k in range(events))
     for shard, batch in zip(table, batches, strict=True):
         shard.process(batch, [], 0.0, config)
     began = time.perf_counter()
@@ -125,7 +125,7 @@ def snapshots(users: int, events: int, shards: int = 64) -> dict[str, float]:
     # an epoch of traffic (EPOCH_EVENTS, one event each for as many users) touches every shard
     touched: list[list[Accepted]] = [[] for _ in range(shards)]
     for u in range(0, users, max(1, users // EPOCH_EVENTS)):
-        touched[int(shard_of(f"user-{u}", shards))].append(_event(u, events))
+        touched[shard_index(f"user-{u}", shards)].append(_event(u, events))
     for shard, batch in zip(table, touched, strict=True):
         shard.process(batch, [], 1.0, config)
     began = time.perf_counter()

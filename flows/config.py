@@ -114,6 +114,12 @@ class StateSettings(_Section):
         description="State shards (Bytewax keys) of the user and risk-window steps: each processes whole "
         "batches; more shards spread over more workers, fewer make larger batches.",
     )
+    shard_names: Literal["balanced", "numbers"] = Field(
+        "balanced",
+        description="The shards' Bytewax keys: names that spread evenly over up to 16 workers, or the "
+        "numbers 0..shards-1 (which put 5 to 13 of 64 shards on each of 8 workers). A recovery "
+        "directory keeps the names its state was written under.",
+    )
 
     def config(self) -> StateLimits:
         return StateLimits(self.window_s, self.max_events, self.max_devices)

@@ -44,6 +44,7 @@ from operators.records import encode_alert, encode_decision
 from operators.rules import Blocklists
 from operators.rulesets import RuleSet
 from operators.scoring import ScoredEvent
+from operators.shards import shard_names
 from operators.sinks import DeliveredKafkaSink, PostgresSink, RiskSink
 from operators.sinks.labels import PostgresLabelStore
 from operators.sinks.lists import Flattened
@@ -111,7 +112,8 @@ def build_flow(
     """
     p = providers or Providers()
     snapshots = settings.recovery.dir is not None
-    shards, st = settings.state.shards, settings.state
+    st = settings.state
+    shards = shard_names(st.shards, balanced=st.shard_names == "balanced")
     flow = Dataflow("fraudstream")
     raw = op.input("transactions", flow, source)
     checked = validate("validate", raw, settings.validation.config(), p.clock)

@@ -110,12 +110,13 @@ def prepare_recovery(settings: Settings) -> Path | None:
         return None
     folder = Path(settings.recovery.dir)
     folder.mkdir(parents=True, exist_ok=True)
-    if not any(folder.glob("part-*.sqlite3")):
+    fresh = not any(folder.glob("part-*.sqlite3"))
+    if fresh:
         init_db_dir(folder, settings.recovery.partitions)
         log.info("created %d recovery partitions in %s", settings.recovery.partitions, folder)
     else:
         log.info("resuming from the recovery partitions in %s", folder)
-    check_layout(folder, settings)
+    check_layout(folder, settings, fresh)
     return folder
 
 
@@ -128,14 +129,16 @@ class RecoveryMismatch(ValueError):
     for; the message names the setting."""
 
 
-def check_layout(folder: Path, settings: Settings) -> None:
+def check_layout(folder: Path, settings: Settings, fresh: bool = False) -> None:
     """Stop when ``folder``'s state was sharded by another ``state.shards``, then record
-    this one (a directory from before the record is taken to match).
+    the layout (a directory from before the record is taken to match).
 
     A user's shard is ``crc32(user) % state.shards``: restored under another count, each
     shard's users would sit where their events no longer go, and those users would start
-    afresh, their remembered event ids too (a re-used id would pass)."""
-    layout = {"state.shards": settings.state.shards}
+    afresh, their remembered event ids too (a re-used id would pass). The shards' names
+    (``state.shard_names``) are the directory's, whatever the settings say: a directory
+    from before the names were recorded holds its state under the numbers, and a
+    fresh one takes the settings' (see :func:`recorded_layout`)."""
     path = folder / LAYOUT_FILE
     try:
         stored = json.loads(path.read_text())
@@ -143,17 +146,36 @@ def check_layout(folder: Path, settings: Settings) -> None:
         stored = {}
     except (OSError, ValueError) as exc:
         raise RecoveryMismatch(f"recovery.dir: cannot read {path} ({exc})") from exc
-    for name, value in layout.items():
-        if name in stored and stored[name] != value:
-            raise RecoveryMismatch(
-                f"{name}: the recovery directory {folder} holds state in {stored[name]} shards and this "
-                f"configuration asks for {value}; set {name} to {stored[name]}, or start from an empty "
-                "recovery directory (per-user state then starts empty)"
-            )
+    shards = settings.state.shards
+    if stored.get("state.shards", shards) != shards:
+        raise RecoveryMismatch(
+            f"state.shards: the recovery directory {folder} holds state in {stored['state.shards']} shards "
+            f"and this configuration asks for {shards}; set state.shards to {stored['state.shards']}, or "
+            "start from an empty recovery directory (per-user state then starts empty)"
+        )
+    names = settings.state.shard_names if fresh else stored.get("state.shard_names", "numbers")
+    if names != settings.state.shard_names:
+        log.info("state.shard_names: the recovery directory %s holds its state under %s; kept", folder, names)
+    layout = {"state.shards": shards, "state.shard_names": names}
     if stored != layout:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(layout, sort_keys=True))
         tmp.replace(path)
+
+
+def recorded_layout(settings: Settings) -> Settings:
+    """``settings`` with the shards' names that its recovery directory's state was
+    written under (recorded by :func:`check_layout`); unchanged without a record."""
+    if settings.recovery.dir is None:
+        return settings
+    try:
+        stored = json.loads((Path(settings.recovery.dir) / LAYOUT_FILE).read_text())
+    except (OSError, ValueError):
+        return settings
+    names = stored.get("state.shard_names", settings.state.shard_names)
+    if names == settings.state.shard_names:
+        return settings
+    return settings.model_copy(update={"state": settings.state.model_copy(update={"shard_names": names})})
 
 
 GC_THRESHOLDS = (50_000, 20, 20)
@@ -214,7 +236,7 @@ def run_process(
     from operators import metrics
     from operators.rules import RULES
 
-    settings = settings or load_settings()
+    settings = recorded_layout(settings or load_settings())
     port = settings.metrics.port
     if port:
         metrics.prime(tuple(RULES))

@@ -2,7 +2,7 @@
 
 Per-user state, the ids already accepted and the user's risk window live in a
 :class:`UserShard`; merchant and device risk windows in an :class:`EntityShard`.
-A shard is one Bytewax key (``shard_of(key, shards)``) and processes a whole
+A shard is one Bytewax key (``shard_names(...)[shard_index(key, shards)]``) and processes a whole
 batch per call, so Bytewax routes a few lists per poll instead of one item per
 event, and the per-key cost of a stateful step is paid per shard, not per
 event. Idle entries are dropped by a sweep, not one timer each; a snapshot is
@@ -34,6 +34,7 @@ from operators.entity_risk import LegacyRiskWindow, RiskConfig, RiskWindow, upda
 from operators.events import TransactionEvent
 from operators.features import Featured, update_profile
 from operators.labels import KnownLabel
+from operators.shard_names import BALANCED_NAMES
 from operators.state import LegacyUserState, StateLimits, UserState
 from operators.validation import Accepted, DeadLetter
 
@@ -41,17 +42,31 @@ __all__ = [
     "EntityShard",
     "UserShard",
     "UserShardConfig",
-    "shard_of",
+    "shard_index",
+    "shard_names",
 ]
 
 
-def shard_of(key: str, shards: int) -> str:
-    """The shard (a Bytewax key) of ``key``: stable across processes and restarts.
+def shard_index(key: str, shards: int) -> int:
+    """The shard of ``key``, 0 to ``shards - 1``: stable across processes and restarts.
 
-    >>> shard_of("u1", 64)
-    '54'
+    >>> shard_index("u1", 64)
+    54
     """
-    return str(zlib.crc32(key.encode("utf-8", "surrogatepass")) % shards)
+    return zlib.crc32(key.encode("utf-8", "surrogatepass")) % shards
+
+
+def shard_names(shards: int, balanced: bool = True) -> tuple[str, ...]:
+    """Each shard's Bytewax key: the names that spread evenly over the workers
+    (:mod:`operators.shard_names`; numbers beyond its table), or the numbers
+    (``balanced=False``: recovery directories from before the names).
+
+    >>> shard_names(3, balanced=False), len(set(shard_names(64)))
+    (('0', '1', '2'), 64)
+    """
+    if not balanced:
+        return tuple(str(i) for i in range(shards))
+    return tuple(BALANCED_NAMES[i] if i < len(BALANCED_NAMES) else str(i) for i in range(shards))
 
 
 @dataclass(frozen=True, slots=True)

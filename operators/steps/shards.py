@@ -13,7 +13,7 @@ recovery directory) the per-epoch snapshot is skipped: nothing would read it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
@@ -28,7 +28,7 @@ from operators.events import TransactionEvent
 from operators.features import Featured
 from operators.labels import ENTITY_KEYS, KnownLabel
 from operators.parcels import AcceptedParcel, FeaturedParcel
-from operators.shards import EntityShard, UserShard, UserShardConfig, shard_of
+from operators.shards import EntityShard, UserShard, UserShardConfig, shard_index
 from operators.validation import Accepted, DeadLetter
 
 __all__ = ["UserStreams", "entity_shards", "user_shards"]
@@ -99,22 +99,24 @@ def _sweep_every(ttl_s: float) -> float:
 
 
 def _split(
-    key_of: Callable[[T], str | None], shards: int, parcel: Callable[[], list[T]]
+    key_of: Callable[[T], str | None], shards: Sequence[str], parcel: Callable[[], list[T]]
 ) -> Callable[[list[list[T]]], list[tuple[str, list[T]]]]:
-    """All the lists one activation brings to one ``parcel`` per shard of ``key_of``;
-    items without a key go under ``""``.
+    """All the lists one activation brings to one ``parcel`` per shard of ``key_of``
+    (under the shard's name, ``shards[shard_index(key)]``); items without a key go under ``""``.
 
     Splitting the lists together, not one by one, sends each shard one item per
     activation: an item that crosses to another process is pickled on its own,
     and the shard steps' outputs were lists of about ten events that split into
     items of one or two. A parcel crosses as msgpack (:mod:`operators.parcels`)."""
 
+    count = len(shards)
+
     def split(lists: list[list[T]]) -> list[tuple[str, list[T]]]:
         parts: dict[str, list[T]] = {}
         for items in lists:
             for item in items:
                 key = key_of(item)
-                shard = "" if key is None else shard_of(key, shards)
+                shard = "" if key is None else shards[shard_index(key, count)]
                 part = parts.get(shard)
                 if part is None:
                     part = parts[shard] = parcel()
@@ -125,13 +127,14 @@ def _split(
 
 
 def _keyed_labels(
-    labels: Stream[KnownLabel] | None, kind: str, shards: int
+    labels: Stream[KnownLabel] | None, kind: str, shards: Sequence[str]
 ) -> op.KeyedStream[KnownLabel] | None:
     """Labels of events that have a ``kind``, keyed by that entity's shard (substeps of the caller)."""
     if labels is None:
         return None
     relevant = op.filter("labels_with_key", labels, lambda k: k.key(kind) is not None)
-    return op.key_on("label_shard", relevant, lambda k: shard_of(k.key(kind) or "", shards))
+    count = len(shards)
+    return op.key_on("label_shard", relevant, lambda k: shards[shard_index(k.key(kind) or "", count)])
 
 
 @dataclass(frozen=True)
@@ -148,13 +151,14 @@ def user_shards(
     up: Stream[list[Accepted]],
     labels: Stream[KnownLabel] | None,
     config: UserShardConfig,
-    shards: int,
+    shards: Sequence[str],
     ttl_s: float,
     risk_ttl_s: float,
     snapshots: bool = True,
     clock: Callable[[], float] = time.time,
 ) -> UserStreams:
-    """Per-user features for every list of events, keeping each user's state in its shard."""
+    """Per-user features for every list of events, keeping each user's state in its shard
+    (``shards``: their names, :func:`operators.shards.shard_names`)."""
     routed: op.KeyedStream[Any] = op.flat_map_batch(
         "route", up, _split(lambda a: a.event.user_id, shards, AcceptedParcel)
     )
@@ -205,7 +209,7 @@ def entity_shards(
     labels: Stream[KnownLabel] | None,
     kind: str,
     config: RiskConfig,
-    shards: int,
+    shards: Sequence[str],
     ttl_s: float,
     snapshots: bool = True,
     clock: Callable[[], float] = time.time,

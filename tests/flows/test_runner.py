@@ -17,6 +17,7 @@ from flows.runner import (
     RecoveryMismatch,
     limit_cpu_threads,
     prepare_recovery,
+    recorded_layout,
     tune_gc,
 )
 
@@ -55,19 +56,42 @@ def _recovering(folder, shards: int) -> Settings:
 def test_a_recovery_directory_refuses_another_shard_count_naming_the_setting(tmp_path):
     folder = tmp_path / "recovery"
     prepare_recovery(_recovering(folder, 64))
-    assert json.loads((folder / LAYOUT_FILE).read_text()) == {"state.shards": 64}
+    layout = {"state.shards": 64, "state.shard_names": "balanced"}
+    assert json.loads((folder / LAYOUT_FILE).read_text()) == layout
     prepare_recovery(_recovering(folder, 64))  # a restart with the same settings resumes
     with pytest.raises(RecoveryMismatch, match=r"^state\.shards: .* holds state in 64 shards .* asks for 16"):
         prepare_recovery(_recovering(folder, 16))
-    assert json.loads((folder / LAYOUT_FILE).read_text()) == {"state.shards": 64}, "the record stays"
+    assert json.loads((folder / LAYOUT_FILE).read_text()) == layout, "the record stays"
 
 
-def test_a_recovery_directory_from_before_the_record_is_taken_as_it_is_and_recorded(tmp_path):
+def test_a_recovery_directory_from_before_the_record_keeps_numbered_shards_and_is_recorded(tmp_path):
     folder = tmp_path / "recovery"
     prepare_recovery(_recovering(folder, 32))
     (folder / LAYOUT_FILE).unlink()
     prepare_recovery(_recovering(folder, 32))
-    assert json.loads((folder / LAYOUT_FILE).read_text()) == {"state.shards": 32}
+    assert json.loads((folder / LAYOUT_FILE).read_text()) == {
+        "state.shards": 32,
+        "state.shard_names": "numbers",
+    }
+    assert recorded_layout(_recovering(folder, 32)).state.shard_names == "numbers"
+
+
+def test_a_record_from_before_the_names_keeps_numbered_shards_whatever_the_settings_say(tmp_path):
+    folder = tmp_path / "recovery"
+    prepare_recovery(_recovering(folder, 32))
+    (folder / LAYOUT_FILE).write_text(json.dumps({"state.shards": 32}))
+    settings = _recovering(folder, 32)
+    assert settings.state.shard_names == "balanced"
+    prepare_recovery(settings)
+    assert recorded_layout(settings).state.shard_names == "numbers"
+    assert recorded_layout(_recovering(tmp_path / "elsewhere", 32)).state.shard_names == "balanced"
+    fresh = tmp_path / "fresh"
+    numbered = Settings.model_validate(
+        {"recovery": {"dir": str(fresh)}, "state": {"shards": 8, "shard_names": "numbers"}}
+    )
+    prepare_recovery(numbered)
+    assert json.loads((fresh / LAYOUT_FILE).read_text())["state.shard_names"] == "numbers"
+    assert recorded_layout(_recovering(fresh, 8)).state.shard_names == "numbers"
 
 
 def test_a_shard_mismatch_is_one_line_and_exit_status_1(tmp_path, capsys):

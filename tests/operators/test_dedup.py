@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from operators import dedup
 from operators.dedup import DedupConfig, SeenEvents
-from operators.shards import shard_of
+from operators.shards import shard_index
 
 SHARDS = 64
 
@@ -60,8 +60,8 @@ def test_snapshot_is_compact_and_restores_the_same_memory():
 
 
 def test_shards_spread_users_and_are_stable():
-    shards = {shard_of(f"user-{i}", SHARDS) for i in range(2000)}
-    assert len(shards) == SHARDS and shard_of("u1", SHARDS) == shard_of("u1", SHARDS)
+    shards = {shard_index(f"user-{i}", SHARDS) for i in range(2000)}
+    assert shards == set(range(SHARDS)) and shard_index("u1", SHARDS) == shard_index("u1", SHARDS)
 
 
 _OPS = st.lists(

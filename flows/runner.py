@@ -110,14 +110,19 @@ def prepare_recovery(settings: Settings) -> Path | None:
         return None
     folder = Path(settings.recovery.dir)
     folder.mkdir(parents=True, exist_ok=True)
-    fresh = not any(folder.glob("part-*.sqlite3"))
+    fresh = not _has_partitions(folder)
+    # The record first: a cluster member that sees the partitions then sees the record.
+    check_layout(folder, settings, fresh)
     if fresh:
         init_db_dir(folder, settings.recovery.partitions)
         log.info("created %d recovery partitions in %s", settings.recovery.partitions, folder)
     else:
         log.info("resuming from the recovery partitions in %s", folder)
-    check_layout(folder, settings, fresh)
     return folder
+
+
+def _has_partitions(folder: Path) -> bool:
+    return any(folder.glob("part-*.sqlite3"))
 
 
 LAYOUT_FILE = "fraudstream-layout.json"
@@ -141,7 +146,7 @@ def check_layout(folder: Path, settings: Settings, fresh: bool = False) -> None:
     fresh one takes the settings' (see :func:`recorded_layout`)."""
     path = folder / LAYOUT_FILE
     try:
-        stored = json.loads(path.read_text())
+        stored = {} if fresh else json.loads(path.read_text())
     except FileNotFoundError:
         stored = {}
     except (OSError, ValueError) as exc:
@@ -165,14 +170,17 @@ def check_layout(folder: Path, settings: Settings, fresh: bool = False) -> None:
 
 def recorded_layout(settings: Settings) -> Settings:
     """``settings`` with the shards' names that its recovery directory's state was
-    written under (recorded by :func:`check_layout`); unchanged without a record."""
-    if settings.recovery.dir is None:
+    written under, as :func:`check_layout` decides them: the record's, the numbers
+    for partitions without a record of names, the settings' for no partitions yet."""
+    if settings.recovery.dir is None or not _has_partitions(folder := Path(settings.recovery.dir)):
         return settings
     try:
-        stored = json.loads((Path(settings.recovery.dir) / LAYOUT_FILE).read_text())
+        stored = json.loads((folder / LAYOUT_FILE).read_text())
+    except FileNotFoundError:
+        stored = {}
     except (OSError, ValueError):
-        return settings
-    names = stored.get("state.shard_names", settings.state.shard_names)
+        return settings  # check_layout stopped the start-up on it
+    names = stored.get("state.shard_names", "numbers")
     if names == settings.state.shard_names:
         return settings
     return settings.model_copy(update={"state": settings.state.model_copy(update={"shard_names": names})})

@@ -94,6 +94,34 @@ def test_a_record_from_before_the_names_keeps_numbered_shards_whatever_the_setti
     assert recorded_layout(_recovering(fresh, 8)).state.shard_names == "numbers"
 
 
+def test_the_names_are_recorded_before_the_partitions_a_cluster_member_waits_for(tmp_path, monkeypatch):
+    import bytewax.recovery
+
+    real = bytewax.recovery.init_db_dir
+    seen = []
+
+    def init_db_dir(folder, partitions):
+        seen.append(json.loads((folder / LAYOUT_FILE).read_text()))
+        real(folder, partitions)
+
+    monkeypatch.setattr(bytewax.recovery, "init_db_dir", init_db_dir)
+    folder = tmp_path / "recovery"
+    settings = _recovering(folder, 16)
+    assert recorded_layout(settings) is settings, "no partitions yet: the settings' names"
+    prepare_recovery(settings)
+    assert seen == [{"state.shards": 16, "state.shard_names": "balanced"}]
+    assert recorded_layout(settings).state.shard_names == "balanced"
+
+
+def test_a_member_that_reads_an_old_directory_before_process_0_records_it_takes_the_numbers(tmp_path):
+    folder = tmp_path / "recovery"
+    prepare_recovery(_recovering(folder, 32))
+    (folder / LAYOUT_FILE).unlink()
+    assert recorded_layout(_recovering(folder, 32)).state.shard_names == "numbers"
+    (folder / LAYOUT_FILE).write_text(json.dumps({"state.shards": 32}))
+    assert recorded_layout(_recovering(folder, 32)).state.shard_names == "numbers"
+
+
 def test_a_shard_mismatch_is_one_line_and_exit_status_1(tmp_path, capsys):
     import typer
 

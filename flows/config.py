@@ -116,9 +116,9 @@ class StateSettings(_Section):
     )
     shard_names: Literal["balanced", "numbers"] = Field(
         "balanced",
-        description="The shards' Bytewax keys: names that spread evenly over up to 16 workers, or the "
-        "numbers 0..shards-1 (which put 5 to 13 of 64 shards on each of 8 workers). A recovery "
-        "directory keeps the names its state was written under.",
+        description="The shards' Bytewax keys: names that spread evenly over up to 16, 32 or 64 "
+        "workers, or the numbers 0..shards-1 (which put 5 to 13 of 64 shards on each of 8 workers). "
+        "A recovery directory keeps the names its state was written under.",
     )
 
     def config(self) -> StateLimits:

@@ -41,7 +41,7 @@ def test_each_name_hashes_to_its_shard_modulo_the_workers_it_balances():
     hashes = _rust_hashes(list(BALANCED_NAMES))
     assert len(set(BALANCED_NAMES)) == len(BALANCED_NAMES) == 256
     assert [h % BALANCE_MODULUS for h in hashes] == list(range(256))
-    for workers in range(1, 17):
+    for workers in (*range(1, 17), 24, 32, 48, 64):
         assert BALANCE_MODULUS % workers == 0
         assert [h % workers for h in hashes[:64]] == [i % workers for i in range(64)]
 
@@ -67,5 +67,6 @@ def test_bytewax_runs_the_balanced_shards_evenly_and_the_numbers_unevenly():
     index = {name: i for i, name in enumerate(shard_names(64))}
     assert all(len({index[n] % 8 for n in group}) == 1 for group in balanced), "shard i on worker i % 8"
     assert sorted(len(g) for g in _keys_per_worker(shard_names(64), 3)) == [21, 21, 22]
+    assert sorted(len(g) for g in _keys_per_worker(shard_names(64), 32)) == [2] * 32
     numbers = _keys_per_worker(shard_names(64, balanced=False), 8)
     assert max(len(g) for g in numbers) >= 12, "what the names are for: numbers put 5 to 13 on a worker"

@@ -264,6 +264,7 @@ def run_process(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
     workers = len(addresses or [""]) * workers_per_process
+    _log_shard_spread(settings, workers)
     flow = kafka_flow(settings, workers=workers, stopping=stopping.is_set)
     limit_cpu_threads(settings.models.cpu_threads)
     tune_gc()
@@ -283,6 +284,26 @@ def run_process(
         return
     if stopping.is_set():
         log.info("stopped by signal")
+
+
+def _log_shard_spread(settings: Settings, workers: int) -> None:
+    from operators.shards import shards_per_worker
+
+    st = settings.state
+    spread = shards_per_worker(st.shards, workers, st.shard_names == "balanced")
+    if workers == 1:
+        return
+    if spread is None:
+        log.warning(
+            "state: %d %s shards over %d workers spread as Bytewax's hash falls, some workers carrying "
+            "more than others (balanced names, at most 256 shards and 1-16, 32, 48 or 64 workers "
+            "spread them evenly)",
+            st.shards,
+            st.shard_names,
+            workers,
+        )
+    elif spread[1] > spread[0] or workers > st.shards:
+        log.info("state: %d shards over %d workers, %d to %d each", st.shards, workers, *spread)
 
 
 def run_member(

@@ -34,7 +34,7 @@ from operators.entity_risk import LegacyRiskWindow, RiskConfig, RiskWindow, upda
 from operators.events import TransactionEvent
 from operators.features import Featured, update_profile
 from operators.labels import KnownLabel
-from operators.shard_names import BALANCED_NAMES
+from operators.shard_names import BALANCE_MODULUS, BALANCED_NAMES
 from operators.state import LegacyUserState, StateLimits, UserState
 from operators.validation import Accepted, DeadLetter
 
@@ -44,6 +44,7 @@ __all__ = [
     "UserShardConfig",
     "shard_index",
     "shard_names",
+    "shards_per_worker",
 ]
 
 
@@ -67,6 +68,19 @@ def shard_names(shards: int, balanced: bool = True) -> tuple[str, ...]:
     if not balanced:
         return tuple(str(i) for i in range(shards))
     return tuple(BALANCED_NAMES[i] if i < len(BALANCED_NAMES) else str(i) for i in range(shards))
+
+
+def shards_per_worker(shards: int, workers: int, balanced: bool = True) -> tuple[int, int] | None:
+    """The fewest and most shards a worker runs, or None where Bytewax's hash decides
+    (numbered shards, a shard beyond the names' table, a worker count the names do
+    not divide; see :mod:`operators.shard_names`).
+
+    >>> shards_per_worker(64, 8), shards_per_worker(64, 3), shards_per_worker(64, 17)
+    ((8, 8), (21, 22), None)
+    """
+    if not balanced or shards > len(BALANCED_NAMES) or BALANCE_MODULUS % workers:
+        return None
+    return shards // workers, -(-shards // workers)
 
 
 @dataclass(frozen=True, slots=True)

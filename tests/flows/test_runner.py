@@ -134,3 +134,19 @@ def test_a_shard_mismatch_is_one_line_and_exit_status_1(tmp_path, capsys):
     assert exit_info.value.exit_code == 1
     err = capsys.readouterr().err
     assert err.startswith("error: state.shards:") and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_start_up_says_how_the_shards_spread_over_the_workers(caplog):
+    import logging
+
+    from flows.runner import _log_shard_spread
+
+    with caplog.at_level(logging.INFO, logger="flows.runner"):
+        _log_shard_spread(Settings(), 8)  # 8 each: nothing to say
+        _log_shard_spread(Settings(), 1)
+        _log_shard_spread(Settings.model_validate({"state": {"shards": 64}}), 6)
+        _log_shard_spread(Settings.model_validate({"state": {"shard_names": "numbers"}}), 8)
+    said = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert said[0] == ("INFO", "state: 64 shards over 6 workers, 10 to 11 each")
+    assert said[1][0] == "WARNING" and said[1][1].startswith("state: 64 numbers shards over 8 workers")
+    assert len(said) == 2

@@ -23,6 +23,7 @@ import threading
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import start_http_server
 
@@ -144,13 +145,7 @@ def check_layout(folder: Path, settings: Settings, fresh: bool = False) -> None:
     (``state.shard_names``) are the directory's, whatever the settings say: a directory
     from before the names were recorded holds its state under the numbers, and a
     fresh one takes the settings' (see :func:`recorded_layout`)."""
-    path = folder / LAYOUT_FILE
-    try:
-        stored = {} if fresh else json.loads(path.read_text())
-    except FileNotFoundError:
-        stored = {}
-    except (OSError, ValueError) as exc:
-        raise RecoveryMismatch(f"recovery.dir: cannot read {path} ({exc})") from exc
+    stored = {} if fresh else _stored_layout(folder)
     shards = settings.state.shards
     if stored.get("state.shards", shards) != shards:
         raise RecoveryMismatch(
@@ -158,14 +153,32 @@ def check_layout(folder: Path, settings: Settings, fresh: bool = False) -> None:
             f"and this configuration asks for {shards}; set state.shards to {stored['state.shards']}, or "
             "start from an empty recovery directory (per-user state then starts empty)"
         )
-    names = settings.state.shard_names if fresh else stored.get("state.shard_names", "numbers")
+    names = settings.state.shard_names if fresh else _stored_names(stored)
     if names != settings.state.shard_names:
         log.info("state.shard_names: the recovery directory %s holds its state under %s; kept", folder, names)
     layout = {"state.shards": shards, "state.shard_names": names}
     if stored != layout:
-        tmp = path.with_suffix(".tmp")
+        tmp = (folder / LAYOUT_FILE).with_suffix(".tmp")
         tmp.write_text(json.dumps(layout, sort_keys=True))
-        tmp.replace(path)
+        tmp.replace(folder / LAYOUT_FILE)
+
+
+def _stored_layout(folder: Path) -> dict[str, Any]:
+    """``folder``'s layout record ({} without one)."""
+    path = folder / LAYOUT_FILE
+    try:
+        stored: dict[str, Any] = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise RecoveryMismatch(f"recovery.dir: cannot read {path} ({exc})") from exc
+    return stored
+
+
+def _stored_names(stored: dict[str, Any]) -> str:
+    """The shards' names of a directory that has partitions: its record's, else the
+    numbers (written before the names were recorded)."""
+    return str(stored.get("state.shard_names", "numbers"))
 
 
 def recorded_layout(settings: Settings) -> Settings:
@@ -175,12 +188,9 @@ def recorded_layout(settings: Settings) -> Settings:
     if settings.recovery.dir is None or not _has_partitions(folder := Path(settings.recovery.dir)):
         return settings
     try:
-        stored = json.loads((folder / LAYOUT_FILE).read_text())
-    except FileNotFoundError:
-        stored = {}
-    except (OSError, ValueError):
+        names = _stored_names(_stored_layout(folder))
+    except RecoveryMismatch:
         return settings  # check_layout stopped the start-up on it
-    names = stored.get("state.shard_names", "numbers")
     if names == settings.state.shard_names:
         return settings
     return settings.model_copy(update={"state": settings.state.model_copy(update={"shard_names": names})})
@@ -289,10 +299,10 @@ def run_process(
 def _log_shard_spread(settings: Settings, workers: int) -> None:
     from operators.shards import shards_per_worker
 
-    st = settings.state
-    spread = shards_per_worker(st.shards, workers, st.shard_names == "balanced")
     if workers == 1:
         return
+    st = settings.state
+    spread = shards_per_worker(st.shards, workers, st.shard_names == "balanced")
     if spread is None:
         log.warning(
             "state: %d %s shards over %d workers spread as Bytewax's hash falls, some workers carrying "

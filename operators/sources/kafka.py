@@ -1,7 +1,9 @@
 """The Kafka source of the job: Bytewax's ``KafkaSource``, hardened, and with
 ``batches=True`` emitting one :class:`~operators.validation.RawBatch` per poll of a
 partition instead of one item per message (offsets are kept exactly as before,
-so recovery resumes at the same message)."""
+so recovery resumes at the same message); without it, one plain
+:class:`~operators.validation.Message` per message (the labels). Neither mode blocks
+the worker on a partition with nothing to read."""
 
 from __future__ import annotations
 
@@ -90,9 +92,10 @@ class _Partition(_BytewaxPartition):
         # raised inside Bytewax's Rust loop).
         if self.stopping():
             raise StopIteration
-        if not self.batches:
-            return super().next_batch()
-        return self._raw_batch()
+        polled = self._raw_batch()
+        if self.batches:
+            return polled
+        return [batch.message(i) for batch in polled for i in range(len(batch))]
 
     def _raw_batch(self) -> list[RawBatch]:
         if self._eof:

@@ -45,3 +45,39 @@ def test_listing_partitions_does_not_warn_about_consumer_settings(make_settings,
     part = source.build_part("in", f"0-{k.transactions_topic}", None)  # the consumer still gets it
     part.close()
     assert "CONFWARN" not in capfd.readouterr().err
+
+
+@pytest.mark.integration
+def test_message_mode_emits_plain_messages_and_never_blocks_on_an_empty_partition(make_settings):
+    """The labels source reads one item per message; an empty poll returns at once and
+    asks to be woken a millisecond later (Bytewax's own source blocked the worker 1 ms
+    on every quiet partition it polled, four times per cycle with four partitions)."""
+    import time
+
+    from confluent_kafka import Producer
+
+    from operators.validation import Message
+
+    k = make_settings(partitions=1).kafka
+    ensure_topics(k.bootstrap_servers, {k.labels_topic: 1})
+    source = KafkaEventSource([k.bootstrap_servers], [k.labels_topic], add_config={"fetch.wait.max.ms": "10"})
+    part = source.build_part("labels", f"0-{k.labels_topic}", None)
+    try:
+        assert part.next_batch() == []
+        assert part.next_awake() is not None
+        producer = Producer({"bootstrap.servers": k.bootstrap_servers})
+        for i in range(3):
+            producer.produce(k.labels_topic, f"v{i}".encode(), f"k{i}".encode(), partition=0)
+        producer.flush(10)
+        got: list[Message] = []
+        deadline = time.monotonic() + 20
+        while len(got) < 3 and time.monotonic() < deadline:
+            got += part.next_batch()
+        assert [type(m) for m in got] == [Message] * 3
+        assert [(m.key, m.value, m.offset, m.partition) for m in got] == [
+            (f"k{i}".encode(), f"v{i}".encode(), i, 0) for i in range(3)
+        ]
+        assert part.next_awake() is None  # the last poll had messages: polled again at once
+        assert part.snapshot() == 3
+    finally:
+        part.close()

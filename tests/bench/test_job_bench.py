@@ -65,6 +65,7 @@ def test_quick_mode_reports_every_figure(tmp_path):
     (lat,) = r["latency"]
     assert lat["rows"] == lat["expected_rows"], "the latency run lost events"
     assert lat["to_row_ms"]["p50"] <= lat["to_row_ms"]["p99"] <= lat["to_row_ms"]["max"]
+    assert lat["producer_linger_ms"] == 5
     floor = lat["broker_floor_ms"]
     assert 0 < floor["p50"] <= floor["p99"] <= floor["max"]
     assert r["scoring"]["batched_per_s"] > 0 and r["scoring"]["per_event_per_s"] > 0
@@ -72,6 +73,7 @@ def test_quick_mode_reports_every_figure(tmp_path):
     text = md.read_text()
     assert "CPU µs/event: job | postgres | broker | redis | other" in text
     assert "| worker threads busy | job CPU µs/event: worker threads | exchange threads |" in text
+    assert "| offered rate | achieved | producer linger ms |" in text
     assert "| full job, 2 process(es) |" in text and "ratio to raw pass-through" in text
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -82,3 +84,10 @@ def test_the_preloaded_topic_has_a_partition_per_process_unless_told():
     assert parse(["--processes", "1,2"]).partitions == PARTITIONS
     assert parse(["--processes", "1,8"]).partitions == 8
     assert parse(["--processes", "1,8", "--partitions", "16"]).partitions == 16
+
+
+def test_the_load_producer_lingers_as_librdkafka_does_unless_told():
+    from bench.job import parse
+
+    assert parse([]).linger_ms == 5
+    assert parse(["--linger-ms", "1"]).linger_ms == 1

@@ -6,14 +6,16 @@ call (see :mod:`operators.shards`).
              labels ─ by shard ───────┴─ shard logic (a batch per call) ─> lists of featured events
 
 Idle entries are swept every ``ttl_s / 10`` (at most a minute), on traffic or
-on a timer; a shard itself is never discarded. With ``snapshots=False`` (no
+on a timer, the shards of a step one after another over that period (not all in
+one activation); a shard itself is never discarded. With ``snapshots=False`` (no
 recovery directory) the per-epoch snapshot is skipped: nothing would read it.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
@@ -45,7 +47,8 @@ S = TypeVar("S", bound=_Shard)
 
 class _ShardLogic(StatefulBatchLogic[Any, Any, bytes | None], Generic[S]):
     """Run ``process(shard, events, labels, now)`` per call; ``sweep(shard, now)`` idle
-    entries every ``sweep_every_s`` (on traffic or on a timer)."""
+    entries every ``sweep_every_s`` (on traffic or on a timer), the first after
+    ``first_sweep_s``."""
 
     def __init__(
         self,
@@ -56,12 +59,13 @@ class _ShardLogic(StatefulBatchLogic[Any, Any, bytes | None], Generic[S]):
         clock: Callable[[], float],
         snapshots: bool,
         stage: str,
+        first_sweep_s: float | None = None,
     ) -> None:
         self.shard, self.process, self.sweep, self.clock = shard, process, sweep, clock
         self.snapshots = snapshots
         self.seconds = metrics.STAGE_SECONDS.labels(stage)
         self.every = sweep_every_s
-        self.next_sweep = clock() + self.every
+        self.next_sweep = clock() + (self.every if first_sweep_s is None else first_sweep_s)
 
     def on_batch(self, values: list[Any]) -> tuple[list[Any], bool]:
         began = time.perf_counter()
@@ -96,6 +100,20 @@ class _ShardLogic(StatefulBatchLogic[Any, Any, bytes | None], Generic[S]):
 
 def _sweep_every(ttl_s: float) -> float:
     return min(ttl_s / 10.0, 60.0)
+
+
+def _staggered(every_s: float, shards: int) -> Iterator[float]:
+    """When the shards a step builds, in turn, sweep first: one ``1/shards`` of the period
+    after another, so each activation sweeps about one shard. All at once, an activation
+    swept every entry the process holds, each idle one decoded to read its ``touched_at``:
+    at 1,000,000 users (state and user risk windows, encoded after a snapshot) the 64 user
+    shards took 0.92 s, a stall of the worker every minute; one shard takes 14 ms.
+
+    >>> list(itertools.islice(_staggered(60.0, 4), 5))
+    [15.0, 30.0, 45.0, 60.0, 15.0]
+    """
+    count = max(1, shards)
+    return itertools.cycle([every_s * (i + 1) / count for i in range(count)])
 
 
 def _split(
@@ -180,10 +198,13 @@ def user_shards(
     def sweep(shard: UserShard, now: float) -> None:
         metrics.USER_STATES.dec(shard.sweep(now - ttl_s, now - risk_ttl_s))
 
+    every = _sweep_every(ttl_s)
+    first_sweeps = _staggered(every, len(shards))
+
     def build(resume: bytes | None) -> _ShardLogic[UserShard]:
         shard = UserShard.restore(resume) if resume else UserShard(snapshots)
         metrics.USER_STATES.inc(len(shard.users))
-        return _ShardLogic(shard, process, sweep, _sweep_every(ttl_s), clock, snapshots, "users")
+        return _ShardLogic(shard, process, sweep, every, clock, snapshots, "users", next(first_sweeps))
 
     out = op.stateful_batch("users", routed, build)
     oks = op.flat_map_batch("events", out, _gather_events)
@@ -236,10 +257,13 @@ def entity_shards(
     def sweep(shard: EntityShard, now: float) -> None:
         live.dec(shard.sweep(now - ttl_s))
 
+    every = _sweep_every(ttl_s)
+    first_sweeps = _staggered(every, len(shards))
+
     def build(resume: bytes | None) -> _ShardLogic[EntityShard]:
         shard = EntityShard.restore(resume) if resume else EntityShard(snapshots)
         live.inc(len(shard.windows))
-        return _ShardLogic(shard, process, sweep, _sweep_every(ttl_s), clock, snapshots, "risk_windows")
+        return _ShardLogic(shard, process, sweep, every, clock, snapshots, "risk_windows", next(first_sweeps))
 
     windowed = op.flat_map_batch("gather", op.stateful_batch("windows", keyed, build), _gather_windowed)
     return op.merge("rejoin", windowed, passing)

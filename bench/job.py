@@ -683,7 +683,9 @@ def run(args: argparse.Namespace, say: Callable[[str], None]) -> dict[str, Any]:
 
             lat = []
             floor: dict[int, dict[str, float]] = {}
-            fetch_wait = load_settings(env=info.env()).kafka.fetch_wait_max_ms
+            # The jobs read FRAUDSTREAM__* from this environment too (flows.launcher.job_env):
+            # the floor's consumer waits as theirs do.
+            fetch_wait = load_settings(env={**os.environ, **info.env()}).kafka.fetch_wait_max_ms
             for rate in args.rates:
                 say(f"broker latency floor at {rate:,}/s")
                 floor[rate] = broker_floor(bootstrap, rate, args.duration, fetch_wait, args.linger_ms)
@@ -703,7 +705,11 @@ def run(args: argparse.Namespace, say: Callable[[str], None]) -> dict[str, Any]:
                         )
                     )
             result["latency"] = [
-                {**{k: v for k, v in d.items() if k != "raw_to_row_ms"}, "broker_floor_ms": floor[d["rate"]]}
+                {
+                    **{k: v for k, v in d.items() if k != "raw_to_row_ms"},
+                    "broker_floor_ms": floor[d["rate"]],
+                    "fetch_wait_max_ms": fetch_wait,
+                }
                 for d in lat
             ]
             if args.plot:

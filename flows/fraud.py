@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,7 @@ from operators.rules import Blocklists
 from operators.rulesets import RuleSet
 from operators.scoring import ScoredEvent
 from operators.shards import shard_names
-from operators.sinks import DeliveredKafkaSink, PostgresSink, RiskSink
+from operators.sinks import DeliveredKafkaSink, KafkaRoute, PostgresSink, RiskSink
 from operators.sinks.labels import PostgresLabelStore
 from operators.sinks.lists import Flattened
 from operators.sources import KafkaEventSource
@@ -75,7 +75,9 @@ class FlowSinks:
     """Where the job's outputs go (``decisions``: every decision, for the gateway)."""
 
     scored: DynamicSink[ScoredEvent]
-    alerts: DynamicSink[ScoredEvent]
+    alerts: DynamicSink[ScoredEvent] | None
+    """The alerts alone; None where ``decisions`` writes them too (:func:`kafka_sinks` sends
+    both through one producer, one acknowledged round trip per batch)."""
     risk: DynamicSink[ScoredEvent]
     dead_letters: Sink[DeadLetter]
     decisions: DynamicSink[ScoredEvent] | None = None
@@ -135,8 +137,9 @@ def build_flow(
     scored = score("score", featured, scorer, s.max_batch_size, s.max_wait_ms, workers, p.clock)
     op.output("scored_events", scored, Flattened(sinks.scored))
     op.output("risk", scored, Flattened(sinks.risk))
-    alerts = op.filter("has_alerts", op.map("alerts_only", scored, _alerts), bool)
-    op.output("alerts", alerts, Flattened(sinks.alerts))
+    if sinks.alerts is not None:
+        alerts = op.filter("has_alerts", op.map("alerts_only", scored, _alerts), bool)
+        op.output("alerts", alerts, Flattened(sinks.alerts))
     if sinks.decisions is not None:
         op.output("decisions", scored, Flattened(sinks.decisions))
     return flow
@@ -204,7 +207,11 @@ def kafka_sinks(settings: Settings) -> FlowSinks:
     policy = s.config()
 
     def to_kafka(
-        name: str, topic: str, encode: Callable[[Any], Any], drop_refused: bool = False
+        name: str,
+        topic: str,
+        encode: Callable[[Any], Any],
+        drop_refused: bool = False,
+        also: Sequence[KafkaRoute[Any]] = (),
     ) -> DeliveredKafkaSink[Any]:
         return DeliveredKafkaSink(
             name,
@@ -215,15 +222,25 @@ def kafka_sinks(settings: Settings) -> FlowSinks:
             s.delivery_timeout_s,
             k.client_config,
             drop_refused,
+            also,
         )
 
+    alerts = KafkaRoute("alerts", k.alerts_topic, encode_alert, _is_alert)
     return FlowSinks(
         scored=PostgresSink(settings.database_url, policy),
-        alerts=to_kafka("alerts", k.alerts_topic, encode_alert),
+        alerts=None if k.publish_decisions else to_kafka(alerts.name, alerts.topic, alerts.encode),
         risk=RiskSink(settings.redis_url, settings.redis.risk_ttl_s, s.max_backoff_s),
         dead_letters=to_kafka("dead_letters", k.dlq_topic, _encode_dead_letter, drop_refused=True),
-        decisions=to_kafka("decisions", k.decisions_topic, encode_decision) if k.publish_decisions else None,
+        decisions=(
+            to_kafka("decisions", k.decisions_topic, encode_decision, also=(alerts,))
+            if k.publish_decisions
+            else None
+        ),
     )
+
+
+def _is_alert(s: ScoredEvent) -> bool:
+    return s.is_alert
 
 
 def kafka_flow(

@@ -10,13 +10,19 @@ deduplicates on the message key plus ``event_id``.
 A record the broker refuses for good (too large, invalid) is never retried: with
 ``drop_refused`` (the dead-letter sink) it is logged and counted in
 ``fraudstream_sink_refused_total`` and the job goes on; otherwise it fails loudly.
+
+One sink can write several topics (``also``: more :class:`KafkaRoute` s) through one
+producer, waiting for the broker once per batch: the job's decisions and alerts go
+together, one acknowledged round trip per cycle instead of two.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
@@ -25,7 +31,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from operators import metrics
 from operators.sinks.retry import RetryPolicy, SinkError, retrying
 
-__all__ = ["REFUSED", "DeliveredKafkaSink", "DeliveryError", "KafkaRecord"]
+__all__ = ["REFUSED", "DeliveredKafkaSink", "DeliveryError", "KafkaRecord", "KafkaRoute"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +53,17 @@ REFUSED = frozenset(
 """Errors that no retry can fix: the broker refuses the record itself."""
 
 
+@dataclass(frozen=True)
+class KafkaRoute(Generic[T]):
+    """The items of a sink bound for one topic: ``encode(item)`` of each that ``select``
+    keeps (None: every item), counted in the metrics under ``name``."""
+
+    name: str
+    topic: str
+    encode: Callable[[T], KafkaRecord]
+    select: Callable[[T], bool] | None = None
+
+
 class DeliveryError(SinkError):
     """Messages were not acknowledged by the broker after all retries."""
 
@@ -59,57 +76,59 @@ class _Partition(StatelessSinkPartition[T], Generic[T]):
     def __init__(
         self,
         name: str,
-        topic: str,
+        routes: Sequence[KafkaRoute[T]],
         config: dict[str, str | int | bool],
-        encode: Callable[[T], KafkaRecord],
         policy: RetryPolicy,
         timeout_s: float,
         drop_refused: bool,
     ) -> None:
-        self.name, self.topic, self.encode = name, topic, encode
+        self.name, self.routes = name, tuple(routes)
+        self.by_topic = {route.topic: route for route in self.routes}
         self.policy, self.timeout_s, self.drop_refused = policy, timeout_s, drop_refused
         self.producer = Producer(config)
 
-    def _refused(self, record: KafkaRecord, err: KafkaError) -> bool:
+    def _refused(self, route: KafkaRoute[T], record: KafkaRecord, err: KafkaError) -> bool:
         """True when ``err`` refuses ``record`` for good and this sink drops such records."""
         if not self.drop_refused or err.code() not in REFUSED:
             return False
-        metrics.SINK_REFUSED.labels(self.name).inc()
+        metrics.SINK_REFUSED.labels(route.name).inc()
         log.error(
             "%s: the broker refused a %d-byte record for good (%s); dropped and counted",
-            self.name,
+            route.name,
             len(record[1]),
             err.str(),
         )
         return True
 
-    def _send(self, records: list[KafkaRecord]) -> tuple[list[KafkaRecord], KafkaError | None]:
+    def _send(self, records: list[Routed[T]]) -> tuple[list[Routed[T]], KafkaError | None]:
         """Produce every record and wait for the broker's reports; the failed ones come back.
 
         One delivery callback for all records (no closure per message) and one
-        latency histogram update per batch, once the broker acknowledged it."""
-        failed: list[KafkaRecord] = []
+        latency histogram update per route and batch, once the broker acknowledged it."""
+        failed: list[Routed[T]] = []
         last_error: list[KafkaError] = []
+        by_topic = self.by_topic
 
         def report(err: KafkaError | None, msg: Message) -> None:
             if err is not None:
+                route = by_topic[msg.topic() or ""]
                 record: KafkaRecord = (msg.key(), msg.value() or b"", None)
-                if not self._refused(record, err):
-                    failed.append(record)
+                if not self._refused(route, record, err):
+                    failed.append((route, record))
                     last_error.append(err)
 
-        produce, topic = self.producer.produce, self.topic
-        for record in records:
+        produce = self.producer.produce
+        for route, record in records:
             while True:
                 try:
-                    produce(topic, record[1], record[0], on_delivery=report)
+                    produce(route.topic, record[1], record[0], on_delivery=report)
                     break
                 except BufferError:
                     self.producer.poll(0.05)
                 except KafkaException as exc:
-                    if not self._refused(record, exc.args[0]):
+                    if not self._refused(route, record, exc.args[0]):
                         raise DeliveryError(
-                            f"{self.name}: topic {self.topic!r} refused a record: {exc}"
+                            f"{route.name}: topic {route.topic!r} refused a record: {exc}"
                         ) from exc
                     break
         if self.producer.flush(self.timeout_s) > 0:
@@ -117,31 +136,39 @@ class _Partition(StatelessSinkPartition[T], Generic[T]):
             self.producer.flush(1.0)
         if not failed:
             now = time.time()
-            metrics.observe_many(
-                metrics.END_TO_END_LATENCY.labels(self.name),
-                [max(0.0, now - r[2] / 1000.0) for r in records if r[2] is not None],
-            )
+            for route in self.routes:
+                metrics.observe_many(
+                    metrics.END_TO_END_LATENCY.labels(route.name),
+                    [max(0.0, now - r[2] / 1000.0) for rt, r in records if rt is route and r[2] is not None],
+                )
         return failed, (last_error[-1] if last_error else None)
 
     def write_batch(self, items: list[T]) -> None:
         began = time.perf_counter()
-        pending = [self.encode(item) for item in items]
+        pending: list[Routed[T]] = [
+            (route, route.encode(item))
+            for route in self.routes
+            for item in (items if route.select is None else filter(route.select, items))
+        ]
         attempts = 0
 
         def attempt() -> None:
             nonlocal pending, attempts
             attempts += 1
             failed, err = self._send(pending)
-            metrics.SINK_RECORDS.labels(self.name).inc(len(pending) - len(failed))
+            delivered = Counter(route.name for route, _ in pending)
+            delivered.subtract(route.name for route, _ in failed)
+            for name, n in delivered.items():
+                metrics.SINK_RECORDS.labels(name).inc(n)
             pending = failed
             if failed:
-                raise _Undelivered(f"{len(failed)} messages to topic {self.topic!r} not delivered: {err}")
+                raise _Undelivered(f"{len(failed)} messages to {_topics(failed)} not delivered: {err}")
 
         try:
             retrying(self.name, self.policy, attempt, (_Undelivered,))
         except SinkError as exc:
             raise DeliveryError(
-                f"{self.name}: {len(pending)} messages to topic {self.topic!r} not delivered after "
+                f"{self.name}: {len(pending)} messages to {_topics(pending)} not delivered after "
                 f"{attempts} attempts: {exc.__cause__}"
             ) from exc
         metrics.STAGE_SECONDS.labels(f"sink_{self.name}").observe(time.perf_counter() - began)
@@ -150,8 +177,18 @@ class _Partition(StatelessSinkPartition[T], Generic[T]):
         self.producer.flush(self.timeout_s)
 
 
+Routed = tuple[KafkaRoute[T], KafkaRecord]
+"""A record and the route (topic) it goes by."""
+
+
+def _topics(records: Sequence[Routed[T]]) -> str:
+    names = sorted({route.topic for route, _ in records})
+    return "topic " + ", ".join(repr(t) for t in names) if len(names) == 1 else f"topics {names!r}"
+
+
 class DeliveredKafkaSink(DynamicSink[T], Generic[T]):
-    """Produce ``encode(item)`` for every item to ``topic``, confirming delivery."""
+    """Produce ``encode(item)`` for every item to ``topic``, confirming delivery; and, through
+    the same producer and the same wait, what each route of ``also`` selects to its topic."""
 
     def __init__(
         self,
@@ -163,8 +200,12 @@ class DeliveredKafkaSink(DynamicSink[T], Generic[T]):
         timeout_s: float = 30.0,
         client_config: dict[str, str] | None = None,
         drop_refused: bool = False,
+        also: Sequence[KafkaRoute[T]] = (),
     ) -> None:
         self.name, self.topic, self.encode = name, topic, encode
+        self.routes = (KafkaRoute(name, topic, encode), *also)
+        if len({route.topic for route in self.routes}) < len(self.routes):
+            raise ValueError(f"{name}: two routes write the same topic")
         self.drop_refused = drop_refused
         self.policy = policy or RetryPolicy()
         self.timeout_s = timeout_s
@@ -179,11 +220,5 @@ class DeliveredKafkaSink(DynamicSink[T], Generic[T]):
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _Partition[T]:
         return _Partition(
-            self.name,
-            self.topic,
-            dict(self.config),
-            self.encode,
-            self.policy,
-            self.timeout_s,
-            self.drop_refused,
+            self.name, self.routes, dict(self.config), self.policy, self.timeout_s, self.drop_refused
         )

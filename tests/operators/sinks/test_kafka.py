@@ -6,8 +6,8 @@ from prometheus_client import REGISTRY
 
 from infra.stack import free_port
 from infra.topics import ensure_topics
-from operators.records import encode_alert
-from operators.sinks import DeliveredKafkaSink, DeliveryError
+from operators.records import encode_alert, encode_decision
+from operators.sinks import DeliveredKafkaSink, DeliveryError, KafkaRoute
 from operators.sinks.retry import RetryPolicy
 from tests.support import scored_events
 
@@ -64,6 +64,50 @@ def test_every_message_is_confirmed_and_readable(make_settings):
         "supervised": None,
     }
     assert alert["event"]["location"]["country"] == "KP"
+
+
+def _sample(name: str, labels: dict[str, str]) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_one_sink_writes_decisions_and_alerts_through_one_producer(make_settings):
+    """The job's decisions (every verdict) and alerts (the selected ones) in one write:
+    one flush per batch; each topic counted under its own name, the time under the sink's."""
+    s = make_settings()
+    k = s.kafka
+    ensure_topics(k.bootstrap_servers, {k.decisions_topic: 2, k.alerts_topic: 2})
+    alerts = KafkaRoute("alerts", k.alerts_topic, encode_alert, lambda e: e.is_alert)
+    sink = DeliveredKafkaSink(
+        "decisions", k.bootstrap_servers, k.decisions_topic, encode_decision, also=[alerts]
+    )
+    part = sink.build("d", 0, 1)
+    events = scored_events(40)
+    flagged = sorted(e.event.event_id for e in events if e.is_alert)
+    assert 0 < len(flagged) < len(events)
+    before = {
+        name: _sample("fraudstream_sink_records_total", {"sink": name}) for name in ("decisions", "alerts")
+    }
+    timed = {
+        stage: _sample("fraudstream_stage_seconds_count", {"stage": stage})
+        for stage in ("sink_decisions", "sink_alerts")
+    }
+    part.write_batch(events)
+    part.close()
+    decisions = read_all(k.bootstrap_servers, k.decisions_topic, 2, 40)
+    assert sorted(d["event_id"] for _, d in decisions) == sorted(e.event.event_id for e in events)
+    got = read_all(k.bootstrap_servers, k.alerts_topic, 2, len(flagged))
+    assert sorted(a["event_id"] for _, a in got) == flagged
+    assert _sample("fraudstream_sink_records_total", {"sink": "decisions"}) == before["decisions"] + 40
+    assert _sample("fraudstream_sink_records_total", {"sink": "alerts"}) == before["alerts"] + len(flagged)
+    assert (
+        _sample("fraudstream_stage_seconds_count", {"stage": "sink_decisions"}) == timed["sink_decisions"] + 1
+    )
+    assert _sample("fraudstream_stage_seconds_count", {"stage": "sink_alerts"}) == timed["sink_alerts"]
+
+
+def test_two_routes_to_one_topic_are_refused():
+    with pytest.raises(ValueError, match="same topic"):
+        DeliveredKafkaSink("a", "127.0.0.1:1", "t", encode_alert, also=[KafkaRoute("b", "t", encode_alert)])
 
 
 def test_undeliverable_messages_fail_loudly_instead_of_vanishing():

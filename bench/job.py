@@ -198,8 +198,9 @@ def _raw_passthrough(bootstrap: str, source: str, count: int, partitions: int) -
 
 # --- 2. full job throughput -------------------------------------------------------------------
 
-STAGES = tuple(s for s in metrics.STAGES if s != "sink_dead_letters")
-"""The job's stages that every event passes (dead letters are a few per thousand)."""
+STAGES = tuple(s for s in metrics.STAGES if s not in ("sink_dead_letters", "sink_alerts"))
+"""The job's stages that every event passes (dead letters are a few per thousand; the alerts
+go through the decisions sink, whose time is ``sink_decisions``, as the job publishes decisions)."""
 COMPONENTS = ("job", "postgres", "broker", "redis", "other")
 
 

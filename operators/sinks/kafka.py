@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -100,12 +99,13 @@ class _Partition(StatelessSinkPartition[T], Generic[T]):
         )
         return True
 
-    def _send(self, records: list[Routed[T]]) -> tuple[list[Routed[T]], KafkaError | None]:
-        """Produce every record and wait for the broker's reports; the failed ones come back.
+    def _send(self, batch: Batch[T]) -> tuple[Batch[T], KafkaError | None]:
+        """Produce every record of every route and wait once for the broker's reports; the
+        failed ones come back, by route.
 
         One delivery callback for all records (no closure per message) and one
         latency histogram update per route and batch, once the broker acknowledged it."""
-        failed: list[Routed[T]] = []
+        failed: dict[str, list[KafkaRecord]] = {}
         last_error: list[KafkaError] = []
         by_topic = self.by_topic
 
@@ -114,41 +114,45 @@ class _Partition(StatelessSinkPartition[T], Generic[T]):
                 route = by_topic[msg.topic() or ""]
                 record: KafkaRecord = (msg.key(), msg.value() or b"", None)
                 if not self._refused(route, record, err):
-                    failed.append((route, record))
+                    failed.setdefault(route.topic, []).append(record)
                     last_error.append(err)
 
         produce = self.producer.produce
-        for route, record in records:
-            while True:
-                try:
-                    produce(route.topic, record[1], record[0], on_delivery=report)
-                    break
-                except BufferError:
-                    self.producer.poll(0.05)
-                except KafkaException as exc:
-                    if not self._refused(route, record, exc.args[0]):
-                        raise DeliveryError(
-                            f"{route.name}: topic {route.topic!r} refused a record: {exc}"
-                        ) from exc
-                    break
+        for route, records in batch:
+            topic = route.topic
+            for record in records:
+                while True:
+                    try:
+                        produce(topic, record[1], record[0], on_delivery=report)
+                        break
+                    except BufferError:
+                        self.producer.poll(0.05)
+                    except KafkaException as exc:
+                        if not self._refused(route, record, exc.args[0]):
+                            raise DeliveryError(
+                                f"{route.name}: topic {topic!r} refused a record: {exc}"
+                            ) from exc
+                        break
         if self.producer.flush(self.timeout_s) > 0:
             self.producer.purge(in_queue=True, in_flight=False, blocking=True)
             self.producer.flush(1.0)
         if not failed:
             now = time.time()
-            for route in self.routes:
+            for route, records in batch:
                 metrics.observe_many(
                     metrics.END_TO_END_LATENCY.labels(route.name),
-                    [max(0.0, now - r[2] / 1000.0) for rt, r in records if rt is route and r[2] is not None],
+                    [max(0.0, now - r[2] / 1000.0) for r in records if r[2] is not None],
                 )
-        return failed, (last_error[-1] if last_error else None)
+        left = [(route, failed[route.topic]) for route, _ in batch if route.topic in failed]
+        return left, (last_error[-1] if last_error else None)
 
     def write_batch(self, items: list[T]) -> None:
         began = time.perf_counter()
-        pending: list[Routed[T]] = [
-            (route, route.encode(item))
+        pending: Batch[T] = [
+            (route, [route.encode(item) for item in items])
+            if route.select is None
+            else (route, [route.encode(item) for item in items if route.select(item)])
             for route in self.routes
-            for item in (items if route.select is None else filter(route.select, items))
         ]
         attempts = 0
 
@@ -156,19 +160,18 @@ class _Partition(StatelessSinkPartition[T], Generic[T]):
             nonlocal pending, attempts
             attempts += 1
             failed, err = self._send(pending)
-            delivered = Counter(route.name for route, _ in pending)
-            delivered.subtract(route.name for route, _ in failed)
-            for name, n in delivered.items():
-                metrics.SINK_RECORDS.labels(name).inc(n)
+            lost = {route.topic: len(records) for route, records in failed}
+            for route, records in pending:
+                metrics.SINK_RECORDS.labels(route.name).inc(len(records) - lost.get(route.topic, 0))
             pending = failed
             if failed:
-                raise _Undelivered(f"{len(failed)} messages to {_topics(failed)} not delivered: {err}")
+                raise _Undelivered(f"{_count(failed)} messages to {_topics(failed)} not delivered: {err}")
 
         try:
             retrying(self.name, self.policy, attempt, (_Undelivered,))
         except SinkError as exc:
             raise DeliveryError(
-                f"{self.name}: {len(pending)} messages to {_topics(pending)} not delivered after "
+                f"{self.name}: {_count(pending)} messages to {_topics(pending)} not delivered after "
                 f"{attempts} attempts: {exc.__cause__}"
             ) from exc
         metrics.STAGE_SECONDS.labels(f"sink_{self.name}").observe(time.perf_counter() - began)
@@ -177,13 +180,17 @@ class _Partition(StatelessSinkPartition[T], Generic[T]):
         self.producer.flush(self.timeout_s)
 
 
-Routed = tuple[KafkaRoute[T], KafkaRecord]
-"""A record and the route (topic) it goes by."""
+Batch = list[tuple[KafkaRoute[T], list[KafkaRecord]]]
+"""One write's records, by the route (topic) they go by."""
 
 
-def _topics(records: Sequence[Routed[T]]) -> str:
-    names = sorted({route.topic for route, _ in records})
-    return "topic " + ", ".join(repr(t) for t in names) if len(names) == 1 else f"topics {names!r}"
+def _count(batch: Batch[T]) -> int:
+    return sum(len(records) for _, records in batch)
+
+
+def _topics(batch: Batch[T]) -> str:
+    names = [route.topic for route, records in batch if records]
+    return f"topic {names[0]!r}" if len(names) == 1 else f"topics {names!r}"
 
 
 class DeliveredKafkaSink(DynamicSink[T], Generic[T]):

@@ -68,7 +68,7 @@ def test_quick_mode_reports_every_figure(tmp_path):
     assert lat["rows"] == lat["expected_rows"], "the latency run lost events"
     assert lat["to_row_ms"]["p50"] <= lat["to_row_ms"]["p99"] <= lat["to_row_ms"]["max"]
     assert lat["producer_linger_ms"] == 5
-    assert lat["fetch_wait_max_ms"] == 3  # the floor's consumer waits as the job's (env below)
+    assert lat["fetch_wait_max_ms"] == 3  # the floor's consumer waits as the job's (the env above)
     floor = lat["broker_floor_ms"]
     assert 0 < floor["p50"] <= floor["p99"] <= floor["max"]
     assert r["scoring"]["batched_per_s"] > 0 and r["scoring"]["per_event_per_s"] > 0

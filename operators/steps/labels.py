@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import bytewax.operators as op
-from bytewax.connectors.kafka import KafkaError
 from bytewax.dataflow import Stream
 from bytewax.operators import StatefulBatchLogic
 
@@ -28,13 +27,12 @@ class LabelStreams:
 
 
 def validate_labels(
-    step_id: str, up: Stream[RawMessage | KafkaError], clock: Callable[[], float] = time.time
+    step_id: str, up: Stream[RawMessage], clock: Callable[[], float] = time.time
 ) -> LabelStreams:
-    """Split raw label messages into labels and dead letters."""
+    """Split raw label messages into labels and dead letters (consumer errors never reach
+    this step: the source logs and counts them)."""
 
-    def check(item: RawMessage | KafkaError) -> list[Label | DeadLetter]:
-        if isinstance(item, KafkaError):
-            return []
+    def check(item: RawMessage) -> list[Label | DeadLetter]:
         result = decode_label(item.value)
         if isinstance(result, InvalidEvent):
             metrics.LABELS.labels("dead_lettered").inc()

@@ -209,7 +209,7 @@ class DeliveredKafkaSink(DynamicSink[T], Generic[T]):
         drop_refused: bool = False,
         also: Sequence[KafkaRoute[T]] = (),
     ) -> None:
-        self.name, self.topic, self.encode = name, topic, encode
+        self.name = name
         self.routes = (KafkaRoute(name, topic, encode), *also)
         if len({route.topic for route in self.routes}) < len(self.routes):
             raise ValueError(f"{name}: two routes write the same topic")

@@ -12,6 +12,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from math import isnan
+from operator import attrgetter
 
 import msgspec
 import numpy as np
@@ -229,16 +230,9 @@ def is_risk_feature(name: str) -> bool:
     return _RISK_NAME.fullmatch(name) is not None
 
 
-_NAN = math.nan
-
-
-def _column(rows: Sequence[Features], name: str) -> list[float]:
-    """One matrix column, the accessor chosen once per column (NaN = missing)."""
-    if name == "device_novelty":
-        return [_NAN if (k := f.device_known) is None else float(not k) for f in rows]
-    if is_risk_feature(name):
-        return [_NAN if (v := f.risk.get(name)) is None else float(v) for f in rows]
-    return [_NAN if (v := getattr(f, name)) is None else float(v) for f in rows]
+def _plain_column(name: str) -> str:
+    """The ``Features`` field a plain matrix column reads (``device_novelty``: ``device_known``)."""
+    return "device_known" if name == "device_novelty" else name
 
 
 def _number(value: object) -> float:
@@ -279,12 +273,29 @@ def feature_matrix(
     ``columns`` are ``FEATURE_NAMES`` entries or ``attr:<name>`` domain
     attributes of the events (e.g. ``attr:trip_distance``, ``attr:fare_per_mile``).
     """
-    matrix = np.empty((len(rows), len(columns)), dtype=np.float32)
+    if events is None and (attr := next((c for c in columns if c.startswith("attr:")), None)):
+        raise ValueError(f"column {attr!r} needs the events")
+    n = len(rows)
+    matrix = np.empty((n, len(columns)), dtype=np.float32)
+    if n == 0:
+        return matrix
+    risk = [j for j, name in enumerate(columns) if is_risk_feature(name)]
+    plain = [j for j, name in enumerate(columns) if not name.startswith("attr:") and j not in risk]
+    if plain:
+        # one C call per row reads every field; float64 first, as float() of each value
+        # would (None -> NaN, bools -> 0/1), then rounded to float32 like an assignment
+        get = attrgetter(*(_plain_column(columns[j]) for j in plain))
+        block = np.array([get(f) for f in rows], dtype=np.float64).reshape(n, len(plain))
+        for k, j in enumerate(plain):
+            if columns[j] == "device_novelty":
+                block[:, k] = 1.0 - block[:, k]  # unknown device = 1; NaN stays NaN
+        matrix[:, plain] = block
+    if risk:
+        names = [columns[j] for j in risk]
+        matrix[:, risk] = np.array([tuple(map(f.risk.get, names)) for f in rows], dtype=np.float64).reshape(
+            n, len(risk)
+        )
     for j, name in enumerate(columns):
-        if name.startswith("attr:"):
-            if events is None:
-                raise ValueError(f"column {name!r} needs the events")
+        if name.startswith("attr:") and events is not None:
             matrix[:, j] = [attribute_value(ev, name) for ev in events]
-        else:
-            matrix[:, j] = _column(rows, name)
     return matrix

@@ -150,3 +150,44 @@ def test_history_statistics_are_the_named_ones():
     assert f.amount_mean_10 is not None and math.isclose(f.amount_mean_10, statistics.fmean(amounts[-10:]))
     assert f.user_mean_amount is not None and math.isclose(f.user_mean_amount, statistics.fmean(amounts))
     assert f.user_event_count == len(amounts) and f.amount == 42.0 and f.risk == {}
+
+
+def _cell(f: object, name: str) -> float:
+    """One matrix cell as the contract says: NaN for missing, novelty = not known."""
+    if name == "device_novelty":
+        known = f.device_known  # type: ignore[attr-defined]
+        return math.nan if known is None else float(not known)
+    value = f.risk.get(name) if name.startswith(("merchant_", "device_", "user_")) else getattr(f, name)  # type: ignore[attr-defined]
+    return math.nan if value is None else float(value)
+
+
+def test_feature_matrix_equals_the_cell_by_cell_reference_bit_for_bit():
+    import random
+
+    from operators.entity_risk import risk_feature_names
+
+    rng = random.Random(7)
+    risk_names = risk_feature_names("merchant") + risk_feature_names("device")
+    state = UserState()
+    rows = []
+    for k in range(300):
+        e = ev(
+            k * rng.choice((1, 7, 90)),
+            amount=round(rng.uniform(0.01, 5000), 2),
+            loc=Location(40 + rng.random(), -73 - rng.random()) if rng.random() < 0.7 else None,
+            device=rng.choice((None, "d1", "d2", "d3")),
+        )
+        f = compute_features(state, e, e.timestamp.timestamp())
+        push(state, e)
+        for name in risk_names:  # some windows absent, some shares None
+            if rng.random() < 0.8:
+                f.risk[name] = rng.choice((None, rng.randint(0, 50), rng.random()))
+        rows.append(f)
+    columns = (*FEATURE_NAMES, *risk_names)
+    x = feature_matrix(rows, None, columns)
+    expected = np.array([[_cell(f, c) for c in columns] for f in rows], dtype=np.float32)
+    assert x.dtype == np.float32 and x.shape == expected.shape
+    assert x.tobytes() == expected.tobytes()  # NaNs included
+    assert np.isnan(x).any() and (x[:, FEATURE_NAMES.index("device_novelty")] == 1.0).any()
+    one = feature_matrix(rows, None, ("amount",))
+    assert one.tobytes() == expected[:, :1].tobytes()

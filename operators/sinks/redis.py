@@ -49,6 +49,7 @@ def _bulk(value: bytes) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(value), value)
 
 
+_KEY_PREFIX = RISK_KEY.format(user_id="").encode()
 _LEVELS = {level: _bulk(level.encode()) for level in ("LOW", "MEDIUM", "HIGH")}
 _DECISIONS = {decision: _bulk(decision.encode()) for decision in ("approve", "review", "block")}
 
@@ -93,18 +94,29 @@ class _Partition(StatelessSinkPartition[ScoredEvent]):
             keys: list[bytes] = []
             args: list[bytes] = [ttl]
             for user_id, s in chunk:
-                keys.append(_bulk(RISK_KEY.format(user_id=user_id).encode()))
+                key = _KEY_PREFIX + user_id.encode()
+                keys.append(b"$%d\r\n%b\r\n" % (len(key), key))
                 if s.scored_at is not scored_at:
                     scored_at = s.scored_at
                     updated = _bulk(scored_at.isoformat().encode())
                 v = s.verdict
-                args += (
-                    _bulk(repr(v.fraud_score).encode()),
-                    _LEVELS.get(v.risk_level) or _bulk(v.risk_level.encode()),
-                    _DECISIONS.get(v.decision) or _bulk(v.decision.encode()),
-                    _bulk(s.event.event_id.encode()),
-                    _bulk(s.event.timestamp.isoformat().encode()),
-                    updated,
+                score = repr(v.fraud_score).encode()
+                event_id = s.event.event_id.encode()
+                event_time = s.event.timestamp.isoformat().encode()
+                # the six values as bulk strings in one formatting (six calls of _bulk cost twice this)
+                args.append(
+                    b"$%d\r\n%b\r\n%b%b$%d\r\n%b\r\n$%d\r\n%b\r\n%b"
+                    % (
+                        len(score),
+                        score,
+                        _LEVELS.get(v.risk_level) or _bulk(v.risk_level.encode()),
+                        _DECISIONS.get(v.decision) or _bulk(v.decision.encode()),
+                        len(event_id),
+                        event_id,
+                        len(event_time),
+                        event_time,
+                        updated,
+                    )
                 )
             yield len(keys), b"".join(keys) + b"".join(args)
 

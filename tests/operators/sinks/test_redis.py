@@ -24,6 +24,27 @@ def test_latest_risk_per_user_with_ttl(stack):
     part.close()
 
 
+def test_every_field_is_written_as_the_contract_says_with_non_ascii_ids(stack):
+    import msgspec
+
+    url = stack.env()["REDIS_URL"]
+    client = redis.Redis.from_url(url, decode_responses=True)
+    s = scored_events(1)[0]
+    s = msgspec.structs.replace(s, event=msgspec.structs.replace(s.event, user_id="usér-ü", event_id="é-1"))
+    client.delete("fraud:risk:usér-ü")
+    part = RiskSink(url, ttl_s=600).build("r", 0, 1)
+    part.write_batch([s])
+    part.close()
+    assert client.hgetall("fraud:risk:usér-ü") == {
+        "score": repr(s.verdict.fraud_score),
+        "level": s.verdict.risk_level,
+        "decision": s.verdict.decision,
+        "event_id": "é-1",
+        "event_time": s.event.timestamp.isoformat(),
+        "updated_at": s.scored_at.isoformat(),
+    }
+
+
 def test_a_batch_larger_than_one_script_call_writes_every_user(stack):
     from operators.sinks.redis import CHUNK
 

@@ -54,6 +54,7 @@ def _run(make_settings, tmp_path_factory, workload: Workload, processes: int) ->
             "dead": dead,
             "decisions": decisions,
             "metrics": job.metrics(),
+            "events_only": job.metrics(("fraudstream_events_total",)),
             "settings": settings,
         }
     finally:
@@ -191,6 +192,15 @@ def test_dlq_metric_counts_by_field(runs, workload, processes):
     }
     assert sum(by_field.values()) == workload.malformed
     assert set(by_field) <= {"payload", "amount", "timestamp", "currency", "location", "event_id"}
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_scrape_for_named_samples_gets_those_alone(runs, processes):
+    run = runs[processes]
+    assert run["events_only"] and {name for name, _ in run["events_only"]} == {"fraudstream_events_total"}
+    assert run["events_only"] == {
+        k: v for k, v in run["metrics"].items() if k[0] == "fraudstream_events_total"
+    }
 
 
 def test_model_hot_swap_mid_stream_loses_and_doubles_nothing(make_settings, tmp_path):

@@ -46,6 +46,7 @@ from operators.rulesets import RuleSet
 from operators.scoring import ScoredEvent
 from operators.shards import shard_names
 from operators.sinks import DeliveredKafkaSink, KafkaRoute, PostgresSink, RiskSink
+from operators.sinks.fanout import Fanout
 from operators.sinks.labels import PostgresLabelStore
 from operators.sinks.lists import Flattened
 from operators.sources import KafkaEventSource
@@ -135,13 +136,13 @@ def build_flow(
     rules = p.rules or _fixed_rules(RuleSet.from_config(settings.rules))
     scorer = ScoringStep(p.models, p.blocklists, rules, settings.ensemble, p.clock, p.challenger)
     scored = score("score", featured, scorer, s.max_batch_size, s.max_wait_ms, workers, p.clock)
-    op.output("scored_events", scored, Flattened(sinks.scored))
-    op.output("risk", scored, Flattened(sinks.risk))
+    # one output, the sinks' waits overlapped (operators/sinks/fanout.py): Postgres
+    # first, as it takes longest to finish
+    verdicts = [sinks.scored, *([sinks.decisions] if sinks.decisions is not None else []), sinks.risk]
+    op.output("verdicts", scored, Fanout(verdicts))
     if sinks.alerts is not None:
         alerts = op.filter("has_alerts", op.map("alerts_only", scored, _alerts), bool)
         op.output("alerts", alerts, Flattened(sinks.alerts))
-    if sinks.decisions is not None:
-        op.output("decisions", scored, Flattened(sinks.decisions))
     return flow
 
 

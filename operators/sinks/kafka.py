@@ -101,10 +101,14 @@ class _Partition(StatelessSinkPartition[T], Generic[T]):
 
     def _send(self, batch: Batch[T]) -> tuple[Batch[T], KafkaError | None]:
         """Produce every record of every route and wait once for the broker's reports; the
-        failed ones come back, by route.
+        failed ones come back, by route."""
+        return self._settle(batch, self._produce(batch))
 
-        One delivery callback for all records (no closure per message) and one
-        latency histogram update per route and batch, once the broker acknowledged it."""
+    def _produce(self, batch: Batch[T]) -> _Reports:
+        """Hand every record of every route to the producer (no wait for the broker); the
+        failures :meth:`_settle` finds are collected in the reports.
+
+        One delivery callback for all records (no closure per message)."""
         failed: dict[str, list[KafkaRecord]] = {}
         last_error: list[KafkaError] = []
         by_topic = self.by_topic
@@ -133,6 +137,13 @@ class _Partition(StatelessSinkPartition[T], Generic[T]):
                                 f"{route.name}: topic {topic!r} refused a record: {exc}"
                             ) from exc
                         break
+        return failed, last_error
+
+    def _settle(self, batch: Batch[T], reports: _Reports) -> tuple[Batch[T], KafkaError | None]:
+        """Wait for the broker's reports of what :meth:`_produce` handed over; the failed
+        records come back, by route. One latency histogram update per route and batch,
+        once the broker acknowledged it."""
+        failed, last_error = reports
         if self.producer.flush(self.timeout_s) > 0:
             self.producer.purge(in_queue=True, in_flight=False, blocking=True)
             self.producer.flush(1.0)
@@ -147,6 +158,13 @@ class _Partition(StatelessSinkPartition[T], Generic[T]):
         return left, (last_error[-1] if last_error else None)
 
     def write_batch(self, items: list[T]) -> None:
+        self.begin(items)()
+
+    def begin(self, items: list[T]) -> Callable[[], None]:
+        """Encode and produce ``items``; the returned call waits for the broker, re-sends what
+        failed (with backoff) and raises :class:`DeliveryError` when it still fails. Between
+        the two the broker works while the caller does something else
+        (:class:`~operators.sinks.fanout.Fanout`)."""
         began = time.perf_counter()
         pending: Batch[T] = [
             (route, [route.encode(item) for item in items])
@@ -154,12 +172,29 @@ class _Partition(StatelessSinkPartition[T], Generic[T]):
             else (route, [route.encode(item) for item in items if route.select(item)])
             for route in self.routes
         ]
+        reports = self._produce(pending)
+        produced_s = time.perf_counter() - began
+
+        def finish() -> None:
+            resumed = time.perf_counter()
+            self._confirm(pending, self._settle(pending, reports))
+            metrics.STAGE_SECONDS.labels(f"sink_{self.name}").observe(
+                produced_s + time.perf_counter() - resumed
+            )
+
+        return finish
+
+    def _confirm(self, pending: Batch[T], first: tuple[Batch[T], KafkaError | None]) -> None:
+        """Count what the first attempt (``first``: its failures) delivered; send the
+        failures again until they are delivered or the retry policy gives up."""
         attempts = 0
+        outcome: tuple[Batch[T], KafkaError | None] | None = first
 
         def attempt() -> None:
-            nonlocal pending, attempts
+            nonlocal pending, attempts, outcome
             attempts += 1
-            failed, err = self._send(pending)
+            failed, err = outcome if outcome is not None else self._send(pending)
+            outcome = None
             lost = {route.topic: len(records) for route, records in failed}
             for route, records in pending:
                 metrics.SINK_RECORDS.labels(route.name).inc(len(records) - lost.get(route.topic, 0))
@@ -174,7 +209,6 @@ class _Partition(StatelessSinkPartition[T], Generic[T]):
                 f"{self.name}: {_count(pending)} messages to {_topics(pending)} not delivered after "
                 f"{attempts} attempts: {exc.__cause__}"
             ) from exc
-        metrics.STAGE_SECONDS.labels(f"sink_{self.name}").observe(time.perf_counter() - began)
 
     def close(self) -> None:
         self.producer.flush(self.timeout_s)
@@ -182,6 +216,10 @@ class _Partition(StatelessSinkPartition[T], Generic[T]):
 
 Batch = list[tuple[KafkaRoute[T], list[KafkaRecord]]]
 """One write's records, by the route (topic) they go by."""
+
+_Reports = tuple[dict[str, list[KafkaRecord]], list[KafkaError]]
+"""What the delivery callback collects during one attempt: failed records by topic, and
+the errors."""
 
 
 def _count(batch: Batch[T]) -> int:

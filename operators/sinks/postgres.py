@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from datetime import date
 
 import psycopg
@@ -151,23 +152,88 @@ class _Partition(StatelessSinkPartition[ScoredEvent]):
             return cur.rowcount
 
     def write_batch(self, items: list[ScoredEvent]) -> None:
+        self.begin(items)()
+
+    def begin(self, items: list[ScoredEvent]) -> Callable[[], None]:
+        """Start writing ``items``; the returned call finishes (or, on any failure, writes
+        them again the way :meth:`write_batch` always did: retried, the staging path after a
+        conflict) and counts them.
+
+        In the usual case, a direct COPY to days this connection knows, the rows are sent
+        here and the returned call ends the COPY and commits: Postgres stores the rows while
+        the caller does something else (:class:`~operators.sinks.fanout.Fanout` runs the
+        other sinks), where the job used to wait for it (13% of a worker's wall time,
+        ``bench job``, one process, py-spy). Nothing is written before the returned call
+        has returned."""
         began = time.perf_counter()
         days = {int(s.event.timestamp.timestamp() // _DAY) for s in items}
-        inserted = retrying(
-            "postgres",
-            self.policy,
-            lambda: self._write(items, days),
-            PG_ERRORS,
-            self.db.reset,
-        )
-        now = time.time()
-        metrics.observe_many(
-            metrics.END_TO_END_LATENCY.labels("postgres"),
-            [max(0.0, now - s.ingest_ms / 1000.0) for s in items if s.ingest_ms is not None],
-        )
-        metrics.SINK_RECORDS.labels("postgres").inc(inserted)
-        metrics.STAGE_SECONDS.labels("sink_postgres").observe(time.perf_counter() - began)
-        metrics.BATCH_SIZE.labels("sink_postgres").observe(len(items))
+        copying = None
+        if time.monotonic() >= self.staging_until and self.db.conn is not None and days <= self.days:
+            copying = self._start_copy(self.db.conn, items)
+        started_s = time.perf_counter() - began
+
+        def finish() -> None:
+            resumed = time.perf_counter()
+            if copying is None or not self._finish_copy(copying):
+                inserted = retrying(
+                    "postgres", self.policy, lambda: self._write(items, days), PG_ERRORS, self.db.reset
+                )
+            else:
+                inserted = len(items)
+            now = time.time()
+            metrics.observe_many(
+                metrics.END_TO_END_LATENCY.labels("postgres"),
+                [max(0.0, now - s.ingest_ms / 1000.0) for s in items if s.ingest_ms is not None],
+            )
+            metrics.SINK_RECORDS.labels("postgres").inc(inserted)
+            metrics.STAGE_SECONDS.labels("sink_postgres").observe(started_s + time.perf_counter() - resumed)
+            metrics.BATCH_SIZE.labels("sink_postgres").observe(len(items))
+
+        return finish
+
+    def _start_copy(self, conn: psycopg.Connection, items: list[ScoredEvent]) -> ExitStack | None:
+        """A direct COPY of ``items`` begun in a transaction of its own, every row sent but
+        the last buffer (psycopg's 32 KiB); None when it failed (rolled back: the retried
+        path writes the batch)."""
+        stack = ExitStack()
+        try:
+            stack.enter_context(conn.transaction())
+            cur = stack.enter_context(conn.cursor())
+            copy = stack.enter_context(cur.copy(_COPY_DIRECT))
+            copy.set_types(SCORED_EVENT_COPY_TYPES)
+            for s in items:
+                copy.write_row(scored_event_row(s, binary=True))
+        except Exception as exc:
+            self._after_failure(stack, exc)
+            return None
+        return stack
+
+    def _finish_copy(self, stack: ExitStack) -> bool:
+        """End the COPY and commit; False when that failed (rolled back)."""
+        try:
+            stack.close()
+        except Exception as exc:
+            self._after_failure(None, exc)
+            return False
+        self.paths["direct"] += 1
+        return True
+
+    def _after_failure(self, stack: ExitStack | None, exc: Exception) -> None:
+        """Roll back what ``stack`` began and note what the failure means for the retried
+        path; a failure that is not Postgres's is raised."""
+        if stack is not None:
+            try:
+                stack.__exit__(type(exc), exc, exc.__traceback__)
+            except Exception:  # the rollback of a broken connection fails too
+                self.db.reset()
+        if isinstance(exc, psycopg.errors.UniqueViolation):
+            self.staging_until = time.monotonic() + STAGING_AFTER_CONFLICT_S
+        elif isinstance(exc, psycopg.errors.CheckViolation):
+            self.days.clear()  # a day's partition went (retention): the retried path creates it
+        elif isinstance(exc, PG_ERRORS):
+            self.db.reset()
+        elif not isinstance(exc, psycopg.Error):
+            raise exc
 
     def close(self) -> None:
         self.db.reset()

@@ -17,6 +17,7 @@ from apps.cli_data import (
     config_or_exit,
     console,
     err_console,
+    error_line,
     fail,
     service_errors,
     settings_or_exit,
@@ -358,8 +359,14 @@ def models_list(path: Annotated[Path, typer.Argument(help="model directory")]) -
 
     from models.artifacts import ModelStore
 
+    if not path.is_dir():
+        fail(f"{path}: no such folder", 2)
     store = ModelStore(path)
     active, challenger = store.active(), store.challenger()
+    if not store.versions():
+        console.print(
+            f"no model versions in {path} (fraudstream train ... -o {path})", highlight=False, soft_wrap=True
+        )
     for version in store.versions():
         meta = json.loads((path / version / "metadata.json").read_text())
         mark = "*" if version == active else "c" if version == challenger else " "
@@ -521,5 +528,18 @@ def _register_data_commands() -> None:
 _register_data_commands()
 
 
+def main() -> None:
+    """The ``fraudstream`` command: :data:`app`, with a file a user named that cannot be
+    read or written (missing, a folder, no permission) as one line and exit status 2
+    wherever a command opens it, instead of a traceback."""
+    try:
+        app()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
+        if exc.filename is None:
+            raise
+        error_line(f"{exc.filename}: {exc.strerror or type(exc).__name__}")
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    sys.exit(app())
+    main()

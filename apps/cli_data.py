@@ -37,9 +37,14 @@ ConfigOpt = Annotated[
 ]
 
 
+def error_line(message: str) -> None:
+    """``error: message``, one line on stderr."""
+    err_console.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
     """One line on stderr, ``error: message``, then exit with ``code`` (no traceback)."""
-    err_console.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    error_line(message)
     raise typer.Exit(code)
 
 
@@ -131,7 +136,9 @@ def replay(
     centroids: Annotated[
         Path | None, typer.Option(help="zone centroids CSV: LocationID, latitude, longitude")
     ] = None,
-    synthetic: Annotated[int, typer.Option(help="replay N generated TLC-shaped trips instead of files")] = 0,
+    synthetic: Annotated[
+        int, typer.Option(min=0, help="replay N generated TLC-shaped trips instead of files")
+    ] = 0,
     column_map: Annotated[
         str | None,
         typer.Option(
@@ -142,9 +149,9 @@ def replay(
     ] = None,
     timezone: Annotated[str, typer.Option(help="time zone of naive times in --map files")] = "UTC",
     seed: Annotated[int, typer.Option(help="riders, devices and injected frauds derive from it")] = 0,
-    riders: Annotated[int, typer.Option(help="size of the rider pool")] = 100_000,
+    riders: Annotated[int, typer.Option(min=1, help="size of the rider pool")] = 100_000,
     terminals: Annotated[
-        int, typer.Option(help="give trips the card terminal (merchant_id) of one of N taxis; 0: none")
+        int, typer.Option(min=0, help="give trips the card terminal (merchant_id) of one of N taxis; 0: none")
     ] = 0,
     compromise_rate: Annotated[
         float,
@@ -162,9 +169,9 @@ def replay(
     inject_rate: Annotated[float, typer.Option(help="rate of every fraud scenario (share of trips)")] = 0.002,
     rate: Annotated[list[str], typer.Option(help="per scenario, e.g. --rate card_testing=0.01")] = [],  # noqa: B006
     speed: Annotated[
-        float, typer.Option(help="0: as fast as possible; 1: real time; N: N x real time")
+        float, typer.Option(min=0.0, help="0: as fast as possible; 1: real time; N: N x real time")
     ] = 0.0,
-    limit: Annotated[int | None, typer.Option(help="stop after N events")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="stop after N events")] = None,
     labels_out: Annotated[Path, typer.Option(help="labels file (JSON lines)")] = Path("replay-labels.jsonl"),
 ) -> None:
     """Replay NYC taxi trips (or a labelled CSV/Parquet) to the transactions topic in event-time order."""
@@ -546,7 +553,7 @@ def evaluate(
     ] = None,
 ) -> None:
     """Join scored_events with labels; write report.md, report.json and plots (and prequential.md)."""
-    from apps.evaluate import db_labels, fetch_scored, load_labels, write_report
+    from apps.evaluate import LabelFileError, db_labels, fetch_scored, load_labels, write_report
     from apps.evaluate import evaluate as run_evaluation
 
     settings = settings_or_exit(config)
@@ -556,12 +563,12 @@ def evaluate(
         try:
             label_map = load_labels(labels) if labels else db_labels(settings.database_url)
             scored = fetch_scored(settings.database_url)
+        except LabelFileError as exc:
+            fail(str(exc), 2)
         except psycopg.Error as exc:
-            console.print(f"[red]error:[/] cannot read scored_events or labels: {str(exc).splitlines()[0]}")
-            raise typer.Exit(2) from exc
+            fail(f"cannot read scored_events or labels: {str(exc).splitlines()[0]}", 2)
     if not scored:
-        console.print("[red]error:[/] scored_events is empty")
-        raise typer.Exit(2)
+        fail("scored_events is empty", 2)
     report = run_evaluation(
         scored, label_map, settings.ensemble.medium_threshold, settings.ensemble.high_threshold, k
     )

@@ -31,6 +31,7 @@ from apps.cli_data import ConfigOpt, console, fail, service_errors, settings_or_
 if TYPE_CHECKING:
     from flows.config import Settings
     from flows.rulesets import RuleStore
+    from models.base import ModelSet
     from operators.rulesets import RuleSetDocument
 
 __all__ = ["rules_app"]
@@ -265,6 +266,21 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
+def _backtest_models(models: Path | None, settings: Settings) -> ModelSet:
+    """The active version of ``--models`` (which must hold one: a typo must not quietly
+    re-score with rules alone), else of ``models.path``, else rules only."""
+    from models.artifacts import ActiveModels
+    from models.base import RULES_ONLY
+
+    if models is not None and not models.is_dir():
+        fail(f"--models: {models}: no such folder", 2)
+    model_dir = models or (Path(settings.models.path) if settings.models.path else None)
+    model_set = ActiveModels(model_dir, settings.models.device)() if model_dir else RULES_ONLY
+    if models is not None and model_set is RULES_ONLY:
+        fail(f"--models: {models} has no active model version (see fraudstream models list {models})", 2)
+    return model_set
+
+
 def backtest(
     out: Annotated[Path, typer.Option("--out", "-o", help="report folder (report.md, report.json)")],
     rules: Annotated[
@@ -294,8 +310,6 @@ def backtest(
 
     from apps.backtest import backtest_report, fetch_served, rescore, write_backtest
     from apps.evaluate import db_labels, load_labels
-    from models.artifacts import ActiveModels
-    from models.base import RULES_ONLY
     from operators.event_files import read_events
     from operators.rulesets import RuleSet
 
@@ -310,6 +324,7 @@ def backtest(
 
     lo, hi = when(since, "--from"), when(until, "--to")
     settings = settings_or_exit(config)
+    model_set = _backtest_models(models, settings)
     with service_errors(settings):
         store = _store(settings) if rules is not None or not events else None
         if rules is None and store is not None:
@@ -319,8 +334,6 @@ def backtest(
         except LookupError as exc:
             fail(str(exc), 2)
         ruleset = RuleSet.build(document, rules) if document else RuleSet.from_config(settings.rules)
-        model_dir = models or (Path(settings.models.path) if settings.models.path else None)
-        model_set = ActiveModels(model_dir, settings.models.device)() if model_dir else RULES_ONLY
         try:
             sources = [str(p) for p in events] if events else [settings.database_url]
             picked = [

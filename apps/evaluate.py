@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "History",
+    "LabelFileError",
     "Scored",
     "db_labels",
     "evaluate",
@@ -56,25 +57,39 @@ class Scored:
     latency_s: float | None
 
 
+class LabelFileError(ValueError):
+    """A label file that cannot be read as labels; the message names the file and line."""
+
+
 def load_labels(paths: Iterable[Path]) -> dict[str, tuple[bool, str]]:
-    """``event_id -> (is_fraud, scenario)`` from JSON-lines or CSV label files."""
+    """``event_id -> (is_fraud, scenario)`` from JSON-lines or CSV label files (each row an
+    ``event_id`` and ``is_fraud``); :class:`LabelFileError` names the first bad line."""
     import csv
 
     labels: dict[str, tuple[bool, str]] = {}
     for path in paths:
         with open(path, newline="", encoding="utf-8") as f:
-            rows: Iterable[dict[str, Any]] = (
-                csv.DictReader(f)
+            rows: Iterable[tuple[int, Any]] = (
+                enumerate(csv.DictReader(f), start=2)
                 if path.suffix == ".csv"
-                else (json.loads(line) for line in f if line.strip())
+                else ((n, _json_row(path, n, line)) for n, line in enumerate(f, start=1) if line.strip())
             )
-            for row in rows:
+            for n, row in rows:
+                if not isinstance(row, dict) or row.get("event_id") in (None, "") or "is_fraud" not in row:
+                    raise LabelFileError(f"{path}:{n}: a label needs event_id and is_fraud")
                 fraud = str(row["is_fraud"]).strip().lower() in {"1", "true", "t", "yes"}
                 labels[str(row["event_id"])] = (
                     fraud,
                     str(row.get("scenario") or ("fraud" if fraud else "legit")),
                 )
     return labels
+
+
+def _json_row(path: Path, n: int, line: str) -> Any:
+    try:
+        return json.loads(line)
+    except ValueError as exc:
+        raise LabelFileError(f"{path}:{n}: not JSON ({exc}); label files are JSON lines or .csv") from None
 
 
 def db_labels(database_url: str) -> dict[str, tuple[bool, str]]:

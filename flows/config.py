@@ -392,6 +392,29 @@ class Settings(_Section):
     labels: LabelSettings = LabelSettings()
     entity_risk: EntityRiskSettings = EntityRiskSettings()
 
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, v: str) -> str:
+        from psycopg import ProgrammingError
+        from psycopg.conninfo import conninfo_to_dict
+
+        try:
+            conninfo_to_dict(v)
+        except ProgrammingError as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
+            raise ValueError(
+                f"not a PostgreSQL URL (postgresql://user@host:port/db) nor key=value settings: {reason}"
+            ) from None
+        return v
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, v: str) -> str:
+        scheme = v.partition("://")[0] if "://" in v else ""
+        if scheme not in {"redis", "rediss", "unix"}:
+            raise ValueError("a Redis URL starts with redis://, rediss:// or unix://")
+        return v
+
     def user_shards(self) -> UserShardConfig:
         """The user shards' configuration: state bounds, the id memory, the user risk window."""
         risk = self.entity_risk
@@ -485,7 +508,10 @@ def _describe(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(root)"
-        got = f" (got {err['input']!r})" if not isinstance(err["input"], dict) else ""
+        value = err["input"]
+        if loc in {"database_url", "redis_url"} and isinstance(value, str):
+            value = redact_url(value)
+        got = f" (got {value!r})" if not isinstance(value, dict) else ""
         parts.append(f"{loc}: {err['msg']}{got}")
     return "; ".join(parts)
 

@@ -232,3 +232,62 @@ def test_a_database_that_is_down_is_one_line_without_its_password(make_settings)
     result = fraudstream(["run"], **job_env(make_settings(), 0, DATABASE_URL=url))
     one_error_line(result, "cannot reach PostgreSQL at postgresql://app:***@127.0.0.1:", "Connection refused")
     assert "s3cret" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["label", "-f", "/nonexistent/labels.csv"], "/nonexistent/labels.csv: No such file or directory"),
+        (["label", "-f", "/tmp"], "/tmp: Is a directory"),
+        (["evaluate", "--labels", "/nonexistent.jsonl"], "/nonexistent.jsonl: No such file or directory"),
+        (["models", "list", "/nonexistent"], "/nonexistent: no such folder"),
+        (["backtest", "-o", "/tmp/bt", "--models", "/nonexistent"], "--models: /nonexistent: no such folder"),
+    ],
+)
+def test_a_file_or_folder_that_is_not_there_is_one_line(args, expected):
+    result = fraudstream(args)
+    one_error_line(result, expected)
+    assert result.returncode == 2
+
+
+def test_a_label_file_that_is_not_labels_names_its_line(tmp_path):
+    (tmp_path / "strict.yaml").write_text("rules:\n  high_amount: 1\n")
+    (tmp_path / "half.jsonl").write_text('{"event_id": "e1", "is_fraud": true}\n{"event_id": "e2"}\n')
+    for name, expected in (
+        ("strict.yaml", "strict.yaml:1: not JSON"),
+        ("half.jsonl", "half.jsonl:2: a label needs"),
+    ):
+        result = fraudstream(["evaluate", "--labels", str(tmp_path / name)])
+        one_error_line(result, expected)
+        assert result.returncode == 2
+
+
+def test_a_backtest_with_a_model_folder_holding_no_active_version_is_refused(tmp_path):
+    result = fraudstream(["backtest", "-o", str(tmp_path / "bt"), "--models", str(tmp_path)])
+    one_error_line(result, f"--models: {tmp_path} has no active model version")
+
+
+@pytest.mark.parametrize(
+    ("env", "field"),
+    [({"DATABASE_URL": "notaurl"}, "database_url"), ({"REDIS_URL": "http://x"}, "redis_url")],
+)
+def test_a_malformed_service_url_stops_check_config_naming_the_field(env, field):
+    result = fraudstream(["check-config"], **env)
+    one_error_line(result, f"{field}: ")
+    assert result.returncode == 2
+
+
+def test_a_malformed_database_url_does_not_print_its_password():
+    result = fraudstream(
+        ["check-config"], DATABASE_URL="postgresql://app:pg-s3cret@db:5432/fraud?sslmode=bogus x"
+    )
+    assert "s3cret" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "args", [["replay", "--synthetic", "-5"], ["replay", "--synthetic", "5", "--speed", "-1"]]
+)
+def test_negative_replay_counts_and_speeds_are_refused(args):
+    result = fraudstream(args)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "greater than or equal to 0" in result.stderr

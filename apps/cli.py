@@ -209,6 +209,14 @@ def train(
 
     if keep < 1:
         raise typer.BadParameter("--keep must be at least 1")
+    import models as models_package
+
+    if out.resolve() == Path(models_package.__file__).resolve().parent:
+        raise typer.BadParameter(
+            f"{out} is fraudstream's own models package (source code); write the artifacts "
+            "elsewhere, e.g. -o artifacts/models",
+            param_hint="--out",
+        )
     if supervised and activate:
         raise typer.BadParameter(
             "a supervised model starts as the challenger, scored in shadow; promote it by its "

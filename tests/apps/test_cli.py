@@ -291,3 +291,10 @@ def test_negative_replay_counts_and_speeds_are_refused(args):
     result = fraudstream(args)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "greater than or equal to 0" in result.stderr
+
+
+def test_train_refuses_to_write_into_its_own_models_package(tmp_path):
+    result = fraudstream(["train", "-s", str(tmp_path / "events.jsonl"), "-o", "models/"])
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "fraudstream's own models package" in " ".join(result.stderr.split())
+    assert not (ROOT / "models" / "active").exists()

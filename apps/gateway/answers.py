@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from flows.blocklists import RedisBlocklists
 from flows.config import Settings
+from operators.ensemble import MODEL_COMPONENTS
 from operators.events import TransactionEvent
 from operators.features import compute_features
 from operators.rules import RuleContext, evaluate_rules
@@ -60,11 +61,24 @@ class Problem(BaseModel):
     detail: list[dict[str, Any]] | str
 
 
-def _explanation(reasons: list[str]) -> str:
-    return "; ".join(reasons) if reasons else "no rule fired and the model scores are in the normal range"
+def _explanation(reasons: list[str], scores: dict[str, float | None], review_at: float) -> str:
+    """The rules' reasons, and the models that scored at or above ``review_at`` (the
+    ensemble's medium threshold), as the verdict's scores say: never "normal" beside a
+    model score that is not."""
+    high = [
+        f"{name.replace('_', ' ')} {score:.0f}"
+        for name in MODEL_COMPONENTS
+        if (score := scores.get(name)) is not None and score >= review_at
+    ]
+    models = f"model scores at or above the review threshold ({review_at:g} of 100): {', '.join(high)}"
+    if reasons:
+        return "; ".join(reasons) + (f"; {models}" if high else "")
+    if high:
+        return f"no rule fired; {models}"
+    return f"no rule fired and no model score reached the review threshold ({review_at:g} of 100)"
 
 
-def stream_answer(event_id: str, d: dict[str, Any], began: float) -> ScoreResponse:
+def stream_answer(event_id: str, d: dict[str, Any], began: float, review_at: float = 40.0) -> ScoreResponse:
     return ScoreResponse(
         transaction_id=event_id,
         fraud_score=d["fraud_score"],
@@ -75,7 +89,7 @@ def stream_answer(event_id: str, d: dict[str, Any], began: float) -> ScoreRespon
         reasons=d["reasons"],
         scores=d["scores"],
         model_version=d["model_version"],
-        explanation=_explanation(d["reasons"]),
+        explanation=_explanation(d["reasons"], d["scores"], review_at),
         processing_time_ms=round((time.perf_counter() - began) * 1000, 3),
         source="stream",
     )
@@ -103,7 +117,7 @@ def fallback_answer(
         reasons=reasons,
         scores=verdict.scores,
         model_version="fallback-rules",
-        explanation=_explanation(reasons),
+        explanation=_explanation(reasons, verdict.scores, settings.ensemble.medium_threshold),
         processing_time_ms=round((time.perf_counter() - began) * 1000, 3),
         source="fallback",
         fallback_reason=reason,

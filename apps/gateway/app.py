@@ -277,7 +277,7 @@ def _transactions(ctx: _Context) -> APIRouter:
             if CONFLICT in decision:
                 return _problem(409, f"event_id {ev.event_id!r} was decided on another request's payload")
             SCORE_SECONDS.labels("stream").observe(time.perf_counter() - began)
-            return stream_answer(ev.event_id, decision, began)
+            return stream_answer(ev.event_id, decision, began, ctx.settings.ensemble.medium_threshold)
         finally:
             ctx.router.forget(ev.event_id, token)
 

@@ -440,3 +440,16 @@ def test_the_router_answers_a_waiter_only_with_its_own_requests_decision(stack):
         router.close()
     assert own["risk_level"] == "LOW" and CONFLICT not in own
     assert CONFLICT in other and CONFLICT in untagged
+
+
+def test_the_explanation_names_the_models_that_scored_high_and_never_calls_them_normal():
+    from apps.gateway.answers import _explanation
+
+    scores = {"rules": 0.0, "isolation_forest": 24.9, "autoencoder": 100.0, "supervised": None}
+    text = _explanation([], scores, 40.0)
+    assert "autoencoder 100" in text and "isolation forest" not in text and "normal" not in text
+    assert _explanation([], {**scores, "autoencoder": 39.9}, 40.0) == (
+        "no rule fired and no model score reached the review threshold (40 of 100)"
+    )
+    with_rule = _explanation(["device 'd9' is blocked"], scores, 40.0)
+    assert with_rule.startswith("device 'd9' is blocked; ") and "autoencoder 100" in with_rule

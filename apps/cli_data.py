@@ -37,6 +37,11 @@ ConfigOpt = Annotated[
 ]
 
 
+def plural(n: int, word: str) -> str:
+    """``1 label``, ``2 labels``, ``1,000 labels``."""
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
 def error_line(message: str) -> None:
     """``error: message``, one line on stderr."""
     err_console.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
@@ -418,7 +423,7 @@ def label(
         k.bootstrap_servers, k.labels_topic, (encode_label(lab) for lab in labels), k.client_config
     )
     console.print(
-        f"sent {sent:,} labels to {k.labels_topic}" + (f"; {bad:,} invalid, not sent" if bad else "")
+        f"sent {plural(sent, 'label')} to {k.labels_topic}" + (f"; {bad:,} invalid, not sent" if bad else "")
     )
     raise typer.Exit(1 if bad else 0)
 
@@ -685,4 +690,4 @@ def explain(
             prime_explainer()
             serve_metrics(port, settings.metrics.host, hint)
         count = run_explainer(settings, stop, idle_exit)
-    console.print(f"explained {count:,} alerts")
+    console.print(f"explained {plural(count, 'alert')}")

@@ -26,7 +26,7 @@ import yaml
 from rich.markup import escape
 from rich.table import Table
 
-from apps.cli_data import ConfigOpt, console, fail, service_errors, settings_or_exit
+from apps.cli_data import ConfigOpt, console, fail, plural, service_errors, settings_or_exit
 
 if TYPE_CHECKING:
     from flows.config import Settings
@@ -37,7 +37,8 @@ if TYPE_CHECKING:
 __all__ = ["rules_app"]
 
 rules_app = typer.Typer(
-    help="Rule sets as versioned data: list, show, apply, activate, shadow, diff.", no_args_is_help=True
+    help="Rule sets as versioned data: list, show, apply, activate, shadow, diff, compare.",
+    no_args_is_help=True,
 )
 
 AuthorOpt = Annotated[
@@ -361,6 +362,6 @@ def backtest(
         console.print(f"wrote {path}")
     b = report["backtest"]
     console.print(
-        f"{report['events']:,} events: {b['alerts']:,} alerts, {b['blocks']:,} blocks"
+        f"{plural(report['events'], 'event')}: {plural(b['alerts'], 'alert')}, {plural(b['blocks'], 'block')}"
         + (f"; {report['changed_decisions']:,} decisions differ from what was served" if served else "")
     )

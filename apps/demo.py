@@ -251,11 +251,8 @@ def run_demo(
             settings, processes, root, metrics_port=metrics_port, FRAUDSTREAM_MODEL_DIR=str(models_dir)
         )
         log_path = job.log
-        ports = ", ".join(str(metrics_port + i) for i in range(processes))
-        con.print(
-            f"[bold]Job started[/] ({processes} process(es)); metrics on "
-            f"http://127.0.0.1:{ports}/metrics ; log {log_path}"
-        )
+        urls = ", ".join(f"http://127.0.0.1:{metrics_port + i}/metrics" for i in range(processes))
+        con.print(f"[bold]Job started[/] ({processes} process(es)); metrics on {urls}; log {log_path}")
         workload = generate(events=events, users=users, seed=seed)
         started = time.monotonic()
         with Progress(console=con, transient=True) as progress:

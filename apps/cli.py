@@ -134,6 +134,15 @@ def demo(
     ok = summary.rows + summary.dead_letters == summary.events
     if not ok:
         console.print("[red]not every event was accounted for[/]")
+    if not keep_running:
+        console.print(
+            "The demo's job and stack are stopped. To look around (console, alerts, rules, "
+            "label): fraudstream demo --keep-running, then each command with "
+            "--config .fraudstream/demo/fraudstream.yaml; or fraudstream stack up for a stack "
+            "of your own.",
+            highlight=False,
+            soft_wrap=True,
+        )
     raise typer.Exit(0 if ok else 1)
 
 
@@ -145,8 +154,18 @@ def _demo_table(s: Summary) -> Table:
     table.add_row("alerts", f"MEDIUM {s.levels['MEDIUM']:,}  HIGH {s.levels['HIGH']:,}")
     table.add_row("model version", ", ".join(s.model_versions))
     table.add_row("top rules", ", ".join(f"{r} {n}" for r, n in s.top_rules) or "-")
+    below = False
     for scenario, (hit, total) in s.caught.items():
-        table.add_row(f"caught: {scenario}", f"{hit:,} of {total:,} injected alerted")
+        flagged = s.flagged.get(scenario, 0)
+        more = f"; a rule fired on {flagged:,} (scored, not alerted: see below)" if flagged > hit else ""
+        below = below or flagged > hit
+        table.add_row(f"caught: {scenario}", f"{hit:,} of {total:,} injected alerted{more}")
+    if below:
+        table.add_row(
+            "",
+            "a rule alone can score under ensemble.medium_threshold: the row records it "
+            "(triggered_rules), the alert needs more evidence",
+        )
     if s.alert_precision is not None:
         table.add_row("alert precision", f"{s.alert_precision:.0%} of alerts are injected fraud")
     table.add_row("throughput", f"{s.throughput:,.0f} events/s (the whole burst, queueing included)")

@@ -45,6 +45,9 @@ class Summary:
     model_versions: list[str]
     caught: dict[str, tuple[int, int]] = field(default_factory=dict)
     """Per injected scenario: (events alerted MEDIUM or HIGH, events injected)."""
+    flagged: dict[str, int] = field(default_factory=dict)
+    """Per injected scenario: its events some rule fired on, alerted or not (a rule alone
+    may score under ``ensemble.medium_threshold``: recorded on the row, not alerted)."""
     alert_precision: float | None = None
     """Share of the alerts that are injected fraud."""
     steady: tuple[float, float, float] | None = None
@@ -79,16 +82,27 @@ def count_topic(
     return n
 
 
-def detection(settings: Settings, labels: dict[str, str]) -> tuple[dict[str, tuple[int, int]], float | None]:
-    """Per scenario (alerted, injected) of the injected events, and the alerts' precision."""
+def detection(
+    settings: Settings, labels: dict[str, str]
+) -> tuple[dict[str, tuple[int, int]], float | None, dict[str, int]]:
+    """Per scenario (alerted, injected) of the injected events, the alerts' precision, and
+    per scenario the injected events some rule fired on."""
     with psycopg.connect(settings.database_url) as conn:
         alerted = {r[0] for r in conn.execute("SELECT event_id FROM scored_events WHERE risk_level <> 'LOW'")}
+        ruled = {
+            r[0]
+            for r in conn.execute(
+                "SELECT event_id FROM scored_events WHERE jsonb_array_length(triggered_rules) > 0"
+            )
+        }
     caught: dict[str, tuple[int, int]] = {}
+    flagged: dict[str, int] = {}
     for event_id, scenario in labels.items():
         hit, total = caught.get(scenario, (0, 0))
         caught[scenario] = (hit + (event_id in alerted), total + 1)
+        flagged[scenario] = flagged.get(scenario, 0) + (event_id in ruled)
     precision = len(alerted & labels.keys()) / len(alerted) if alerted else None
-    return dict(sorted(caught.items())), precision
+    return dict(sorted(caught.items())), precision, flagged
 
 
 def steady_latency(
@@ -274,7 +288,7 @@ def run_demo(
             settings.kafka.bootstrap_servers, settings.kafka.dlq_topic, settings.kafka.partitions
         )
         summary = summarise(settings, len(workload.messages), dead, elapsed)
-        summary.caught, summary.alert_precision = detection(settings, workload.labels)
+        summary.caught, summary.alert_precision, summary.flagged = detection(settings, workload.labels)
         if rows < workload.valid:
             con.print(f"[red]only {rows} of {workload.valid} events were scored in time[/]")
         else:

@@ -47,6 +47,11 @@ def test_demo_accounts_for_every_event_and_prints_the_summary(tmp_path):
     assert "velocity_check" in out and "country_blacklist" in out
     assert "caught: card_testing" in out and "alert precision" in out and "at a steady 200 events/s" in out
     assert "not every event was accounted for" not in out
+    flat = " ".join(out.split())
+    assert (
+        "The demo's job and stack are stopped" in flat
+        and "--config .fraudstream/demo/fraudstream.yaml" in flat
+    )
 
 
 def test_keep_running_names_a_config_for_other_commands_and_sigterm_stops_everything(tmp_path):
@@ -104,3 +109,19 @@ def test_a_taken_metrics_port_is_one_line_before_anything_starts(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().startswith("error: metrics port") and "Traceback" not in result.stderr
     assert not (tmp_path / ".fraudstream").exists()
+
+
+def test_the_summary_says_when_a_rule_fired_on_injected_events_it_did_not_alert():
+    from rich.console import Console
+
+    from apps.cli import _demo_table
+    from apps.demo import Summary
+
+    s = Summary(20, 20, 0, {"MEDIUM": 1, "HIGH": 0}, [("unusual_hours", 5)], 1.0, 1.0, 1.0, 1.0, ["v1"])
+    s.caught, s.flagged = {"night_owl": (0, 5), "takeover": (2, 2)}, {"night_owl": 5, "takeover": 2}
+    con = Console(width=250, record=True)
+    con.print(_demo_table(s))
+    text = con.export_text()
+    assert "0 of 5 injected alerted; a rule fired on 5 (scored, not alerted" in text
+    assert "2 of 2 injected alerted" in text and "a rule fired on 2" not in text
+    assert "a rule alone can score under ensemble.medium_threshold" in text

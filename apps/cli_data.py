@@ -346,7 +346,10 @@ def produce(
         fail(f"{source}: cannot read it ({exc.strerror})", 2)
     reach_kafka_or_exit(settings)
 
+    unkeyed = 0
+
     def messages() -> Iterator[tuple[bytes | None, bytes]]:
+        nonlocal unkeyed
         for raw in stream:
             line = raw.strip()
             if not line:
@@ -355,6 +358,7 @@ def produce(
                 key: bytes | None = str(json.loads(line)["user_id"]).encode()
             except (ValueError, KeyError, TypeError):
                 key = None  # the job sends it to the dead-letter topic with the reason
+                unkeyed += 1
             yield key, line
 
     try:
@@ -366,7 +370,11 @@ def produce(
         )
     except RuntimeError as exc:  # not acknowledged: the broker went away meanwhile
         fail(str(exc))
-    console.print(f"produced {sent:,} events to {settings.kafka.transactions_topic}")
+    odd = f" ({unkeyed:,} not JSON with a user_id: the job dead-letters what it cannot decode)"
+    console.print(
+        f"produced {plural(sent, 'event')} to {settings.kafka.transactions_topic}{odd if unkeyed else ''}",
+        soft_wrap=True,
+    )
 
 
 def label(

@@ -43,6 +43,7 @@ def test_produce_reads_json_lines_from_stdin_keyed_by_user(make_settings):
     result = cli(["produce"], s, stdin=lines)
     assert result.returncode == 0, result.stderr
     assert "produced 3 events" in result.stdout
+    assert "(1 not JSON with a user_id: the job dead-letters what it cannot decode)" in result.stdout
     from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer(

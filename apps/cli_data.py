@@ -24,8 +24,8 @@ if TYPE_CHECKING:
     from apps.replay.stream import ColumnMap, ReplaySummary
     from apps.replay.tlc import TripReadReport
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)  # a line a script reads is never broken at 80 columns
+err_console = Console(stderr=True, soft_wrap=True)
 ConfigOpt = Annotated[
     Path | None,
     typer.Option(

@@ -37,6 +37,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 from flows.blocklists import RedisBlocklists
 from flows.config import Settings, load_settings
 from flows.rulesets import LiveRuleSets
+from infra.topics import reach_kafka
 from models.artifacts import ActiveModels
 from models.base import RULES_ONLY, ModelSet
 from operators.labels import KnownLabel, LabelStore
@@ -250,6 +251,9 @@ def kafka_flow(
     """The production flow: Kafka in, Postgres/Redis/Kafka out; once ``stopping()``
     is true the sources end and the flow finishes what is in flight."""
     settings = settings or load_settings()
+    # no broker: one KafkaUnreachable within seconds, where librdkafka would log and retry
+    # for ever (``python -m bytewax.run "flows.fraud:kafka_flow()"`` has no other check)
+    reach_kafka(settings.kafka.bootstrap_servers, settings.kafka.client_config)
     blocklists = RedisBlocklists(settings.redis_url, settings.redis.blocklist_refresh_s)
     policy = settings.sinks.config()
     providers = Providers(

@@ -298,3 +298,20 @@ def test_train_refuses_to_write_into_its_own_models_package(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "fraudstream's own models package" in " ".join(result.stderr.split())
     assert not (ROOT / "models" / "active").exists()
+
+
+def test_the_plain_bytewax_entry_point_stops_within_seconds_when_no_broker_answers():
+    address = f"127.0.0.1:{closed_port()}"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDSTREAM")}
+    began = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "bytewax.run", "flows.fraud:kafka_flow()"],
+        cwd=ROOT,
+        env={**clean, "PYTHONPATH": str(ROOT), "KAFKA_BOOTSTRAP_SERVERS": address, "METRICS_PORT": "0"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert time.monotonic() - began < 30 and result.returncode != 0
+    assert f"KafkaUnreachable: cannot reach Kafka at {address}" in result.stderr.strip().splitlines()[-1]
+    assert result.stderr.count("FAIL|rdkafka") < 5, result.stderr[-2000:]

@@ -141,7 +141,6 @@ def demo(
             "--config .fraudstream/demo/fraudstream.yaml; or fraudstream stack up for a stack "
             "of your own.",
             highlight=False,
-            soft_wrap=True,
         )
     raise typer.Exit(0 if ok else 1)
 
@@ -389,12 +388,10 @@ def models_list(path: Annotated[Path, typer.Argument(help="model directory")]) -
     if not path.is_dir():
         fail(f"{path}: no such folder", 2)
     store = ModelStore(path)
-    active, challenger = store.active(), store.challenger()
-    if not store.versions():
-        console.print(
-            f"no model versions in {path} (fraudstream train ... -o {path})", highlight=False, soft_wrap=True
-        )
-    for version in store.versions():
+    active, challenger, versions = store.active(), store.challenger(), store.versions()
+    if not versions:
+        console.print(f"no model versions in {path} (fraudstream train ... -o {path})", highlight=False)
+    for version in versions:
         meta = json.loads((path / version / "metadata.json").read_text())
         mark = "*" if version == active else "c" if version == challenger else " "
         console.print(

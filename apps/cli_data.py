@@ -44,7 +44,7 @@ def plural(n: int, word: str) -> str:
 
 def error_line(message: str) -> None:
     """``error: message``, one line on stderr."""
-    err_console.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    err_console.print(f"[red]error:[/] {escape(message)}", highlight=False)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -371,10 +371,8 @@ def produce(
     except RuntimeError as exc:  # not acknowledged: the broker went away meanwhile
         fail(str(exc))
     odd = f" ({unkeyed:,} not JSON with a user_id: the job dead-letters what it cannot decode)"
-    console.print(
-        f"produced {plural(sent, 'event')} to {settings.kafka.transactions_topic}{odd if unkeyed else ''}",
-        soft_wrap=True,
-    )
+    odd = odd if unkeyed else ""
+    console.print(f"produced {plural(sent, 'event')} to {settings.kafka.transactions_topic}{odd}")
 
 
 def label(

@@ -135,6 +135,15 @@ def undecodable_reason(exc: Exception, raw: bytes = b"") -> str:
     return f"payload: cannot be decoded ({type(exc).__name__}: {str(exc)[:200]})"
 
 
+def _utf8_reason(raw: bytes) -> str:
+    """Where ``raw`` stops being UTF-8 (msgspec's own message does not say)."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return undecodable_reason(exc, raw)
+    return "payload: invalid UTF-8"  # msgspec refused a lone surrogate escape, say
+
+
 def _has_nul(event: TransactionEvent) -> str | None:
     """Postgres text and jsonb cannot hold NUL; name the first field with one."""
     for name in (
@@ -197,6 +206,8 @@ def decode_event(
     try:
         event = _DECODER.decode(raw)
     except msgspec.DecodeError as exc:
+        if str(exc).startswith("Invalid UTF-8"):  # msgspec >= 0.23; earlier: a UnicodeDecodeError
+            return InvalidEvent(raw, _utf8_reason(raw))
         return InvalidEvent(raw, decode_reason(exc))
     except Exception as exc:  # any other failure on hostile bytes is still a dead letter
         return InvalidEvent(raw, undecodable_reason(exc, raw))

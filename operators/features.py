@@ -184,7 +184,9 @@ def _spend_ratio(state: UserState, spend: float, ts: float) -> float | None:
     if not state.count or state.first_seen is None or state.mean <= 0:
         return None
     days = max(1.0, (ts - state.first_seen) / 86_400.0)
-    return spend / (state.count * state.mean / days)
+    usual = state.count * state.mean / days
+    # a mean of a few denormal amounts (5e-324 is a valid amount) over days rounds to 0
+    return spend / usual if usual > 0 else None
 
 
 class Featured(msgspec.Struct, frozen=True, gc=False):

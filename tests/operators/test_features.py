@@ -191,3 +191,11 @@ def test_feature_matrix_equals_the_cell_by_cell_reference_bit_for_bit():
     assert np.isnan(x).any() and (x[:, FEATURE_NAMES.index("device_novelty")] == 1.0).any()
     one = feature_matrix(rows, None, ("amount",))
     assert one.tobytes() == expected[:, :1].tobytes()
+
+
+def test_a_denormal_amount_has_no_spend_ratio_instead_of_dividing_by_zero():
+    """5e-324 is a valid amount; the user's usual daily spend over two days rounds to 0."""
+    state = UserState()
+    push(state, ev(0, amount=5e-324))
+    f = compute_features(state, ev(3 * 24 * 60, amount=5e-324), (T0 + timedelta(days=3)).timestamp())
+    assert f.spend_ratio_24h is None and f.user_mean_amount == 5e-324

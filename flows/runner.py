@@ -275,6 +275,7 @@ def run_process(
         signal.signal(sig, on_signal)
     workers = len(addresses or [""]) * workers_per_process
     _log_shard_spread(settings, workers)
+    _log_kernels()
     flow = kafka_flow(settings, workers=workers, stopping=stopping.is_set)
     limit_cpu_threads(settings.models.cpu_threads)
     tune_gc()
@@ -294,6 +295,25 @@ def run_process(
         return
     if stopping.is_set():
         log.info("stopped by signal")
+
+
+def _log_kernels() -> None:
+    """Say once whether the hot path runs its compiled kernels (``operators.kernels``)."""
+    from operators import kernels
+
+    k = kernels.describe()
+    if not k["stale"] and not k["unavailable"]:
+        log.info("hot path: compiled kernels %s", ", ".join(k["compiled"]))
+        return
+    why = []
+    if k["unavailable"]:
+        why.append(f"not built: {', '.join(k['unavailable'])} (no C compiler when it was installed)")
+    if k["stale"]:
+        why.append(f"built from an older source: {', '.join(k['stale'])} (run pip install -e . again)")
+    log.warning(
+        "hot path: running the pure-Python references of some kernels, several times slower; %s",
+        "; ".join(why),
+    )
 
 
 def _log_shard_spread(settings: Settings, workers: int) -> None:

@@ -1,7 +1,8 @@
 """Offline training: replay events through the job's own state and feature code,
 fit both scorers, calibrate, and write a versioned artifact.
 
-Features come from :func:`operators.features.update_profile` and
+Features come from :func:`operators.features.update_profile` (its compiled kernel where
+built, :mod:`operators.kernels`) and
 :func:`operators.features.feature_matrix`, exactly what the stream job runs, so
 there is no train/serve skew.
 """
@@ -21,7 +22,8 @@ from models.base import Scorer
 from models.isolation_forest import IsolationForestScorer
 from operators.entity_risk import RiskConfig, RiskWindow, update_window
 from operators.events import TransactionEvent
-from operators.features import FEATURE_NAMES, Features, feature_matrix, update_profile
+from operators.features import FEATURE_NAMES, Features, feature_matrix
+from operators.kernels import update_profile
 from operators.labels import ENTITY_KEYS, EventRef, KnownLabel, Label
 from operators.state import StateLimits, UserState
 from operators.validation import Accepted

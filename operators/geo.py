@@ -17,5 +17,9 @@ def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     """
     p1, p2 = math.radians(lat1), math.radians(lat2)
     dp, dl = p2 - p1, math.radians(lon2 - lon1)
-    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    # squares as products, not ``** 2``: libm's pow is not always correctly rounded, and a
+    # C compiler turns pow(x, 2) into x * x, so the compiled kernel and this reference
+    # would differ in the last bit (operators/kernels/profile.pyx)
+    sp, sl = math.sin(dp / 2), math.sin(dl / 2)
+    a = sp * sp + math.cos(p1) * math.cos(p2) * (sl * sl)
     return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(a)))

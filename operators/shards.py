@@ -32,7 +32,8 @@ import msgspec
 from operators.dedup import DedupConfig, SeenEvents, admit
 from operators.entity_risk import LegacyRiskWindow, RiskConfig, RiskWindow, update_window
 from operators.events import TransactionEvent
-from operators.features import Featured, update_profile
+from operators.features import Featured
+from operators.kernels import update_profile
 from operators.labels import KnownLabel
 from operators.shard_names import BALANCE_MODULUS, BALANCED_NAMES
 from operators.state import LegacyUserState, StateLimits, UserState

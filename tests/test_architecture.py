@@ -5,6 +5,7 @@ imports none of them. A new import against the grain fails here."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,14 @@ PURE_OPERATORS_FORBIDDEN = ("bytewax", "operators.steps", "operators.sources", "
 WIRED_BY_FLOWS_ONLY = ("operators.steps", "operators.sources", "operators.sinks")
 
 
+_CYTHON_IMPORT = re.compile(r"^\s*(?:from\s+([\w.]+)\s+c?import|c?import\s+([\w.]+))", re.MULTILINE)
+
+
 def imports(path: Path) -> list[str]:
+    if path.suffix == ".pyx":  # Cython: not Python's grammar, but its imports are
+        return [
+            a or b for a, b in _CYTHON_IMPORT.findall(path.read_text()) if not (a or b).startswith("cpython")
+        ]
     tree = ast.parse(path.read_text())
     found: list[str] = []
     for node in ast.walk(tree):
@@ -48,10 +56,16 @@ def _under(module: str, prefix: str) -> bool:
     return module == prefix or module.startswith(prefix + ".")
 
 
-def violations(package: str, banned: tuple[str, ...], only: str = "*.py") -> list[str]:
+def sources(folder: Path, recursive: bool = True) -> list[Path]:
+    """The Python and Cython files of ``folder``."""
+    find = folder.rglob if recursive else folder.glob
+    return sorted([*find("*.py"), *find("*.pyx")])
+
+
+def violations(package: str, banned: tuple[str, ...]) -> list[str]:
     return [
         f"{path.relative_to(ROOT)} imports {module}"
-        for path in sorted((ROOT / package).rglob(only))
+        for path in sources(ROOT / package)
         for module in imports(path)
         if any(_under(module, b) for b in banned)
     ]
@@ -65,7 +79,7 @@ def test_imports_run_one_way(package):
 def test_pure_operators_know_no_bytewax():
     bad = [
         f"{path.relative_to(ROOT)} imports {module}"
-        for path in sorted((ROOT / "operators").glob("*.py"))
+        for path in [*sources(ROOT / "operators", recursive=False), *sources(ROOT / "operators" / "kernels")]
         for module in imports(path)
         if any(_under(module, b) for b in PURE_OPERATORS_FORBIDDEN)
     ]
@@ -82,6 +96,14 @@ def test_steps_sources_and_sinks_are_wired_only_by_flows():
                 if any(_under(m, w) for w in WIRED_BY_FLOWS_ONLY)
             ]
     assert bad == []
+
+
+def test_the_checker_reads_cython_imports(tmp_path):
+    kernel = tmp_path / "k.pyx"
+    kernel.write_text(
+        "from cpython.bytes cimport PyBytes_AS_STRING\nfrom operators.features import Features\nimport bytewax.operators as op\n"
+    )
+    assert imports(kernel) == ["operators.features", "bytewax.operators"]
 
 
 def test_the_checker_sees_a_violation(tmp_path):

@@ -1,0 +1,74 @@
+"""The hot path's per-event kernels: compiled (Cython) where the package was built with a
+C compiler, else their pure-Python references.
+
+Each kernel is a port of a pure function, operation for operation, so both give the same
+values to the last bit (tests compare them on generated traffic):
+
+=========================  ============================================  =====================
+kernel                     reference                                     compiled module
+=========================  ============================================  =====================
+``update_profile``         :func:`operators.features.update_profile`     ``kernels/profile.pyx``
+=========================  ============================================  =====================
+
+A compiled module is used only if it was built from the source beside it (its SHA-256 is
+compiled in): after a ``.pyx`` changes, ``pip install -e .`` builds it again, and until
+then the reference runs and :data:`STALE` names the module.
+
+>>> sorted(describe())
+['compiled', 'stale', 'unavailable']
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from operators import features
+
+__all__ = [
+    "COMPILED",
+    "STALE",
+    "UNAVAILABLE",
+    "describe",
+    "update_profile",
+]
+
+_HERE = Path(__file__).parent
+
+COMPILED: list[str] = []
+"""The kernels' modules that are compiled and current."""
+STALE: list[str] = []
+"""Compiled modules built from another version of their source (not used)."""
+UNAVAILABLE: list[str] = []
+"""Modules with no compiled build (no C compiler or no Cython at install)."""
+
+
+def _load(name: str) -> ModuleType | None:
+    try:
+        module = importlib.import_module(f"operators.kernels.{name}")
+    except ImportError:
+        UNAVAILABLE.append(name)
+        return None
+    source = _HERE / f"{name}.pyx"
+    if source.exists() and hashlib.sha256(source.read_bytes()).hexdigest() != module.SOURCE_DIGEST:
+        STALE.append(name)
+        return None
+    COMPILED.append(name)
+    return module
+
+
+def _pick(module: ModuleType | None, name: str, reference: Callable[..., Any]) -> Callable[..., Any]:
+    return getattr(module, name) if module is not None else reference
+
+
+_profile = _load("profile")
+update_profile: Callable[..., features.Featured] = _pick(_profile, "update_profile", features.update_profile)
+
+
+def describe() -> dict[str, list[str]]:
+    """Which kernels run compiled, and why the others do not."""
+    return {"compiled": list(COMPILED), "stale": list(STALE), "unavailable": list(UNAVAILABLE)}

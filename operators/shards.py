@@ -30,10 +30,10 @@ from typing import Any, TypeVar, cast
 import msgspec
 
 from operators.dedup import DedupConfig, SeenEvents, admit
-from operators.entity_risk import LegacyRiskWindow, RiskConfig, RiskWindow, update_window
+from operators.entity_risk import LegacyRiskWindow, RiskConfig, RiskWindow
 from operators.events import TransactionEvent
 from operators.features import Featured
-from operators.kernels import update_profile
+from operators.kernels import update_profile, update_window
 from operators.labels import KnownLabel
 from operators.shard_names import BALANCE_MODULUS, BALANCED_NAMES
 from operators.state import LegacyUserState, StateLimits, UserState

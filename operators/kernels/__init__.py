@@ -8,6 +8,7 @@ values to the last bit (tests compare them on generated traffic):
 kernel                     reference                                     compiled module
 =========================  ============================================  =====================
 ``update_profile``         :func:`operators.features.update_profile`     ``kernels/profile.pyx``
+``update_window``          :func:`operators.entity_risk.update_window`   ``kernels/windows.pyx``
 =========================  ============================================  =====================
 
 A compiled module is used only if it was built from the source beside it (its SHA-256 is
@@ -27,7 +28,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from operators import features
+from operators import entity_risk, features
 
 __all__ = [
     "COMPILED",
@@ -35,6 +36,7 @@ __all__ = [
     "UNAVAILABLE",
     "describe",
     "update_profile",
+    "update_window",
 ]
 
 _HERE = Path(__file__).parent
@@ -67,6 +69,10 @@ def _pick(module: ModuleType | None, name: str, reference: Callable[..., Any]) -
 
 _profile = _load("profile")
 update_profile: Callable[..., features.Featured] = _pick(_profile, "update_profile", features.update_profile)
+_windows = _load("windows")
+update_window: Callable[..., list[features.Featured]] = _pick(
+    _windows, "update_window", entity_risk.update_window
+)
 
 
 def describe() -> dict[str, list[str]]:

@@ -151,9 +151,15 @@ class RuleSet:
         """Built-in rules (``RULES`` order), then the custom rules that fire (document order)."""
         hits = evaluate_rules(ev, f, ctx)
         if self.compiled:
-            values = event_variables(ev, f)
-            for rule, test in self.compiled:
-                if test(values):
-                    reason = render_reason(rule.reason, values) if rule.reason else f"custom rule {rule.name}"
-                    hits.append(RuleHit(rule.name, rule.points, reason, rule.force_high))
+            hits += self.custom_hits(ev, f)
+        return hits
+
+    def custom_hits(self, ev: TransactionEvent, f: Features) -> list[RuleHit]:
+        """The custom rules that fire, in document order."""
+        hits = []
+        values = event_variables(ev, f)
+        for rule, test in self.compiled:
+            if test(values):
+                reason = render_reason(rule.reason, values) if rule.reason else f"custom rule {rule.name}"
+                hits.append(RuleHit(rule.name, rule.points, reason, rule.force_high))
         return hits

@@ -6,7 +6,7 @@ wires it into the dataflow.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -19,7 +19,7 @@ from operators.features import Featured, Features, feature_matrix
 from operators.rules import Blocklists, RuleContext, RuleHit, allow_listed
 from operators.rulesets import RuleSet
 
-__all__ = ["BatchModels", "ScoredEvent", "ShadowRules", "decide", "score_batch"]
+__all__ = ["BatchModels", "Decider", "ScoredEvent", "ShadowRules", "decide", "decide_batch", "score_batch"]
 
 
 class BatchModels(Protocol):
@@ -80,6 +80,11 @@ def decide(
     return hits, verdict
 
 
+Decider = Callable[..., list[ScoredEvent]]
+"""What decides a scored batch: :func:`decide_batch` or its compiled kernel
+(``operators.kernels.decide_batch``), which gives the same verdicts."""
+
+
 def score_batch(
     batch: Sequence[Featured],
     models: BatchModels,
@@ -89,8 +94,10 @@ def score_batch(
     now: float,
     challenger: BatchModels | None = None,
     shadow_rules: RuleSet | None = None,
+    decider: Decider | None = None,
 ) -> list[ScoredEvent]:
-    """Score a batch: one model call per component for the whole batch.
+    """Score a batch: one model call per component for the whole batch, then the rules and
+    the ensemble per event (:func:`decide_batch`, or ``decider``: the same thing compiled).
 
     The whole batch is decided by one rule set (``rules``); an allow-listed user
     or device is approved whatever fires (its score is kept). A ``challenger`` scores
@@ -101,17 +108,43 @@ def score_batch(
         return []
     features = [f.features for f in batch]
     events = [f.accepted.event for f in batch]
-    model_scores = models.score(feature_matrix(features, events, models.columns))
+    own = _columns(models.score(feature_matrix(features, events, models.columns)))
     shadow = None
     if challenger is not None:
-        shadow = challenger.score(feature_matrix(features, events, challenger.columns))
-    shadow_columns = [(name, s.tolist()) for name, s in shadow.items()] if shadow is not None else []
-    ctx = RuleContext(rules.config, blocklists)
+        shadow = (
+            challenger.version,
+            _columns(challenger.score(feature_matrix(features, events, challenger.columns))),
+        )
     if shadow_rules is not None and shadow_rules.version is None:
         shadow_rules = None  # only a stored version can run in shadow
+    decide_all = decider or decide_batch
+    return decide_all(batch, own, models.version, rules, blocklists, ensemble, now, shadow, shadow_rules)
+
+
+def _columns(scores: Mapping[str, np.ndarray]) -> dict[str, list[float]]:
+    """Model scores as lists (one conversion per batch, plain floats per event)."""
+    return {name: s.tolist() for name, s in scores.items()}
+
+
+def decide_batch(
+    batch: Sequence[Featured],
+    scores: Mapping[str, list[float]],
+    model_version: str,
+    rules: RuleSet,
+    blocklists: Blocklists,
+    ensemble: EnsembleConfig,
+    now: float,
+    challenger: tuple[str, Mapping[str, list[float]]] | None = None,
+    shadow_rules: RuleSet | None = None,
+) -> list[ScoredEvent]:
+    """Every event's rule hits and verdict, given the models' ``scores`` (a list per
+    component, in batch order); a ``challenger``'s (version and scores) and a stored
+    ``shadow_rules`` set's only beside it (see :func:`score_batch`)."""
+    ctx = RuleContext(rules.config, blocklists)
     shadow_ctx = RuleContext(shadow_rules.config, blocklists) if shadow_rules is not None else ctx
     scored_at = datetime.fromtimestamp(now, UTC)
-    own_columns = [(name, s.tolist()) for name, s in model_scores.items()]
+    own_columns = list(scores.items())
+    shadow_columns = list(challenger[1].items()) if challenger is not None else []
     out = []
     for i, item in enumerate(batch):
         acc = item.accepted
@@ -124,16 +157,16 @@ def score_batch(
             would_score = combine(shadow_hits, own, ensemble).fraud_score
             shadow_set = ShadowRules(shadow_rules.version, would_score, [h.rule for h in shadow_hits])
         shadow_score = None
-        if shadow is not None and challenger is not None:
-            scores = {name: column[i] for name, column in shadow_columns}
-            shadow_score = (challenger.version, combine(hits, scores, ensemble).fraud_score)
+        if challenger is not None:
+            values = {name: column[i] for name, column in shadow_columns}
+            shadow_score = (challenger[0], combine(hits, values, ensemble).fraud_score)
         out.append(
             ScoredEvent(
                 acc.event,
                 item.features,
                 hits,
                 verdict,
-                models.version,
+                model_version,
                 scored_at,
                 acc.ingest_ms,
                 round((now - acc.received_at) * 1000.0, 3),

@@ -9,6 +9,7 @@ kernel                     reference                                     compile
 =========================  ============================================  =====================
 ``update_profile``         :func:`operators.features.update_profile`     ``kernels/profile.pyx``
 ``update_window``          :func:`operators.entity_risk.update_window`   ``kernels/windows.pyx``
+``decide_batch``           :func:`operators.scoring.decide_batch`        ``kernels/verdicts.pyx``
 =========================  ============================================  =====================
 
 A compiled module is used only if it was built from the source beside it (its SHA-256 is
@@ -28,12 +29,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from operators import entity_risk, features
+from operators import entity_risk, features, scoring
 
 __all__ = [
     "COMPILED",
     "STALE",
     "UNAVAILABLE",
+    "decide_batch",
     "describe",
     "update_profile",
     "update_window",
@@ -73,6 +75,9 @@ _windows = _load("windows")
 update_window: Callable[..., list[features.Featured]] = _pick(
     _windows, "update_window", entity_risk.update_window
 )
+
+_verdicts = _load("verdicts")
+decide_batch: scoring.Decider = _pick(_verdicts, "decide_batch", scoring.decide_batch)
 
 
 def describe() -> dict[str, list[str]]:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 
-from operators import metrics
+from operators import kernels, metrics
 from operators.ensemble import EnsembleConfig
 from operators.features import Featured
 from operators.rules import Blocklists
@@ -53,6 +53,7 @@ class ScoringStep:
             self.clock(),
             self.challenger(),
             shadow,
+            kernels.decide_batch,
         )
         metrics.STAGE_SECONDS.labels("score").observe(time.perf_counter() - began)
         metrics.BATCH_SIZE.labels("score").observe(len(batch))

@@ -13,7 +13,7 @@ def test_every_kernel_is_compiled_where_a_compiler_is():
     if shutil.which("cc") is None and shutil.which("gcc") is None:
         pytest.skip("no C compiler on this machine: the references run")
     sources = sorted(p.stem for p in Path(kernels.__file__).parent.glob("*.pyx"))
-    assert {"profile", "windows"} <= set(sources)
+    assert {"profile", "windows", "verdicts"} <= set(sources)
     k = kernels.describe()
     assert (sorted(k["compiled"]), k["stale"], k["unavailable"]) == (sources, [], [])
 

@@ -10,6 +10,7 @@ kernel                     reference                                     compile
 ``update_profile``         :func:`operators.features.update_profile`     ``kernels/profile.pyx``
 ``update_window``          :func:`operators.entity_risk.update_window`   ``kernels/windows.pyx``
 ``decide_batch``           :func:`operators.scoring.decide_batch`        ``kernels/verdicts.pyx``
+``check_batch``            :func:`operators.validation.check_batch`      ``kernels/validation.pyx``
 =========================  ============================================  =====================
 
 A compiled module is used only if it was built from the source beside it (its SHA-256 is
@@ -29,12 +30,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from operators import entity_risk, features, scoring
+from operators import entity_risk, features, scoring, validation
 
 __all__ = [
     "COMPILED",
     "STALE",
     "UNAVAILABLE",
+    "check_batch",
     "decide_batch",
     "describe",
     "update_profile",
@@ -78,6 +80,11 @@ update_window: Callable[..., list[features.Featured]] = _pick(
 
 _verdicts = _load("verdicts")
 decide_batch: scoring.Decider = _pick(_verdicts, "decide_batch", scoring.decide_batch)
+
+_validation = _load("validation")
+check_batch: Callable[..., tuple[list[validation.Accepted], list[validation.DeadLetter]]] = _pick(
+    _validation, "check_batch", validation.check_batch
+)
 
 
 def describe() -> dict[str, list[str]]:

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 
-from operators import metrics
+from operators import kernels, metrics
 from operators.events import ValidationLimits
-from operators.validation import Accepted, DeadLetter, RawBatch, check_batch, error_field
+from operators.validation import Accepted, DeadLetter, RawBatch, error_field
 
 __all__ = ["ValidatedStreams", "validate"]
 
@@ -36,7 +36,7 @@ def validate(
 
     def check(batch: RawBatch) -> tuple[list[Accepted], list[DeadLetter]]:
         started = time.perf_counter()
-        accepted, dead = check_batch(batch, limits, clock())
+        accepted, dead = kernels.check_batch(batch, limits, clock())
         if dead:
             metrics.EVENTS.labels("dead_lettered").inc(len(dead))
             for field, n in Counter(error_field(d.error) for d in dead).items():

@@ -11,7 +11,11 @@ kernel                     reference                                     compile
 ``update_window``          :func:`operators.entity_risk.update_window`   ``kernels/windows.pyx``
 ``decide_batch``           :func:`operators.scoring.decide_batch`        ``kernels/verdicts.pyx``
 ``check_batch``            :func:`operators.validation.check_batch`      ``kernels/validation.pyx``
+``forest.path_lengths``    ``models.isolation_forest.ForestArrays``      ``kernels/forest.pyx``
 =========================  ============================================  =====================
+
+A kernel whose reference lives elsewhere (the forest's, in ``models``) is picked there,
+from its module here: :data:`forest` (None when not compiled).
 
 A compiled module is used only if it was built from the source beside it (its SHA-256 is
 compiled in): after a ``.pyx`` changes, ``pip install -e .`` builds it again, and until
@@ -39,6 +43,7 @@ __all__ = [
     "check_batch",
     "decide_batch",
     "describe",
+    "forest",
     "update_profile",
     "update_window",
 ]
@@ -85,6 +90,8 @@ _validation = _load("validation")
 check_batch: Callable[..., tuple[list[validation.Accepted], list[validation.DeadLetter]]] = _pick(
     _validation, "check_batch", validation.check_batch
 )
+forest: ModuleType | None = _load("forest")
+"""The compiled isolation-forest traversal, or None (``models.isolation_forest`` then runs its own)."""
 
 
 def describe() -> dict[str, list[str]]:

@@ -12,10 +12,12 @@ kernel                     reference                                     compile
 ``decide_batch``           :func:`operators.scoring.decide_batch`        ``kernels/verdicts.pyx``
 ``check_batch``            :func:`operators.validation.check_batch`      ``kernels/validation.pyx``
 ``forest.path_lengths``    ``models.isolation_forest.ForestArrays``      ``kernels/forest.pyx``
+``rows.copy_rows``         ``scored_event_row`` + psycopg's binary COPY  ``kernels/rows.pyx``
 =========================  ============================================  =====================
 
-A kernel whose reference lives elsewhere (the forest's, in ``models``) is picked there,
-from its module here: :data:`forest` (None when not compiled).
+A kernel whose reference lives elsewhere (the forest's in ``models``, the COPY rows' in
+psycopg) is picked there, from its module here: :data:`forest`, :data:`rows` (None when
+not compiled).
 
 A compiled module is used only if it was built from the source beside it (its SHA-256 is
 compiled in): after a ``.pyx`` changes, ``pip install -e .`` builds it again, and until
@@ -44,6 +46,7 @@ __all__ = [
     "decide_batch",
     "describe",
     "forest",
+    "rows",
     "update_profile",
     "update_window",
 ]
@@ -92,6 +95,9 @@ check_batch: Callable[..., tuple[list[validation.Accepted], list[validation.Dead
 )
 forest: ModuleType | None = _load("forest")
 """The compiled isolation-forest traversal, or None (``models.isolation_forest`` then runs its own)."""
+rows: ModuleType | None = _load("rows")
+"""The compiled binary COPY rows of ``scored_events``, or None (the Postgres sink then has
+psycopg format :func:`operators.records.scored_event_row`)."""
 
 
 def describe() -> dict[str, list[str]]:

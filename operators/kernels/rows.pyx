@@ -1,0 +1,357 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Compiled ``scored_events`` rows in PostgreSQL's binary COPY format: the bytes psycopg
+writes for :func:`operators.records.scored_event_row` (``binary=True``) typed
+:data:`operators.records.SCORED_EVENT_COPY_TYPES`, byte for byte
+(``tests/operators/kernels/test_rows.py``), without a tuple, a dumper call and a
+``Decimal`` per value.
+
+The Postgres sink sends :data:`SIGNATURE`, the rows of :func:`copy_rows` and
+:data:`TRAILER` with ``Copy.write``. The row's columns and their order are those of
+``scored_event_row``; change one, change both.
+"""
+
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.datetime cimport (
+    PyDateTime_DATE_GET_HOUR,
+    PyDateTime_DATE_GET_MICROSECOND,
+    PyDateTime_DATE_GET_MINUTE,
+    PyDateTime_DATE_GET_SECOND,
+    PyDateTime_DELTA_GET_DAYS,
+    PyDateTime_DELTA_GET_MICROSECONDS,
+    PyDateTime_DELTA_GET_SECONDS,
+    PyDateTime_GET_DAY,
+    PyDateTime_GET_MONTH,
+    PyDateTime_GET_YEAR,
+    datetime,
+    import_datetime,
+    timedelta,
+)
+from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.stdio cimport snprintf
+from libc.string cimport memcpy
+
+import msgspec
+
+from operators.records import SCORED_EVENT_COLUMNS
+
+import_datetime()
+
+cdef extern from *:
+    """
+    #ifndef KERNEL_SOURCE_DIGEST
+    #define KERNEL_SOURCE_DIGEST ""
+    #endif
+    """
+    const char* KERNEL_SOURCE_DIGEST
+
+cdef extern from "Python.h":
+    const char* PyUnicode_AsUTF8AndSize(object unicode, Py_ssize_t* size) except NULL
+
+SOURCE_DIGEST = KERNEL_SOURCE_DIGEST.decode()
+"""SHA-256 of this file when it was compiled (``operators.kernels`` refuses a stale build)."""
+
+SIGNATURE = b"PGCOPY\n\xff\r\n\0" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
+"""What a binary COPY starts with (signature, flags, header extension length)."""
+TRAILER = b"\xff\xff"
+"""What a binary COPY ends with."""
+
+DEF COLUMNS = 37
+if len(SCORED_EVENT_COLUMNS) != COLUMNS:
+    raise ImportError("operators.kernels.rows: scored_events' columns changed; update the kernel")
+
+_encode = msgspec.json.Encoder().encode
+cdef long long _EPOCH_2000_DAYS = 730120  # date(2000, 1, 1).toordinal()
+cdef int _DAYS_BEFORE_MONTH[13]
+_DAYS_BEFORE_MONTH[:] = [0, 0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334]
+
+
+cdef class _Buffer:
+    """A growing byte buffer, written in network byte order."""
+
+    cdef bytearray data
+    cdef Py_ssize_t size
+
+    def __cinit__(self, Py_ssize_t capacity):
+        self.data = bytearray(capacity if capacity > 64 else 64)
+        self.size = 0
+
+    cdef inline char* reserve(self, Py_ssize_t n) except NULL:
+        cdef Py_ssize_t have = PyByteArray_GET_SIZE(self.data)
+        if self.size + n > have:
+            PyByteArray_Resize(self.data, max(2 * have, self.size + n))
+        return PyByteArray_AS_STRING(self.data) + self.size
+
+    cdef inline int u16(self, unsigned int v) except -1:
+        cdef unsigned char* p = <unsigned char*>self.reserve(2)
+        p[0] = (v >> 8) & 0xFF
+        p[1] = v & 0xFF
+        self.size += 2
+        return 0
+
+    cdef inline int u32(self, uint32_t v) except -1:
+        cdef unsigned char* p = <unsigned char*>self.reserve(4)
+        p[0] = (v >> 24) & 0xFF
+        p[1] = (v >> 16) & 0xFF
+        p[2] = (v >> 8) & 0xFF
+        p[3] = v & 0xFF
+        self.size += 4
+        return 0
+
+    cdef inline int u64(self, uint64_t v) except -1:
+        cdef unsigned char* p = <unsigned char*>self.reserve(8)
+        cdef int i
+        for i in range(8):
+            p[i] = (v >> (56 - 8 * i)) & 0xFF
+        self.size += 8
+        return 0
+
+    cdef inline int raw(self, const char* src, Py_ssize_t n) except -1:
+        cdef char* p = self.reserve(n)
+        memcpy(p, src, n)
+        self.size += n
+        return 0
+
+    cdef inline int null(self) except -1:
+        return self.u32(0xFFFFFFFF)
+
+    cdef int text(self, value) except -1:
+        """A text field (NULL for None): its UTF-8, as psycopg's str dumper writes it."""
+        cdef Py_ssize_t n
+        cdef const char* s
+        if value is None:
+            return self.null()
+        s = PyUnicode_AsUTF8AndSize(value, &n)
+        if n > 0x7FFFFFFF:
+            raise ValueError("text field over 2 GiB")
+        self.u32(<uint32_t>n)
+        return self.raw(s, n)
+
+    cdef int blob(self, bytes value) except -1:
+        """A field of bytes as they are (the jsonb and json columns)."""
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(value)
+        self.u32(<uint32_t>n)
+        return self.raw(PyBytes_AS_STRING(value), n)
+
+    cdef int jsonb(self, value) except -1:
+        """jsonb's binary form: version 1, then the JSON text."""
+        cdef bytes body = _encode(value)
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(body)
+        self.u32(<uint32_t>(n + 1))
+        self.raw(b"\x01", 1)
+        return self.raw(PyBytes_AS_STRING(body), n)
+
+    cdef int float4(self, value) except -1:
+        cdef float f
+        cdef uint32_t bits
+        if value is None:
+            return self.null()
+        f = <float><double>value
+        memcpy(&bits, &f, 4)
+        self.u32(4)
+        return self.u32(bits)
+
+    cdef int float8(self, value) except -1:
+        cdef double d
+        cdef uint64_t bits
+        if value is None:
+            return self.null()
+        d = value
+        memcpy(&bits, &d, 8)
+        self.u32(8)
+        return self.u64(bits)
+
+    cdef int int4(self, value) except -1:
+        cdef long long v
+        if value is None:
+            return self.null()
+        v = value
+        if not -2147483648 <= v <= 2147483647:
+            raise OverflowError("int4 out of range")
+        self.u32(4)
+        return self.u32(<uint32_t>(<int>v))
+
+    cdef int timestamptz(self, value) except -1:
+        """Microseconds since 2000-01-01 UTC, as psycopg's datetime dumper computes them."""
+        if value is None:
+            return self.null()
+        cdef datetime dt = value
+        offset = dt.utcoffset()
+        if offset is None:
+            raise ValueError("a timestamptz column needs an aware datetime")
+        cdef timedelta off = offset
+        cdef long long y = PyDateTime_GET_YEAR(dt), m = PyDateTime_GET_MONTH(dt)
+        cdef long long before = y - 1
+        cdef long long days = before * 365 + before // 4 - before // 100 + before // 400
+        days += _DAYS_BEFORE_MONTH[m] + (1 if m > 2 and (y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)) else 0)
+        days += PyDateTime_GET_DAY(dt) - _EPOCH_2000_DAYS
+        cdef long long seconds = (
+            days * 86_400
+            + PyDateTime_DATE_GET_HOUR(dt) * 3600
+            + PyDateTime_DATE_GET_MINUTE(dt) * 60
+            + PyDateTime_DATE_GET_SECOND(dt)
+            - (<long long>PyDateTime_DELTA_GET_DAYS(off) * 86_400 + PyDateTime_DELTA_GET_SECONDS(off))
+        )
+        cdef long long micros = (
+            seconds * 1_000_000 + PyDateTime_DATE_GET_MICROSECOND(dt) - PyDateTime_DELTA_GET_MICROSECONDS(off)
+        )
+        self.u32(8)
+        return self.u64(<uint64_t>(<int64_t>micros))
+
+    cdef int cents(self, double amount) except -1:
+        """``Decimal(f"{amount:.2f}")`` as psycopg's numeric dumper writes it."""
+        cdef char text[48]
+        cdef int length = snprintf(text, sizeof(text), "%.2f", amount)
+        cdef unsigned char digits[48]
+        cdef int n = 0, i, negative = 0
+        if length <= 0 or length >= <int>sizeof(text):
+            raise ValueError(f"amount {amount!r} cannot be written as numeric")
+        for i in range(length):
+            if text[i] == b"-":
+                negative = 1
+            elif b"0" <= text[i] <= b"9":
+                digits[n] = text[i] - 48
+                n += 1
+            elif text[i] != b".":
+                raise ValueError(f"amount {amount!r} cannot be written as numeric")
+        # Decimal's digits have no leading zeros (0.05 is (5,), 0.00 is (0,))
+        cdef int start = 0
+        while start < n - 1 and digits[start] == 0:
+            start += 1
+        cdef int ndigits = n - start, nzdigits = ndigits
+        cdef int dscale = 2, exp = -2, wi = 0, mod, weight, tmp, pgdigit = 0
+        cdef int weights[4]
+        weights[0] = 1000
+        weights[1] = 100
+        weights[2] = 10
+        weights[3] = 1
+        while nzdigits > 0 and digits[start + nzdigits - 1] == 0:
+            nzdigits -= 1
+        cdef Py_ssize_t at = self.size
+        self.u32(0)  # the length, set below
+        if not nzdigits:
+            self.u16(0)
+            self.u16(0)
+            self.u16(0)
+            self.u16(dscale)
+        else:
+            mod = ((ndigits - dscale) % 4 + 4) % 4  # Python's modulo: never negative
+            if mod:
+                wi = 4 - mod
+                ndigits += wi
+            weight = (ndigits + exp) // 4 - 1 if ndigits + exp >= 0 else -((-(ndigits + exp) + 3) // 4) - 1
+            tmp = nzdigits + wi
+            self.u16(tmp // 4 + (1 if tmp % 4 else 0))
+            self.u16(<unsigned int>(weight & 0xFFFF))
+            self.u16(0x4000 if negative else 0)
+            self.u16(dscale)
+            for i in range(nzdigits):
+                pgdigit += weights[wi] * digits[start + i]
+                wi += 1
+                if wi >= 4:
+                    self.u16(pgdigit)
+                    pgdigit = wi = 0
+            if pgdigit:
+                self.u16(pgdigit)
+        cdef uint32_t size = <uint32_t>(self.size - at - 4)
+        cdef unsigned char* p = <unsigned char*>PyByteArray_AS_STRING(self.data) + at
+        p[0] = (size >> 24) & 0xFF
+        p[1] = (size >> 16) & 0xFF
+        p[2] = (size >> 8) & 0xFF
+        p[3] = size & 0xFF
+        return 0
+
+
+def copy_rows(items, Py_ssize_t start=0, Py_ssize_t stop=-1):
+    """The binary COPY rows of ``items[start:stop]`` (every column of ``SCORED_EVENT_COLUMNS``),
+    without the signature and the trailer."""
+    cdef Py_ssize_t n = len(items), i
+    if stop < 0 or stop > n:
+        stop = n
+    cdef _Buffer out = _Buffer(max(0, stop - start) * 1_600)
+    last_ingest, last_ingest_dt = None, None
+    for i in range(start, stop):
+        s = items[i]
+        ev = s.event
+        v = s.verdict
+        loc = ev.location
+        hits = s.hits
+        scores = v.scores
+        shadow = s.shadow_rules
+        challenger = s.challenger
+        out.u16(COLUMNS)
+        out.text(ev.event_id)
+        out.text(ev.user_id)
+        out.cents(ev.amount)
+        out.text(ev.currency)
+        out.timestamptz(ev.timestamp)
+        out.text(ev.merchant_name)
+        out.text(ev.merchant_category)
+        if loc is not None:
+            out.float8(loc.latitude)
+            out.float8(loc.longitude)
+            out.text(loc.country)
+            out.text(loc.city)
+        else:
+            out.null()
+            out.null()
+            out.null()
+            out.null()
+        out.text(ev.device_id)
+        out.text(ev.ip_address)
+        out.text(ev.user_agent)
+        out.jsonb(ev.attributes)
+        out.text(ev.merchant_id)
+        out.float4(v.fraud_score)
+        out.text(v.risk_level)
+        out.text(v.decision)
+        out.u32(1)
+        out.raw(b"\x01" if v.is_blocked else b"\x00", 1)
+        if hits:
+            out.jsonb([h.rule for h in hits])
+            out.jsonb([h.reason for h in hits])
+        else:
+            out.jsonb(_EMPTY_LIST_VALUE)
+            out.jsonb(_EMPTY_LIST_VALUE)
+        out.float4(scores.get("rules"))
+        out.float4(scores.get("isolation_forest"))
+        out.float4(scores.get("autoencoder"))
+        out.float4(scores.get("supervised"))
+        out.text(s.model_version)
+        out.blob(_encode(s.features))
+        ingest_ms = s.ingest_ms
+        if ingest_ms:
+            if ingest_ms != last_ingest:
+                last_ingest, last_ingest_dt = ingest_ms, _from_ms(ingest_ms)
+            out.timestamptz(last_ingest_dt)
+        else:
+            out.null()
+        out.timestamptz(s.scored_at)
+        out.float4(s.processing_ms)
+        if challenger:
+            out.text(challenger[0])
+            out.float4(challenger[1])
+        else:
+            out.null()
+            out.null()
+        out.int4(s.rules_version)
+        if shadow:
+            out.int4(shadow.version)
+            out.float4(shadow.fraud_score)
+            out.jsonb(shadow.triggered)
+        else:
+            out.null()
+            out.null()
+            out.null()
+    return bytes(out.data[: out.size])
+
+
+_EMPTY_LIST_VALUE = []
+
+from datetime import UTC
+from datetime import datetime as _datetime
+
+
+def _from_ms(ms):
+    """``datetime.fromtimestamp(ms / 1000.0, UTC)``, as ``scored_event_row`` writes ``ingested_at``."""
+    return _datetime.fromtimestamp(ms / 1000.0, UTC)

@@ -211,7 +211,10 @@ def decode_event(
         return InvalidEvent(raw, decode_reason(exc))
     except Exception as exc:  # any other failure on hostile bytes is still a dead letter
         return InvalidEvent(raw, undecodable_reason(exc, raw))
-    error = _semantic_error(event, limits, now if now is not None else datetime.now(UTC), b"\\u0000" in raw)
+    # find, not ``in``: bytes.__contains__ first tries its argument as an integer and formats
+    # the TypeError it then clears, about 1 us per event
+    may_have_nul = raw.find(b"\\u0000") >= 0
+    error = _semantic_error(event, limits, now if now is not None else datetime.now(UTC), may_have_nul)
     if error is not None:
         return InvalidEvent(raw, error)
     return event

@@ -13,7 +13,11 @@ Change one, change both.
 import hashlib
 
 from cpython.datetime cimport PyDateTime_GET_YEAR, datetime, import_datetime
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.math cimport isfinite
+
+cdef extern from "string.h":
+    void* memmem(const void* haystack, size_t haystacklen, const void* needle, size_t needlelen)
 
 from operators.currencies import ISO_4217
 from operators.events import _DECODER
@@ -70,7 +74,11 @@ cdef object _request_id(headers):
 cdef object _accept(value, timestamp, headers, tuple origin, limits, Py_ssize_t max_bytes,
                     Py_ssize_t max_attributes, deadline, double now):
     """The :class:`Accepted` event of a plainly valid message, else None."""
-    if type(value) is not bytes or len(<bytes>value) > max_bytes or b"\\u0000" in <bytes>value:
+    if type(value) is not bytes or len(<bytes>value) > max_bytes:
+        return None
+    # memmem, not ``in``: bytes.__contains__ first tries its argument as an integer and
+    # formats the TypeError it then clears, about 1 us per event
+    if memmem(PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value), b"\\u0000", 6) != NULL:
         return None
     try:
         event = _decode(value)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -52,6 +53,7 @@ __all__ = [
 ]
 
 _HERE = Path(__file__).parent
+log = logging.getLogger(__name__)
 
 COMPILED: list[str] = []
 """The kernels' modules that are compiled and current."""
@@ -65,6 +67,15 @@ def _load(name: str) -> ModuleType | None:
     try:
         module = importlib.import_module(f"operators.kernels.{name}")
     except ImportError:
+        UNAVAILABLE.append(name)
+        return None
+    except Exception as exc:  # a build that cannot start must not stop the job: the reference runs
+        log.error(
+            "operators.kernels.%s failed to load (%s: %s); running its reference",
+            name,
+            type(exc).__name__,
+            exc,
+        )
         UNAVAILABLE.append(name)
         return None
     source = _HERE / f"{name}.pyx"

@@ -10,8 +10,14 @@ The Postgres sink sends :data:`SIGNATURE`, the rows of :func:`copy_rows` and
 ``scored_event_row``; change one, change both.
 """
 
-from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.bytearray cimport (
+    PyByteArray_AS_STRING,
+    PyByteArray_FromStringAndSize,
+    PyByteArray_GET_SIZE,
+    PyByteArray_Resize,
+)
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.tuple cimport PyTuple_GET_ITEM
 from cpython.datetime cimport (
     PyDateTime_DATE_GET_HOUR,
     PyDateTime_DATE_GET_MICROSECOND,
@@ -33,7 +39,10 @@ from libc.string cimport memcpy
 
 import msgspec
 
+from operators.ensemble import Verdict
+from operators.events import Location, TransactionEvent
 from operators.records import SCORED_EVENT_COLUMNS
+from operators.scoring import ScoredEvent
 
 import_datetime()
 
@@ -61,6 +70,38 @@ if len(SCORED_EVENT_COLUMNS) != COLUMNS:
     raise ImportError("operators.kernels.rows: scored_events' columns changed; update the kernel")
 
 _encode = msgspec.json.Encoder().encode
+_astuple = msgspec.structs.astuple
+
+
+cdef Py_ssize_t _field(object cls, str name) except -1:
+    """Where ``name`` is in ``astuple`` of a ``cls`` (the structs' field order is read, not assumed)."""
+    return cls.__struct_fields__.index(name)
+
+
+cdef Py_ssize_t S_EVENT = _field(ScoredEvent, "event"), S_FEATURES = _field(ScoredEvent, "features")
+cdef Py_ssize_t S_HITS = _field(ScoredEvent, "hits"), S_VERDICT = _field(ScoredEvent, "verdict")
+cdef Py_ssize_t S_MODEL_VERSION = _field(ScoredEvent, "model_version")
+cdef Py_ssize_t S_SCORED_AT = _field(ScoredEvent, "scored_at"), S_INGEST_MS = _field(ScoredEvent, "ingest_ms")
+cdef Py_ssize_t S_PROCESSING_MS = _field(ScoredEvent, "processing_ms")
+cdef Py_ssize_t S_CHALLENGER = _field(ScoredEvent, "challenger")
+cdef Py_ssize_t S_RULES_VERSION = _field(ScoredEvent, "rules_version")
+cdef Py_ssize_t S_SHADOW = _field(ScoredEvent, "shadow_rules")
+cdef Py_ssize_t E_EVENT_ID = _field(TransactionEvent, "event_id"), E_USER_ID = _field(TransactionEvent, "user_id")
+cdef Py_ssize_t E_AMOUNT = _field(TransactionEvent, "amount"), E_CURRENCY = _field(TransactionEvent, "currency")
+cdef Py_ssize_t E_TIMESTAMP = _field(TransactionEvent, "timestamp")
+cdef Py_ssize_t E_MERCHANT_NAME = _field(TransactionEvent, "merchant_name")
+cdef Py_ssize_t E_MERCHANT_CATEGORY = _field(TransactionEvent, "merchant_category")
+cdef Py_ssize_t E_MERCHANT_ID = _field(TransactionEvent, "merchant_id")
+cdef Py_ssize_t E_LOCATION = _field(TransactionEvent, "location")
+cdef Py_ssize_t E_DEVICE_ID = _field(TransactionEvent, "device_id")
+cdef Py_ssize_t E_IP_ADDRESS = _field(TransactionEvent, "ip_address")
+cdef Py_ssize_t E_USER_AGENT = _field(TransactionEvent, "user_agent")
+cdef Py_ssize_t E_ATTRIBUTES = _field(TransactionEvent, "attributes")
+cdef Py_ssize_t L_LATITUDE = _field(Location, "latitude"), L_LONGITUDE = _field(Location, "longitude")
+cdef Py_ssize_t L_COUNTRY = _field(Location, "country"), L_CITY = _field(Location, "city")
+cdef Py_ssize_t V_FRAUD_SCORE = _field(Verdict, "fraud_score"), V_RISK_LEVEL = _field(Verdict, "risk_level")
+cdef Py_ssize_t V_DECISION = _field(Verdict, "decision"), V_IS_BLOCKED = _field(Verdict, "is_blocked")
+cdef Py_ssize_t V_SCORES = _field(Verdict, "scores")
 cdef long long _EPOCH_2000_DAYS = 730120  # date(2000, 1, 1).toordinal()
 cdef int _DAYS_BEFORE_MONTH[13]
 _DAYS_BEFORE_MONTH[:] = [0, 0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334]
@@ -73,8 +114,14 @@ cdef class _Buffer:
     cdef Py_ssize_t size
 
     def __cinit__(self, Py_ssize_t capacity):
-        self.data = bytearray(capacity if capacity > 64 else 64)
+        self.data = PyByteArray_FromStringAndSize(NULL, capacity if capacity > 64 else 64)
         self.size = 0
+
+    cdef bytes take(self):
+        """What was written, as bytes; the buffer is empty again (its memory kept)."""
+        cdef bytes out = PyBytes_FromStringAndSize(PyByteArray_AS_STRING(self.data), self.size)
+        self.size = 0
+        return out
 
     cdef inline char* reserve(self, Py_ssize_t n) except NULL:
         cdef Py_ssize_t have = PyByteArray_GET_SIZE(self.data)
@@ -262,51 +309,59 @@ cdef class _Buffer:
         return 0
 
 
+cdef inline object _at(tuple t, Py_ssize_t i):
+    return <object>PyTuple_GET_ITEM(t, i)
+
+
 def copy_rows(items, Py_ssize_t start=0, Py_ssize_t stop=-1):
     """The binary COPY rows of ``items[start:stop]`` (every column of ``SCORED_EVENT_COLUMNS``),
     without the signature and the trailer."""
     cdef Py_ssize_t n = len(items), i
     if stop < 0 or stop > n:
         stop = n
-    cdef _Buffer out = _Buffer(max(0, stop - start) * 1_600)
+    cdef _Buffer out = _BUFFER
+    out.size = 0
+    cdef tuple s, ev, v, loc
     last_ingest, last_ingest_dt = None, None
     for i in range(start, stop):
-        s = items[i]
-        ev = s.event
-        v = s.verdict
-        loc = ev.location
-        hits = s.hits
-        scores = v.scores
-        shadow = s.shadow_rules
-        challenger = s.challenger
+        # each struct's fields in one C call (astuple), not one attribute lookup each
+        s = _astuple(items[i])
+        ev = _astuple(_at(s, S_EVENT))
+        v = _astuple(_at(s, S_VERDICT))
+        location = _at(ev, E_LOCATION)
+        hits = _at(s, S_HITS)
+        scores = _at(v, V_SCORES)
+        shadow = _at(s, S_SHADOW)
+        challenger = _at(s, S_CHALLENGER)
         out.u16(COLUMNS)
-        out.text(ev.event_id)
-        out.text(ev.user_id)
-        out.cents(ev.amount)
-        out.text(ev.currency)
-        out.timestamptz(ev.timestamp)
-        out.text(ev.merchant_name)
-        out.text(ev.merchant_category)
-        if loc is not None:
-            out.float8(loc.latitude)
-            out.float8(loc.longitude)
-            out.text(loc.country)
-            out.text(loc.city)
+        out.text(_at(ev, E_EVENT_ID))
+        out.text(_at(ev, E_USER_ID))
+        out.cents(_at(ev, E_AMOUNT))
+        out.text(_at(ev, E_CURRENCY))
+        out.timestamptz(_at(ev, E_TIMESTAMP))
+        out.text(_at(ev, E_MERCHANT_NAME))
+        out.text(_at(ev, E_MERCHANT_CATEGORY))
+        if location is not None:
+            loc = _astuple(location)
+            out.float8(_at(loc, L_LATITUDE))
+            out.float8(_at(loc, L_LONGITUDE))
+            out.text(_at(loc, L_COUNTRY))
+            out.text(_at(loc, L_CITY))
         else:
             out.null()
             out.null()
             out.null()
             out.null()
-        out.text(ev.device_id)
-        out.text(ev.ip_address)
-        out.text(ev.user_agent)
-        out.jsonb(ev.attributes)
-        out.text(ev.merchant_id)
-        out.float4(v.fraud_score)
-        out.text(v.risk_level)
-        out.text(v.decision)
+        out.text(_at(ev, E_DEVICE_ID))
+        out.text(_at(ev, E_IP_ADDRESS))
+        out.text(_at(ev, E_USER_AGENT))
+        out.jsonb(_at(ev, E_ATTRIBUTES))
+        out.text(_at(ev, E_MERCHANT_ID))
+        out.float4(_at(v, V_FRAUD_SCORE))
+        out.text(_at(v, V_RISK_LEVEL))
+        out.text(_at(v, V_DECISION))
         out.u32(1)
-        out.raw(b"\x01" if v.is_blocked else b"\x00", 1)
+        out.raw(b"\x01" if _at(v, V_IS_BLOCKED) else b"\x00", 1)
         if hits:
             out.jsonb([h.rule for h in hits])
             out.jsonb([h.reason for h in hits])
@@ -317,24 +372,24 @@ def copy_rows(items, Py_ssize_t start=0, Py_ssize_t stop=-1):
         out.float4(scores.get("isolation_forest"))
         out.float4(scores.get("autoencoder"))
         out.float4(scores.get("supervised"))
-        out.text(s.model_version)
-        out.blob(_encode(s.features))
-        ingest_ms = s.ingest_ms
+        out.text(_at(s, S_MODEL_VERSION))
+        out.blob(_encode(_at(s, S_FEATURES)))
+        ingest_ms = _at(s, S_INGEST_MS)
         if ingest_ms:
             if ingest_ms != last_ingest:
                 last_ingest, last_ingest_dt = ingest_ms, _from_ms(ingest_ms)
             out.timestamptz(last_ingest_dt)
         else:
             out.null()
-        out.timestamptz(s.scored_at)
-        out.float4(s.processing_ms)
+        out.timestamptz(_at(s, S_SCORED_AT))
+        out.float4(_at(s, S_PROCESSING_MS))
         if challenger:
             out.text(challenger[0])
             out.float4(challenger[1])
         else:
             out.null()
             out.null()
-        out.int4(s.rules_version)
+        out.int4(_at(s, S_RULES_VERSION))
         if shadow:
             out.int4(shadow.version)
             out.float4(shadow.fraud_score)
@@ -343,10 +398,12 @@ def copy_rows(items, Py_ssize_t start=0, Py_ssize_t stop=-1):
             out.null()
             out.null()
             out.null()
-    return bytes(out.data[: out.size])
+    return out.take()
 
 
 _EMPTY_LIST_VALUE = []
+cdef _Buffer _BUFFER = _Buffer(256 * 1024)
+"""One buffer for every call, its memory kept: a new one per call cost page faults."""
 
 from datetime import UTC
 from datetime import datetime as _datetime

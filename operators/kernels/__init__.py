@@ -13,11 +13,12 @@ kernel                     reference                                     compile
 ``check_batch``            :func:`operators.validation.check_batch`      ``kernels/validation.pyx``
 ``forest.path_lengths``    ``models.isolation_forest.ForestArrays``      ``kernels/forest.pyx``
 ``rows.copy_rows``         ``scored_event_row`` + psycopg's binary COPY  ``kernels/rows.pyx``
+``risk.risk_commands``     ``operators.sinks.redis.risk_commands``       ``kernels/risk.pyx``
 =========================  ============================================  =====================
 
 A kernel whose reference lives elsewhere (the forest's in ``models``, the COPY rows' in
-psycopg) is picked there, from its module here: :data:`forest`, :data:`rows` (None when
-not compiled).
+psycopg, the Redis commands' in the sink) is picked there, from its module here:
+:data:`forest`, :data:`rows`, :data:`risk` (None when not compiled).
 
 A compiled module is used only if it was built from the source beside it (its SHA-256 is
 compiled in): after a ``.pyx`` changes, ``pip install -e .`` builds it again, and until
@@ -47,6 +48,7 @@ __all__ = [
     "decide_batch",
     "describe",
     "forest",
+    "risk",
     "rows",
     "update_profile",
     "update_window",
@@ -109,6 +111,8 @@ forest: ModuleType | None = _load("forest")
 rows: ModuleType | None = _load("rows")
 """The compiled binary COPY rows of ``scored_events``, or None (the Postgres sink then has
 psycopg format :func:`operators.records.scored_event_row`)."""
+risk: ModuleType | None = _load("risk")
+"""The compiled Redis commands of the risk sink, or None (the sink packs them itself)."""
 
 
 def describe() -> dict[str, list[str]]:

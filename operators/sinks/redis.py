@@ -18,11 +18,11 @@ from collections.abc import Callable, Iterable, Iterator
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from operators import metrics
+from operators import kernels, metrics
 from operators.redis_keys import RISK_KEY
 from operators.scoring import ScoredEvent
 
-__all__ = ["RiskSink"]
+__all__ = ["RiskSink", "risk_commands"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,44 @@ _LEVELS = {level: _bulk(level.encode()) for level in ("LOW", "MEDIUM", "HIGH")}
 _DECISIONS = {decision: _bulk(decision.encode()) for decision in ("approve", "review", "block")}
 
 
+def risk_commands(items: list[tuple[str, ScoredEvent]], ttl: bytes) -> Iterator[tuple[int, bytes]]:
+    """(number of keys, the script's KEYS and ARGV as RESP bulk strings) per chunk of
+    :data:`CHUNK` users, packed as they are built; ``updated_at`` formatted once per
+    scoring batch (a batch's verdicts share ``scored_at``). ``ttl``: the TTL as a bulk
+    string. The reference of ``operators.kernels.risk.risk_commands``."""
+    scored_at, updated = None, b""
+    for start in range(0, len(items), CHUNK):
+        chunk = items[start : start + CHUNK]
+        keys: list[bytes] = []
+        args: list[bytes] = [ttl]
+        for user_id, s in chunk:
+            key = _KEY_PREFIX + user_id.encode()
+            keys.append(b"$%d\r\n%b\r\n" % (len(key), key))
+            if s.scored_at is not scored_at:
+                scored_at = s.scored_at
+                updated = _bulk(scored_at.isoformat().encode())
+            v = s.verdict
+            score = repr(v.fraud_score).encode()
+            event_id = s.event.event_id.encode()
+            event_time = s.event.timestamp.isoformat().encode()
+            # the six values as bulk strings in one formatting (six calls of _bulk cost twice this)
+            args.append(
+                b"$%d\r\n%b\r\n%b%b$%d\r\n%b\r\n$%d\r\n%b\r\n%b"
+                % (
+                    len(score),
+                    score,
+                    _LEVELS.get(v.risk_level) or _bulk(v.risk_level.encode()),
+                    _DECISIONS.get(v.decision) or _bulk(v.decision.encode()),
+                    len(event_id),
+                    event_id,
+                    len(event_time),
+                    event_time,
+                    updated,
+                )
+            )
+        yield len(keys), b"".join(keys) + b"".join(args)
+
+
 class _Partition(StatelessSinkPartition[ScoredEvent]):
     def __init__(
         self, url: str, ttl_s: int, retry_s: float, max_pending: int, clock: Callable[[], float]
@@ -82,43 +120,13 @@ class _Partition(StatelessSinkPartition[ScoredEvent]):
             self.sha = self.client.script_load(_WRITE_RISK)
             self._evalsha(self.sha, self._commands())
 
-    def _commands(self) -> Iterator[tuple[int, bytes]]:
-        """(number of keys, the script's KEYS and ARGV as RESP bulk strings) per chunk of
-        pending users, packed as they are built; ``updated_at`` formatted once per
-        scoring batch (a batch's verdicts share ``scored_at``)."""
+    def _commands(self) -> Iterable[tuple[int, bytes]]:
+        """The script calls for every pending user (:func:`risk_commands`, compiled where built)."""
         items = list(self.pending.items())
         ttl = _bulk(str(self.ttl_s).encode())
-        scored_at, updated = None, b""
-        for start in range(0, len(items), CHUNK):
-            chunk = items[start : start + CHUNK]
-            keys: list[bytes] = []
-            args: list[bytes] = [ttl]
-            for user_id, s in chunk:
-                key = _KEY_PREFIX + user_id.encode()
-                keys.append(b"$%d\r\n%b\r\n" % (len(key), key))
-                if s.scored_at is not scored_at:
-                    scored_at = s.scored_at
-                    updated = _bulk(scored_at.isoformat().encode())
-                v = s.verdict
-                score = repr(v.fraud_score).encode()
-                event_id = s.event.event_id.encode()
-                event_time = s.event.timestamp.isoformat().encode()
-                # the six values as bulk strings in one formatting (six calls of _bulk cost twice this)
-                args.append(
-                    b"$%d\r\n%b\r\n%b%b$%d\r\n%b\r\n$%d\r\n%b\r\n%b"
-                    % (
-                        len(score),
-                        score,
-                        _LEVELS.get(v.risk_level) or _bulk(v.risk_level.encode()),
-                        _DECISIONS.get(v.decision) or _bulk(v.decision.encode()),
-                        len(event_id),
-                        event_id,
-                        len(event_time),
-                        event_time,
-                        updated,
-                    )
-                )
-            yield len(keys), b"".join(keys) + b"".join(args)
+        if kernels.risk is not None:
+            return kernels.risk.risk_commands(items, _KEY_PREFIX, ttl, CHUNK, _LEVELS, _DECISIONS)
+        return risk_commands(items, ttl)
 
     def _evalsha(self, sha: str, commands: Iterable[tuple[int, bytes]]) -> None:
         """EVALSHA per chunk, packed by hand (redis-py's generic packing is slow for

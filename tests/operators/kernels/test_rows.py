@@ -42,6 +42,7 @@ _amounts = st.one_of(
     st.sampled_from([0.0, 0.004, 0.005, 0.015, 0.05, 1.0, 10.0, 100.0, 1000.0, 10_000.0, 9_999_999_999.99]),
     st.floats(0, 9_999_999_999.99, allow_nan=False),
     st.floats(0, 1, allow_nan=False),
+    st.integers(0, 8 * 10**6).map(lambda k: k / 8),  # exact ties at the third decimal: half to even
 )
 
 

@@ -138,8 +138,9 @@ def build_flow(
     scorer = ScoringStep(p.models, p.blocklists, rules, settings.ensemble, p.clock, p.challenger)
     scored = score("score", featured, scorer, s.max_batch_size, s.max_wait_ms, workers, p.clock)
     # one output, the sinks' waits overlapped (operators/sinks/fanout.py): Postgres
-    # first, as it takes longest to finish
-    verdicts = [sinks.scored, *([sinks.decisions] if sinks.decisions is not None else []), sinks.risk]
+    # first, as it takes longest to finish; Redis runs its scripts while the decisions
+    # are produced
+    verdicts = [sinks.scored, sinks.risk, *([sinks.decisions] if sinks.decisions is not None else [])]
     op.output("verdicts", scored, Fanout(verdicts))
     if sinks.alerts is not None:
         alerts = op.filter("has_alerts", op.map("alerts_only", scored, _alerts), bool)

@@ -92,6 +92,10 @@ def risk_commands(items: list[tuple[str, ScoredEvent]], ttl: bytes) -> Iterator[
         yield len(keys), b"".join(keys) + b"".join(args)
 
 
+def _done() -> None:
+    return None
+
+
 class _Partition(StatelessSinkPartition[ScoredEvent]):
     def __init__(
         self, url: str, ttl_s: int, retry_s: float, max_pending: int, clock: Callable[[], float]
@@ -103,22 +107,26 @@ class _Partition(StatelessSinkPartition[ScoredEvent]):
         self.down_since: float | None = None
         self.sha: str | None = None
 
-    def _write(self) -> None:
+    def _send(self) -> Callable[[], None]:
         """Every pending user through EVALSHA: HSET + EXPIRE per user run by a
         server-side script, so a chunk of users costs one command to pack and one
         reply to read (redis-py's per-command packing and per-reply parsing were
         most of this sink's time in a profile). Chunks of :data:`CHUNK` users are
-        sent one after another and their replies read at the end, so Redis runs
-        one chunk while the next is packed."""
-        if not self.pending:
-            return
+        sent one after another; the returned call reads their replies (sending again,
+        whole, if Redis restarted and lost the script), so Redis runs the chunks
+        while the caller does something else."""
         if self.sha is None:
             self.sha = self.client.script_load(_WRITE_RISK)
-        try:
-            self._evalsha(self.sha, self._commands())
-        except redis.exceptions.NoScriptError:  # Redis restarted: load the script again
-            self.sha = self.client.script_load(_WRITE_RISK)
-            self._evalsha(self.sha, self._commands())
+        read = self._evalsha(self.sha, self._commands())
+
+        def finish() -> None:
+            try:
+                read()
+            except redis.exceptions.NoScriptError:  # Redis restarted: load the script again
+                self.sha = self.client.script_load(_WRITE_RISK)
+                self._evalsha(self.sha, self._commands())()
+
+        return finish
 
     def _commands(self) -> Iterable[tuple[int, bytes]]:
         """The script calls for every pending user (:func:`risk_commands`, compiled where built)."""
@@ -128,10 +136,12 @@ class _Partition(StatelessSinkPartition[ScoredEvent]):
             return kernels.risk.risk_commands(items, _KEY_PREFIX, ttl, CHUNK, _LEVELS, _DECISIONS)
         return risk_commands(items, ttl)
 
-    def _evalsha(self, sha: str, commands: Iterable[tuple[int, bytes]]) -> None:
+    def _evalsha(self, sha: str, commands: Iterable[tuple[int, bytes]]) -> Callable[[], None]:
         """EVALSHA per chunk, packed by hand (redis-py's generic packing is slow for
-        thousands of args), each sent as soon as it is built, the replies read last."""
-        conn = self.client.connection_pool.get_connection()
+        thousands of args), each sent as soon as it is built; the returned call reads
+        the replies (the connection is held until then)."""
+        pool = self.client.connection_pool
+        conn = pool.get_connection()
         sent = 0
         head = b"$7\r\nEVALSHA\r\n" + _bulk(sha.encode())
         try:
@@ -139,17 +149,35 @@ class _Partition(StatelessSinkPartition[ScoredEvent]):
                 count = _bulk(str(n_keys).encode())
                 conn.send_packed_command([b"*%d\r\n" % (3 + n_keys * 7 + 1) + head + count + packed])
                 sent += 1
-            replies = [conn.read_response() for _ in range(sent)]
         except BaseException:
             conn.disconnect()
+            pool.release(conn)
             raise
-        finally:
-            self.client.connection_pool.release(conn)
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
+
+        def read() -> None:
+            try:
+                replies = [conn.read_response() for _ in range(sent)]
+            except BaseException:
+                conn.disconnect()
+                raise
+            finally:
+                pool.release(conn)
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+
+        return read
 
     def write_batch(self, items: list[ScoredEvent]) -> None:
+        self.begin(items)()
+
+    def begin(self, items: list[ScoredEvent]) -> Callable[[], None]:
+        """Note ``items`` as each user's latest risk and send every pending user to Redis;
+        the returned call reads the replies and counts them (or, when Redis cannot be
+        written, keeps them pending, tried again after ``retry_s``). A split write
+        (:class:`~operators.sinks.fanout.Fanout`): Redis runs the scripts while the job
+        produces the decisions, where it used to wait for them (7.8% of a worker's wall
+        time, ``bench job``, one process, py-spy ``--idle``)."""
         began = time.perf_counter()
         for s in items:
             prev = self.pending.get(s.event.user_id)
@@ -160,29 +188,44 @@ class _Partition(StatelessSinkPartition[ScoredEvent]):
             self.pending.popitem(last=False)
             metrics.SINK_DROPPED.labels("redis").inc()
         now = self.clock()
-        if now < self.next_try:
-            return
+        if now < self.next_try or not self.pending:
+            return _done
         try:
-            self._write()
+            reading = self._send()
         except redis.RedisError as exc:
-            metrics.SINK_RETRIES.labels("redis").inc()
-            metrics.SINK_UNAVAILABLE.labels("redis").set(1)
-            if self.down_since is None:
-                self.down_since = now
-                log.warning(
-                    "redis: cannot write risk (%s); keeping the latest risk of %d users until it answers",
-                    type(exc).__name__,
-                    len(self.pending),
-                )
-            self.next_try = now + self.retry_s
-            return
-        if self.down_since is not None:
-            log.info("redis: writing again after %.1f s", now - self.down_since)
-            self.down_since = None
-        metrics.SINK_UNAVAILABLE.labels("redis").set(0)
-        metrics.SINK_RECORDS.labels("redis").inc(len(self.pending))
-        self.pending.clear()
-        metrics.STAGE_SECONDS.labels("sink_redis").observe(time.perf_counter() - began)
+            self._unavailable(now, exc)
+            return _done
+        started_s = time.perf_counter() - began
+
+        def finish() -> None:
+            resumed = time.perf_counter()
+            try:
+                reading()
+            except redis.RedisError as exc:
+                self._unavailable(now, exc)
+                return
+            if self.down_since is not None:
+                log.info("redis: writing again after %.1f s", now - self.down_since)
+                self.down_since = None
+            metrics.SINK_UNAVAILABLE.labels("redis").set(0)
+            metrics.SINK_RECORDS.labels("redis").inc(len(self.pending))
+            self.pending.clear()
+            metrics.STAGE_SECONDS.labels("sink_redis").observe(started_s + time.perf_counter() - resumed)
+
+        return finish
+
+    def _unavailable(self, now: float, exc: redis.RedisError) -> None:
+        """Redis could not be written: count it, keep the pending users, try after ``retry_s``."""
+        metrics.SINK_RETRIES.labels("redis").inc()
+        metrics.SINK_UNAVAILABLE.labels("redis").set(1)
+        if self.down_since is None:
+            self.down_since = now
+            log.warning(
+                "redis: cannot write risk (%s); keeping the latest risk of %d users until it answers",
+                type(exc).__name__,
+                len(self.pending),
+            )
+        self.next_try = now + self.retry_s
 
     def close(self) -> None:
         self.client.close()

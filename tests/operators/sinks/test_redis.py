@@ -67,6 +67,25 @@ def test_a_batch_larger_than_one_script_call_writes_every_user(stack):
     assert all(0 < ttl <= 600 for ttl in got[1::2])
 
 
+def test_a_split_write_is_counted_when_finished_and_survives_a_lost_script(stack):
+    from operators.sinks.fanout import Splittable
+
+    url = stack.env()["REDIS_URL"]
+    client = redis.Redis.from_url(url, decode_responses=True)
+    client.delete(*[f"fraud:risk:user-{i}" for i in range(3)])
+    part = RiskSink(url, ttl_s=600).build("r", 0, 1)
+    assert isinstance(part, Splittable)
+    part.sha = "0" * 40  # as if Redis restarted and forgot the script: EVALSHA fails
+    written = metrics.SINK_RECORDS.labels("redis")._value.get()
+    finish = part.begin(scored_events(9))
+    assert len(part.pending) == 3  # sent, not yet read
+    finish()
+    assert not part.pending and metrics.SINK_RECORDS.labels("redis")._value.get() == written + 3
+    assert client.hget("fraud:risk:user-1", "event_id") == "e7"
+    assert part.sha != "0" * 40
+    part.close()
+
+
 def test_unreachable_redis_keeps_the_latest_risk_bounded_and_writes_it_later(stack):
     import redis as redis_lib
 

@@ -185,8 +185,9 @@ class _Partition(StatelessSinkPartition[ScoredEvent]):
         began = time.perf_counter()
         days = {int(s.event.timestamp.timestamp() // _DAY) for s in items}
         copying = None
-        if time.monotonic() >= self.staging_until and self.db.conn is not None and days <= self.days:
-            copying = self._start_copy(self.db.conn, items)
+        conn = self.db.conn
+        if time.monotonic() >= self.staging_until and conn is not None and self._days_ready(conn, days):
+            copying = self._start_copy(conn, items)
         started_s = time.perf_counter() - began
 
         def finish() -> None:
@@ -207,6 +208,20 @@ class _Partition(StatelessSinkPartition[ScoredEvent]):
             metrics.BATCH_SIZE.labels("sink_postgres").observe(len(items))
 
         return finish
+
+    def _days_ready(self, conn: psycopg.Connection, days: set[int]) -> bool:
+        """Whether every day of ``days`` has its partition, creating those this connection
+        has not seen (a replay of a month meets a new day every few batches: each took the
+        retried path, written whole, where the job waited for it); False when that failed
+        (the retried path tries again)."""
+        if days <= self.days:
+            return True
+        try:
+            self._ensure_days(conn, days)
+        except Exception as exc:
+            self._after_failure(None, exc)
+            return False
+        return True
 
     def _start_copy(self, conn: psycopg.Connection, items: list[ScoredEvent]) -> ExitStack | None:
         """A direct COPY of ``items`` begun in a transaction of its own, every row sent (but

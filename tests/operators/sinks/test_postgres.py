@@ -45,6 +45,30 @@ def test_rows_are_written_once_however_often_a_batch_is_redelivered(make_setting
     assert row[12] == "1" and row[13] == "4" and row[14] is True
 
 
+def test_a_batch_on_a_new_day_takes_the_split_direct_path(make_settings):
+    from datetime import timedelta
+
+    settings = make_settings()
+    apply_migrations(settings.database_url)
+    part = PostgresSink(settings.database_url).build("pg", 0, 1)
+    part.write_batch(scored_events(3, prefix="d"))  # connects; its day is created
+    later = [
+        msgspec.structs.replace(
+            s, event=msgspec.structs.replace(s.event, timestamp=s.event.timestamp + timedelta(days=3))
+        )
+        for s in scored_events(5, prefix="n")
+    ]
+    days = set(part.days)
+    finish = part.begin(later)
+    assert len(part.days) == len(days) + 1  # the new day's partition was made before the copy
+    finish()
+    assert part.paths == {"direct": 2, "staging": 0}
+    part.close()
+    with psycopg.connect(settings.database_url) as conn:
+        got = conn.execute("SELECT count(*) FROM scored_events WHERE event_id LIKE 'n%'").fetchone()
+    assert got == (5,)
+
+
 def test_migrations_are_idempotent(make_settings):
     settings = make_settings()
     assert apply_migrations(settings.database_url) == [name for name, _ in migration_files()]

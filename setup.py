@@ -2,7 +2,7 @@
 of the package is declared in pyproject.toml.
 
 The kernels are optional: without a C compiler the install goes on and the job runs
-their pure-Python references (``operators.kernels.COMPILED`` is then False, and the job
+their pure-Python references (``operators.kernels.COMPILED`` is then empty, and the job
 says so at start-up). Each module is built with the SHA-256 of its source, so a module
 left over from an older source is not loaded (``operators.kernels``).
 """

@@ -16,7 +16,7 @@ from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-__all__ = ["Fanout", "Splittable", "begin"]
+__all__ = ["Fanout", "FanoutPartition", "Splittable", "begin"]
 
 T = TypeVar("T")
 
@@ -41,28 +41,40 @@ def begin(part: StatelessSinkPartition[T], items: list[T]) -> Callable[[], None]
     return _done
 
 
-class _Partition(StatelessSinkPartition[list[T]], Generic[T]):
+class FanoutPartition(StatelessSinkPartition[list[T]], Generic[T]):
     def __init__(self, parts: Sequence[StatelessSinkPartition[T]]) -> None:
         self.parts = tuple(parts)
 
     def write_batch(self, items: list[list[T]]) -> None:
         flat = [x for batch in items for x in batch]
-        if not flat:
-            return
+        if flat:
+            self.begin(flat)()
+
+    def begin(self, items: list[T]) -> Callable[[], None]:
+        """Begin writing ``items`` to every sink, in order; the result finishes them in the
+        reverse one and raises the first error (a sink that failed to begin fails it; what
+        was begun before it is finished first)."""
         finishers: list[Callable[[], None]] = []
         error: BaseException | None = None
         try:
             for part in self.parts:
-                finishers.append(begin(part, flat))
+                finishers.append(begin(part, items))
         except BaseException as exc:  # finish what was begun, then fail
             error = exc
-        for finish in reversed(finishers):
-            try:
-                finish()
-            except BaseException as exc:
-                error = error or exc
+
+        def finish() -> None:
+            failed = error
+            for done in reversed(finishers):
+                try:
+                    done()
+                except BaseException as exc:
+                    failed = failed or exc
+            if failed is not None:
+                raise failed
+
         if error is not None:
-            raise error
+            finish()
+        return finish
 
     def close(self) -> None:
         error: BaseException | None = None
@@ -82,6 +94,6 @@ class Fanout(DynamicSink[list[T]], Generic[T]):
     def __init__(self, sinks: Sequence[DynamicSink[T]]) -> None:
         self.sinks = tuple(sinks)
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _Partition[T]:
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> FanoutPartition[T]:
         parts: list[Any] = [sink.build(step_id, worker_index, worker_count) for sink in self.sinks]
-        return _Partition(parts)
+        return FanoutPartition(parts)

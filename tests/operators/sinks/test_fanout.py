@@ -1,6 +1,6 @@
-"""The fan-out output: each sink begun in turn, finished in reverse, every write finished
-before it returns; with the real Postgres and broker, a begun write is invisible until it
-is finished, then whole."""
+"""The fan-out output: each sink begun in turn, finished in reverse, every write of
+``write_batch`` finished before it returns (``begin`` leaves that to its caller); with the
+real Postgres and broker, a begun write is invisible until it is finished, then whole."""
 
 from collections.abc import Callable
 
@@ -85,6 +85,16 @@ def test_a_failure_finishes_what_was_begun_and_raises_the_first_error():
     with pytest.raises(RuntimeError, match="kafka begin"):
         out.build("v", 0, 1).write_batch([[1]])
     assert log == ["begin pg [1]", "begin kafka [1]", "finish pg"]
+
+
+def test_begin_returns_with_every_sink_begun_and_its_result_finishes_them():
+    log: list[str] = []
+    out = Fanout([_Sink(lambda: _Split("pg", log, fail_finish=True)), _Sink(lambda: _Split("kafka", log))])
+    finish = out.build("v", 0, 1).begin([1, 2])
+    assert log == ["begin pg [1, 2]", "begin kafka [1, 2]"]  # nothing finished yet
+    with pytest.raises(RuntimeError, match="pg finish"):
+        finish()
+    assert log[2:] == ["finish kafka", "finish pg"]
 
 
 @pytest.mark.integration

@@ -230,6 +230,16 @@ class SinkSettings(_Section):
         600.0, gt=0, description="An outage longer than this fails the job loudly (it waits until then)."
     )
     delivery_timeout_s: float = Field(30.0, gt=0, description="Kafka delivery timeout per attempt.")
+    overlap_min_events: int = Field(
+        500,
+        ge=0,
+        description="A batch of at least this many verdicts is stored while the job computes the "
+        "next one (finished by it, after `overlap_hold_ms`, or at the epoch's close); smaller ones "
+        "are stored before the next is read. 0: never overlap.",
+    )
+    overlap_hold_ms: float = Field(
+        20.0, gt=0, description="Longest an overlapped write waits for the next batch before it is finished."
+    )
 
     def config(self) -> RetryPolicy:
         return RetryPolicy(None, self.retry_backoff_s, self.max_backoff_s, self.give_up_after_s)

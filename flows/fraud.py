@@ -52,6 +52,7 @@ from operators.sinks.labels import PostgresLabelStore
 from operators.sinks.lists import Flattened
 from operators.sources import KafkaEventSource
 from operators.steps.labels import resolve_labels, validate_labels
+from operators.steps.output import overlapped_output
 from operators.steps.scoring import ScoringStep, score
 from operators.steps.shards import entity_shards, user_shards
 from operators.steps.validation import validate
@@ -139,9 +140,13 @@ def build_flow(
     scored = score("score", featured, scorer, s.max_batch_size, s.max_wait_ms, workers, p.clock)
     # one output, the sinks' waits overlapped (operators/sinks/fanout.py): Postgres
     # first, as it takes longest to finish; Redis runs its scripts while the decisions
-    # are produced
+    # are produced; a large batch is finished while the next is computed
+    # (operators/steps/output.py)
     verdicts = [sinks.scored, sinks.risk, *([sinks.decisions] if sinks.decisions is not None else [])]
-    op.output("verdicts", scored, Fanout(verdicts))
+    out = settings.sinks
+    overlapped_output(
+        "verdicts", scored, Fanout(verdicts), out.overlap_min_events, out.overlap_hold_ms / 1000.0, workers
+    )
     if sinks.alerts is not None:
         alerts = op.filter("has_alerts", op.map("alerts_only", scored, _alerts), bool)
         op.output("alerts", alerts, Flattened(sinks.alerts))

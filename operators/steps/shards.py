@@ -31,6 +31,7 @@ from operators.features import Featured
 from operators.labels import ENTITY_KEYS, KnownLabel
 from operators.parcels import AcceptedParcel, FeaturedParcel
 from operators.shards import EntityShard, UserShard, UserShardConfig, shard_index
+from operators.steps import home
 from operators.validation import Accepted, DeadLetter
 
 __all__ = ["UserStreams", "entity_shards", "user_shards"]
@@ -215,6 +216,8 @@ def user_shards(
 def _gather_events(items: list[tuple[str, tuple[list[Featured], list[DeadLetter]]]]) -> list[list[Featured]]:
     """The featured events of every shard call one activation brings, as one list (the next
     step splits one list per activation, not one per shard)."""
+    if items:
+        home.note(items[0][0])
     events = [f for _, (featured, _) in items for f in featured]
     return [events] if events else []
 
@@ -271,5 +274,7 @@ def entity_shards(
 
 def _gather_windowed(items: list[tuple[str, list[Featured]]]) -> list[list[Featured]]:
     """Every shard call's events of one activation as one list."""
+    if items:
+        home.note(items[0][0])
     events = [f for _, part in items for f in part]
     return [events] if events else []

@@ -105,6 +105,10 @@ class _Writers(Generic[T]):
                 )
         return writer
 
+    def existing(self) -> Writer[T] | None:
+        """This thread's writer where it has one (built by :meth:`here`)."""
+        return self.by_thread.get(threading.get_ident())
+
     def close_here(self) -> None:
         writer = self.by_thread.pop(threading.get_ident(), None)
         if writer is not None:
@@ -128,20 +132,21 @@ class _Logic(StatefulBatchLogic[list[T], None, None], Generic[T]):
         return [], StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
-        writer = self.writers.by_thread.get(threading.get_ident())
+        writer = self.writers.existing()
         due = None if writer is None else writer.due
         return None if due is None else datetime.fromtimestamp(due, UTC)
 
     def snapshot(self) -> None:
-        writer = self.writers.by_thread.get(threading.get_ident())
+        writer = self.writers.existing()
         if writer is not None:
             writer.finish()
 
 
 def _keyed(lists: list[list[T]]) -> list[tuple[str, list[T]]]:
-    """Every list of one activation as one item, under a key that routes back here."""
-    items = [x for batch in lists for x in batch]
-    return [(home.here(), items)] if items else []
+    """Every list of one activation under a key that routes back here (``on_batch`` gets
+    them together and joins them once)."""
+    key = home.here()
+    return [(key, items) for items in lists if items]
 
 
 @operator

@@ -29,11 +29,12 @@ from typing import Any, TypeVar, cast
 
 import msgspec
 
-from operators.dedup import DedupConfig, SeenEvents, admit
+from operators import kernels
+from operators.dedup import DedupConfig, SeenEvents
 from operators.entity_risk import LegacyRiskWindow, RiskConfig, RiskWindow
 from operators.events import TransactionEvent
 from operators.features import Featured
-from operators.kernels import update_profile, update_window
+from operators.kernels import admit, update_profile, update_window
 from operators.labels import KnownLabel
 from operators.shard_names import BALANCE_MODULUS, BALANCED_NAMES
 from operators.state import LegacyUserState, StateLimits, UserState
@@ -247,7 +248,27 @@ def _windows(
     hot: set[str] | None,
 ) -> list[Featured]:
     """Each entity's labels, then its events in event-time order (see
-    :func:`operators.entity_risk.update_window`); events come back with the risk features."""
+    :func:`operators.entity_risk.update_window`); events come back with the risk features.
+    Compiled where built (``operators.kernels.windows.update_windows``), else
+    :func:`_windows_reference`."""
+    if kernels.windows is not None:
+        return kernels.windows.update_windows(
+            windows, featured, labels, kind, key_of, config, now, hot, _WINDOW, RiskWindow
+        )
+    return _windows_reference(windows, featured, labels, kind, key_of, config, now, hot)
+
+
+def _windows_reference(
+    windows: Windows,
+    featured: Sequence[Featured],
+    labels: Sequence[KnownLabel],
+    kind: str,
+    key_of: Callable[[TransactionEvent], str | None],
+    config: RiskConfig,
+    now: float,
+    hot: set[str] | None,
+) -> list[Featured]:
+    """:func:`_windows` in Python, one entity at a time."""
     groups: dict[str, list[Featured | KnownLabel]] = {}
     for lab in labels:
         key = lab.key(kind)

@@ -9,16 +9,19 @@ kernel                     reference                                     compile
 =========================  ============================================  =====================
 ``update_profile``         :func:`operators.features.update_profile`     ``kernels/profile.pyx``
 ``update_window``          :func:`operators.entity_risk.update_window`   ``kernels/windows.pyx``
+``windows.update_windows`` ``operators.shards._windows``                 ``kernels/windows.pyx``
 ``decide_batch``           :func:`operators.scoring.decide_batch`        ``kernels/verdicts.pyx``
 ``check_batch``            :func:`operators.validation.check_batch`      ``kernels/validation.pyx``
+``admit``                  :func:`operators.dedup.admit`                 ``kernels/dedup.pyx``
 ``forest.path_lengths``    ``models.isolation_forest.ForestArrays``      ``kernels/forest.pyx``
 ``rows.copy_rows``         ``scored_event_row`` + psycopg's binary COPY  ``kernels/rows.pyx``
 ``risk.risk_commands``     ``operators.sinks.redis.risk_commands``       ``kernels/risk.pyx``
 =========================  ============================================  =====================
 
 A kernel whose reference lives elsewhere (the forest's in ``models``, the COPY rows' in
-psycopg, the Redis commands' in the sink) is picked there, from its module here:
-:data:`forest`, :data:`rows`, :data:`risk` (None when not compiled).
+psycopg, the Redis commands' in the sink, a shard's windows in ``operators.shards``) is
+picked there, from its module here: :data:`forest`, :data:`rows`, :data:`risk`,
+:data:`windows` (None when not compiled).
 
 A compiled module is used only if it was built from the source beside it (its SHA-256 is
 compiled in): after a ``.pyx`` changes, ``pip install -e .`` builds it again, and until
@@ -38,12 +41,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from operators import entity_risk, features, scoring, validation
+from operators import dedup, entity_risk, features, scoring, validation
 
 __all__ = [
     "COMPILED",
     "STALE",
     "UNAVAILABLE",
+    "admit",
     "check_batch",
     "decide_batch",
     "describe",
@@ -52,6 +56,7 @@ __all__ = [
     "rows",
     "update_profile",
     "update_window",
+    "windows",
 ]
 
 _HERE = Path(__file__).parent
@@ -94,9 +99,11 @@ def _pick(module: ModuleType | None, name: str, reference: Callable[..., Any]) -
 
 _profile = _load("profile")
 update_profile: Callable[..., features.Featured] = _pick(_profile, "update_profile", features.update_profile)
-_windows = _load("windows")
+windows: ModuleType | None = _load("windows")
+"""The compiled risk windows, or None: :data:`update_window`, and ``update_windows`` (a
+batch through a shard's windows), which ``operators.shards`` picks."""
 update_window: Callable[..., list[features.Featured]] = _pick(
-    _windows, "update_window", entity_risk.update_window
+    windows, "update_window", entity_risk.update_window
 )
 
 _verdicts = _load("verdicts")
@@ -105,6 +112,10 @@ decide_batch: scoring.Decider = _pick(_verdicts, "decide_batch", scoring.decide_
 _validation = _load("validation")
 check_batch: Callable[..., tuple[list[validation.Accepted], list[validation.DeadLetter]]] = _pick(
     _validation, "check_batch", validation.check_batch
+)
+_dedup = _load("dedup")
+admit: Callable[..., tuple[list[validation.Accepted | validation.DeadLetter], int]] = _pick(
+    _dedup, "admit", dedup.admit
 )
 forest: ModuleType | None = _load("forest")
 """The compiled isolation-forest traversal, or None (``models.isolation_forest`` then runs its own)."""

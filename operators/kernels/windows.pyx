@@ -1,6 +1,8 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """Compiled :func:`operators.entity_risk.update_window`: the same risk features and the
-same window, bit for bit (``tests/operators/kernels/test_windows.py``).
+same window, bit for bit (``tests/operators/kernels/test_windows.py``); and
+:func:`update_windows`, ``operators.shards._windows`` (a batch grouped by entity, each
+window warmed and updated) in one call.
 
 The usual cases run in C over the window's packed days (``RiskWindow.days``: ``(day,
 count)`` int32 pairs): the counts of an entity with no fraud label, and an event on a day
@@ -15,6 +17,8 @@ from cpython.dict cimport PyDict_Update
 from libc.math cimport INFINITY, floor, fmod
 from libc.string cimport memcpy
 
+import msgspec
+
 from operators.entity_risk import DAY, _counted, _empty
 from operators.labels import KnownLabel
 
@@ -28,6 +32,8 @@ cdef extern from *:
 
 SOURCE_DIGEST = KERNEL_SOURCE_DIGEST.decode()
 """SHA-256 of this file when it was compiled (``operators.kernels`` refuses a stale build)."""
+
+_Raw = msgspec.Raw
 
 cdef double _DAY = DAY
 cdef long long _INT32_MIN = -2147483648
@@ -118,26 +124,42 @@ cdef bint _add_event(window, double ts, config) except -1:
     out[2 * i + 1] = 1
     memcpy(out + 2 * (i + 1), pairs + 2 * i, (n - i) * 8)
     window.days = grown
-    return i == n and window._evict(day, config)
+    if i != n:
+        return False
+    if not window.frauds and out[0] >= day - <long long>config.retention_days:
+        return False  # the usual case: no day fell out, no fraud labels to drop
+    return window._evict(day, config)
 
 
 def _order(item):
     return -INFINITY if isinstance(item, KnownLabel) else item.accepted.ts
 
 
-def update_window(window, items, str kind, config):
-    """:func:`operators.entity_risk.update_window`: labels, then events in event-time order;
-    events come back with their risk features (added to ``features.risk`` in place)."""
-    cdef list out = []
-    ordered = sorted(items, key=_order) if len(items) > 1 else items
-    cdef str prefix = f"{kind}_"
-    cdef long long delay = config.label_delay_days
-    cdef tuple windows = tuple(config.windows)
+cdef list _ordered(list items):
+    """Labels first, then events in event-time order (a stable sort, as the reference's);
+    a list of events already in order is returned as it is, without sorting."""
+    cdef Py_ssize_t i, n = len(items)
+    cdef double ts, prev = -INFINITY
+    if n < 2:
+        return items
+    for i in range(n):
+        item = items[i]
+        if isinstance(item, KnownLabel):
+            return sorted(items, key=_order)
+        ts = item.accepted.ts
+        if not ts >= prev:  # out of order (or NaN): the sort decides
+            return sorted(items, key=_order)
+        prev = ts
+    return items
+
+
+cdef int _update(window, list items, str prefix, long long delay, tuple windows, config, list out) except -1:
+    """:func:`update_window` over ``items``, appending the events to ``out``."""
     cdef bint known = False
     cdef long long end = 0, day
     cdef double lo = 0.0, hi = 0.0, ts
     cdef dict features = None
-    for item in ordered:
+    for item in _ordered(items):
         if isinstance(item, KnownLabel):
             lab = item.label
             window.apply_label(lab.event_id, item.ref.event_ts, lab.is_fraud, lab.label_ts, config)
@@ -152,4 +174,54 @@ def update_window(window, items, str kind, config):
         if _add_event(window, ts, config):
             known = False  # days were evicted: compute again
         out.append(item)
+    return 0
+
+
+def update_window(window, items, str kind, config):
+    """:func:`operators.entity_risk.update_window`: labels, then events in event-time order;
+    events come back with their risk features (added to ``features.risk`` in place)."""
+    cdef list out = []
+    _update(window, list(items), f"{kind}_", config.label_delay_days, tuple(config.windows), config, out)
+    return out
+
+
+cdef inline int _group(dict groups, key, item) except -1:
+    """``item`` onto ``key``'s list in ``groups`` (nothing for a None key)."""
+    if key is None:
+        return 0
+    group = groups.get(key)
+    if group is None:
+        groups[key] = [item]
+    else:
+        (<list>group).append(item)
+    return 0
+
+
+def update_windows(dict table, featured, labels, str kind, key_of, config, double now, hot, decoder, new):
+    """``operators.shards._windows``: each entity's labels, then its events (those with a key)
+    in event-time order, through its window in ``table`` (warmed as ``_warm`` does: decoded
+    from msgpack by ``decoder`` when cold, ``new()`` when absent, noted in ``hot``); the
+    events come back with the risk features, entity by entity, and each window's
+    ``touched_at`` is ``now``."""
+    cdef dict groups = {}
+    cdef list out = []
+    for lab in labels:
+        _group(groups, lab.key(kind), lab)
+    for item in featured:
+        _group(groups, key_of(item.accepted.event), item)
+    cdef str prefix = f"{kind}_"
+    cdef long long delay = config.label_delay_days
+    cdef tuple windows = tuple(config.windows)
+    for key, items in groups.items():
+        window = table.get(key)
+        if window is None:
+            window = table[key] = new()
+            if hot is not None:
+                hot.add(key)
+        elif type(window) is _Raw:
+            window = table[key] = decoder.decode(window)
+            if hot is not None:
+                hot.add(key)
+        _update(window, <list>items, prefix, delay, windows, config, out)
+        window.touched_at = now
     return out

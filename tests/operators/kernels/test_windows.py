@@ -89,3 +89,75 @@ def test_a_busy_merchant_over_a_year_gives_the_reference():
         want = update_window(theirs, copy.deepcopy(batch), "merchant", config)
         assert [f.features.risk for f in got] == [f.features.risk for f in want], day
         assert ours == theirs, day
+
+
+def _shard_featured(i: int, merchant: str | None, ts: float) -> Featured:
+    ev = TransactionEvent(f"e{i}", "u", 5.0, datetime.fromtimestamp(ts, UTC), merchant_id=merchant)
+    return Featured(Accepted(ev, ts, None, 0.0), compute_features(UserState(), ev, ts))
+
+
+def _shard_label(i: int, merchant: str, event_ts: float, fraud: bool) -> KnownLabel:
+    label = Label(f"e{i}", fraud, datetime.fromtimestamp(event_ts + DAY, UTC))
+    return KnownLabel(label, EventRef(event_ts, {"merchant": merchant}))
+
+
+_shard_call = st.lists(
+    st.tuples(
+        st.sampled_from(["m1", "m2", "m3", None]),
+        st.floats(0, 20 * DAY, allow_nan=False),
+        st.sampled_from(["event", "event", "fraud", "legit"]),
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(calls=st.lists(_shard_call, min_size=1, max_size=6), hot=st.booleans())
+def test_a_shards_batches_give_the_reference_features_windows_and_hot_keys(calls, hot):
+    """``update_windows`` against ``operators.shards._windows_reference``: events without
+    the entity pass by, labels go first, windows are made, warmed from their encoding
+    (as after a snapshot) and touched."""
+    from operators.labels import ENTITY_KEYS
+    from operators.shards import _WINDOW, _chill, _windows_reference
+
+    kernel = compiled("windows")
+    config = RiskConfig(label_delay_days=1, windows=(1, 7))
+    ours: dict = {}
+    theirs: dict = {}
+    ours_hot: set[str] | None = set() if hot else None
+    theirs_hot: set[str] | None = set() if hot else None
+    n = 0
+    for step, call in enumerate(calls):
+        featured: list[Featured] = []
+        labels: list[KnownLabel] = []
+        for merchant, at, kind in call:
+            n += 1
+            if kind == "event":
+                featured.append(_shard_featured(n, merchant, BASE + at))
+            elif merchant is not None:
+                labels.append(_shard_label(n % 5, merchant, BASE + at, kind == "fraud"))
+        now = 100.0 * step
+        key_of = ENTITY_KEYS["merchant"]
+        got = kernel.update_windows(
+            ours, featured, labels, "merchant", key_of, config, now, ours_hot, _WINDOW, RiskWindow
+        )
+        want = _windows_reference(
+            theirs,
+            copy.deepcopy(featured),
+            copy.deepcopy(labels),
+            "merchant",
+            key_of,
+            config,
+            now,
+            theirs_hot,
+        )
+        assert [(f.accepted.event.event_id, f.features.risk) for f in got] == [
+            (f.accepted.event.event_id, f.features.risk) for f in want
+        ]
+        assert ours == theirs and ours_hot == theirs_hot
+        if step % 2:  # a snapshot: every window encoded, warmed again by its next event
+            _chill(ours)
+            _chill(theirs)
+            for h in (ours_hot, theirs_hot):
+                if h is not None:
+                    h.clear()

@@ -134,6 +134,8 @@ def test_metrics_match_what_was_written(runs, workload, processes):
     for rule, count in hits.items():
         assert m[("fraudstream_rule_hits_total", (("rule", rule),))] == count
     assert m[("fraudstream_end_to_end_latency_seconds_count", (("sink", "postgres"),))] == workload.valid
+    assert m[("fraudstream_fraud_score_count", ())] == workload.valid
+    assert m[("fraudstream_component_score_count", (("component", "rules"),))] == workload.valid
     assert m[("fraudstream_sink_records_total", (("sink", "alerts"),))] == sum(levels.values())
     assert not [k for k in m if any(name == "user_id" for name, _ in k[1])]
 

@@ -286,6 +286,24 @@ def cpu_spent(
     return out
 
 
+def cpu_cores(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], wall_s: float
+) -> dict[str, float]:
+    """Cores used by component between two :func:`cpu_by_component` readings ``wall_s``
+    apart, and ``idle``: the cores nobody used. At a paced rate this says how busy the
+    machine was: a latency measured on a saturated box is the box's, not the job's.
+
+    >>> cpu_cores({1: ("job", 1.0)}, {1: ("job", 2.0), 2: ("broker", 0.5)}, 2.0)["job"]
+    0.5
+    """
+    spent = dict.fromkeys(COMPONENTS, 0.0)
+    for pid, (component, t) in after.items():
+        spent[component] += t - before.get(pid, (component, 0.0))[1]
+    out = {c: v / max(wall_s, 1e-9) for c, v in spent.items()}
+    out["idle"] = max(0.0, (os.cpu_count() or 1) - sum(out.values()))
+    return out
+
+
 PROGRESS = ("fraudstream_events_total", "fraudstream_sink_records_total")
 """The samples the throughput runs poll for (the whole scrape only at the start and the end)."""
 
@@ -511,7 +529,9 @@ def latency_under_load(
             produced[ids[i]] = time.time()
             producer.produce(k.transactions_topic, value, key)
 
+        cpu_before, began = cpu_by_component(job.proc.pid, info), time.perf_counter()
         offered = _paced(rate, count, send, lambda: producer.poll(0))
+        cores = cpu_cores(cpu_before, cpu_by_component(job.proc.pid, info), time.perf_counter() - began)
         producer.flush(30)
         deadline = time.monotonic() + max(60.0, count / 1000)
         expected = work.valid + warm.valid
@@ -537,6 +557,7 @@ def latency_under_load(
         "producer_linger_ms": linger_ms,
         "rows": len(to_row),
         "expected_rows": work.valid,
+        "cpu_cores": cores,
         "to_row_ms": _percentiles(to_row),
         "to_alert_ms": _percentiles(to_alert),
         "raw_to_row_ms": to_row,
@@ -844,6 +865,20 @@ def markdown(r: dict[str, Any]) -> str:
             f"| {d['max_batch_size']} | {d['max_wait_ms']:g} "
             f"| {ms(t, 'p50')} | {ms(t, 'p95')} | {ms(t, 'p99')} | {ms(t, 'max')} "
             f"| {ms(a, 'p50')} | {ms(a, 'p99')} | {ms(f, 'p50')} | {ms(f, 'p99')} |"
+        )
+    lines += [
+        "",
+        "| offered rate | max_batch_size | max_wait_ms | cores used while loading: "
+        + " | ".join(COMPONENTS)
+        + " | cores idle |",
+        "|---:|---:|---:|" + "---:|" * (len(COMPONENTS) + 1),
+    ]
+    for d in r["latency"]:
+        c = d["cpu_cores"]
+        lines.append(
+            f"| {d['rate']:,}/s | {d['max_batch_size']} | {d['max_wait_ms']:g} | "
+            + " | ".join(f"{c[k]:.2f}" for k in (*COMPONENTS, "idle"))
+            + " |"
         )
     s = r["scoring"]
     lines += [

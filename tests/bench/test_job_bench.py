@@ -68,6 +68,9 @@ def test_quick_mode_reports_every_figure(tmp_path):
     assert lat["rows"] == lat["expected_rows"], "the latency run lost events"
     assert lat["to_row_ms"]["p50"] <= lat["to_row_ms"]["p99"] <= lat["to_row_ms"]["max"]
     assert lat["producer_linger_ms"] == 5
+    cores = lat["cpu_cores"]
+    assert cores["job"] > 0 and cores["broker"] > 0, cores
+    assert 0 <= cores["idle"] <= (os.cpu_count() or 1), cores
     assert lat["fetch_wait_max_ms"] == 3  # the floor's consumer waits as the job's (the env above)
     floor = lat["broker_floor_ms"]
     assert 0 < floor["p50"] <= floor["p99"] <= floor["max"]
@@ -77,6 +80,7 @@ def test_quick_mode_reports_every_figure(tmp_path):
     assert "CPU µs/event: job | postgres | broker | redis | other" in text
     assert "| worker threads busy | job CPU µs/event: worker threads | exchange threads |" in text
     assert "| offered rate | achieved | producer linger ms |" in text
+    assert "| cores used while loading: job | postgres | broker | redis | other | cores idle |" in text
     assert "| full job, 2 process(es) |" in text and "ratio to raw pass-through" in text
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -12,7 +12,7 @@ import psycopg
 from flows.config import Settings, load_settings
 from infra.stack import StackInfo
 
-__all__ = ["isolated_settings"]
+__all__ = ["drop_database", "isolated_settings"]
 
 _counter = itertools.count()
 
@@ -45,3 +45,17 @@ def isolated_settings(info: StackInfo, name: str, partitions: int = 4, **overrid
             node = node[part]
         node[last] = value
     return Settings.model_validate(data)
+
+
+def drop_database(settings: Settings) -> None:
+    """Drop the database :func:`isolated_settings` made for ``settings`` once its rows are
+    counted: left behind, a run's hundreds of thousands of fresh rows are vacuumed and
+    analysed by Postgres in the background while the next run is measured (on the 2-core
+    box Postgres used 0.40 cores during a 1,000 events/s latency run that followed the
+    throughput runs, 0.10 on a fresh stack)."""
+    url = settings.database_url
+    name = url.rsplit("/", 1)[1].split("?", 1)[0]
+    if not name.startswith("t_"):
+        raise ValueError(f"not a database of isolated_settings: {name!r}")
+    with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -49,7 +49,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from apps.produce import produce_all
 from apps.replay.workload import Workload, generate
-from bench.harness import isolated_settings
+from bench.harness import drop_database, isolated_settings
 from flows.config import Settings, load_settings
 from flows.launcher import JobProcess, Samples, start_job
 from flows.runner import tune_gc
@@ -358,6 +358,7 @@ def job_throughput(
         rss = _peak_rss(job.pids())
     finally:
         job.stop()
+        drop_database(settings)
     wall = last - first
     stage = {  # from the first event counted to the last, as the events and the wall time
         st: _sum(s, "fraudstream_stage_seconds_sum", stage=st)
@@ -546,6 +547,7 @@ def latency_under_load(
         job.stop()
     with psycopg.connect(settings.database_url) as conn:
         rows = conn.execute("SELECT event_id, extract(epoch FROM written_at) FROM scored_events").fetchall()
+    drop_database(settings)
     to_row = [(float(t) - produced[e]) * 1000 for e, t in rows if e in produced]
     to_alert = [(t - produced[e]) * 1000 for e, t in alerted.items() if e in produced]
     return {

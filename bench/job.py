@@ -272,23 +272,29 @@ def threads_spent(
     return out
 
 
-def cpu_spent(
-    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], events: float, wall_s: float
-) -> dict[str, float]:
-    """Microseconds of CPU per event by component between two :func:`cpu_by_component`
-    readings, and ``idle``: the share of all cores' time nobody used."""
+Readings = dict[int, tuple[str, float]]
+"""CPU seconds so far by pid, with its component (:func:`cpu_by_component`)."""
+
+
+def _by_component(before: Readings, after: Readings) -> dict[str, float]:
+    """CPU seconds by component between two :func:`cpu_by_component` readings."""
     spent = dict.fromkeys(COMPONENTS, 0.0)
     for pid, (component, t) in after.items():
         spent[component] += t - before.get(pid, (component, 0.0))[1]
+    return spent
+
+
+def cpu_spent(before: Readings, after: Readings, events: float, wall_s: float) -> dict[str, float]:
+    """Microseconds of CPU per event by component between two :func:`cpu_by_component`
+    readings, and ``idle``: the share of all cores' time nobody used."""
+    spent = _by_component(before, after)
     capacity = (os.cpu_count() or 1) * wall_s
     out = {c: 1e6 * v / max(events, 1.0) for c, v in spent.items()}
     out["idle"] = max(0.0, 1.0 - sum(spent.values()) / capacity) if capacity else 0.0
     return out
 
 
-def cpu_cores(
-    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], wall_s: float
-) -> dict[str, float]:
+def cpu_cores(before: Readings, after: Readings, wall_s: float) -> dict[str, float]:
     """Cores used by component between two :func:`cpu_by_component` readings ``wall_s``
     apart, and ``idle``: the cores nobody used. At a paced rate this says how busy the
     machine was: a latency measured on a saturated box is the box's, not the job's.
@@ -296,10 +302,7 @@ def cpu_cores(
     >>> cpu_cores({1: ("job", 1.0)}, {1: ("job", 2.0), 2: ("broker", 0.5)}, 2.0)["job"]
     0.5
     """
-    spent = dict.fromkeys(COMPONENTS, 0.0)
-    for pid, (component, t) in after.items():
-        spent[component] += t - before.get(pid, (component, 0.0))[1]
-    out = {c: v / max(wall_s, 1e-9) for c, v in spent.items()}
+    out = {c: v / max(wall_s, 1e-9) for c, v in _by_component(before, after).items()}
     out["idle"] = max(0.0, (os.cpu_count() or 1) - sum(out.values()))
     return out
 

@@ -20,7 +20,7 @@ cdef extern from "string.h":
     void* memmem(const void* haystack, size_t haystacklen, const void* needle, size_t needlelen)
 
 from operators.currencies import ISO_4217
-from operators.events import _DECODER
+from operators.events import _DECODER, is_code
 from operators.validation import REQUEST_ID_HEADER, Accepted, check_message
 
 import_datetime()
@@ -85,6 +85,9 @@ cdef object _accept(value, timestamp, headers, tuple origin, limits, Py_ssize_t 
     except Exception:
         return None
     if not isfinite(event.amount) or event.currency not in _currencies:
+        return None
+    location = event.location
+    if location is not None and location.country is not None and not is_code(location.country, 2):
         return None
     stamp = event.timestamp
     if stamp > deadline or PyDateTime_GET_YEAR(<datetime?>stamp) < 1970:

@@ -58,6 +58,10 @@ def test_full_event_round_trips():
         ),
         (lambda e: e.update(location={"latitude": 0, "longitude": -181}), "location.longitude"),
         (lambda e: e.update(location={"latitude": 0, "longitude": 0, "country": "usa"}), "location.country"),
+        (
+            lambda e: e.update(location={"latitude": 0, "longitude": 0, "country": "us"}),
+            "location.country: Expected `str` matching regex '^[A-Z]{2}$'",
+        ),
         (lambda e: e.update(user_id=""), "user_id: Expected `str` of length >= 1"),
         (lambda e: e.update(user_id="x" * 200), "user_id: Expected `str` of length <= 128"),
         (lambda e: e.update(merchant_name="a\x00b"), "merchant_name: contains a NUL character"),

@@ -60,8 +60,18 @@ def test_values_at_every_limit_give_the_reference():
         _event(timestamp="1970-01-01T00:30:00+01:00"),
         _event(currency="XXX"),
         _event(currency="ABC"),
+        _event(currency="usd"),
+        _event(currency="US\n"),
+        *(
+            _event(location={"latitude": 1.0, "longitude": 2.0, "country": country})
+            for country in ("FR", "fr", "F1", "FRA", "FR\n", "\u00c9S", None)
+        ),
         _event(amount=0),
         _event(amount=9_999_999_999.99),
     ]
     batch = _batch(values)
-    assert kernel.check_batch(batch, limits, NOW) == check_batch(batch, limits, NOW)
+    got = kernel.check_batch(batch, limits, NOW)
+    assert got == check_batch(batch, limits, NOW)
+    reasons = [dead.error for dead in got[1]]
+    assert "currency: Expected `str` matching regex '^[A-Z]{3}$'" in reasons
+    assert reasons.count("location.country: Expected `str` matching regex '^[A-Z]{2}$'") == 5

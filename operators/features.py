@@ -30,6 +30,7 @@ __all__ = [
     "attribute_value",
     "compute_features",
     "feature_matrix",
+    "featured_matrix",
     "is_risk_feature",
     "update_profile",
 ]
@@ -301,3 +302,8 @@ def feature_matrix(
         if name.startswith("attr:") and events is not None:
             matrix[:, j] = [attribute_value(ev, name) for ev in events]
     return matrix
+
+
+def featured_matrix(batch: Sequence[Featured], columns: Sequence[str] = FEATURE_NAMES) -> np.ndarray:
+    """:func:`feature_matrix` of a batch of featured events: their features and their events."""
+    return feature_matrix([f.features for f in batch], [f.accepted.event for f in batch], columns)

@@ -15,7 +15,7 @@ import numpy as np
 
 from operators.ensemble import EnsembleConfig, Verdict, allowed, combine
 from operators.events import TransactionEvent
-from operators.features import Featured, Features, feature_matrix
+from operators.features import Featured, Features, featured_matrix
 from operators.rules import Blocklists, RuleContext, RuleHit, allow_listed
 from operators.rulesets import RuleSet
 
@@ -95,9 +95,12 @@ def score_batch(
     challenger: BatchModels | None = None,
     shadow_rules: RuleSet | None = None,
     decider: Decider | None = None,
+    matrix: Callable[[Sequence[Featured], Sequence[str]], np.ndarray] = featured_matrix,
 ) -> list[ScoredEvent]:
     """Score a batch: one model call per component for the whole batch, then the rules and
     the ensemble per event (:func:`decide_batch`, or ``decider``: the same thing compiled).
+    ``matrix`` builds each model's input (:func:`~operators.features.featured_matrix`, or
+    its compiled kernel).
 
     The whole batch is decided by one rule set (``rules``); an allow-listed user
     or device is approved whatever fires (its score is kept). A ``challenger`` scores
@@ -106,14 +109,12 @@ def score_batch(
     """
     if not batch:
         return []
-    features = [f.features for f in batch]
-    events = [f.accepted.event for f in batch]
-    own = _columns(models.score(feature_matrix(features, events, models.columns)))
+    own = _columns(models.score(matrix(batch, models.columns)))
     shadow = None
     if challenger is not None:
         shadow = (
             challenger.version,
-            _columns(challenger.score(feature_matrix(features, events, challenger.columns))),
+            _columns(challenger.score(matrix(batch, challenger.columns))),
         )
     if shadow_rules is not None and shadow_rules.version is None:
         shadow_rules = None  # only a stored version can run in shadow

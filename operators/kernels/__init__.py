@@ -16,6 +16,7 @@ kernel                     reference                                     compile
 ``forest.path_lengths``    ``models.isolation_forest.ForestArrays``      ``kernels/forest.pyx``
 ``rows.copy_rows``         ``scored_event_row`` + psycopg's binary COPY  ``kernels/rows.pyx``
 ``risk.risk_commands``     ``operators.sinks.redis.risk_commands``       ``kernels/risk.pyx``
+``featured_matrix``        :func:`operators.features.featured_matrix`    ``kernels/matrix.pyx``
 =========================  ============================================  =====================
 
 A kernel whose reference lives elsewhere (the forest's in ``models``, the COPY rows' in
@@ -41,6 +42,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import numpy as np
+
 from operators import dedup, entity_risk, features, scoring, validation
 
 __all__ = [
@@ -51,6 +54,7 @@ __all__ = [
     "check_batch",
     "decide_batch",
     "describe",
+    "featured_matrix",
     "forest",
     "risk",
     "rows",
@@ -108,6 +112,9 @@ update_window: Callable[..., list[features.Featured]] = _pick(
 
 _verdicts = _load("verdicts")
 decide_batch: scoring.Decider = _pick(_verdicts, "decide_batch", scoring.decide_batch)
+
+_matrix = _load("matrix")
+featured_matrix: Callable[..., np.ndarray] = _pick(_matrix, "featured_matrix", features.featured_matrix)
 
 _validation = _load("validation")
 check_batch: Callable[..., tuple[list[validation.Accepted], list[validation.DeadLetter]]] = _pick(

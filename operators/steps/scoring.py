@@ -54,6 +54,7 @@ class ScoringStep:
             self.challenger(),
             shadow,
             kernels.decide_batch,
+            kernels.featured_matrix,
         )
         metrics.STAGE_SECONDS.labels("score").observe(time.perf_counter() - began)
         metrics.BATCH_SIZE.labels("score").observe(len(batch))

@@ -1,0 +1,9 @@
+from collections.abc import Sequence
+
+import numpy as np
+
+from operators.features import Featured
+
+SOURCE_DIGEST: str
+
+def featured_matrix(batch: list[Featured], columns: Sequence[str]) -> np.ndarray: ...

@@ -13,7 +13,7 @@ import numpy as np
 from libc.math cimport NAN
 from msgspec.structs import astuple
 
-from operators.features import Features, attribute_value, is_risk_feature
+from operators.features import Features, _plain_column, attribute_value, is_risk_feature
 
 cdef extern from *:
     """
@@ -60,14 +60,12 @@ def featured_matrix(batch, columns):
             kind[j] = ATTRIBUTE
         elif is_risk_feature(name):
             kind[j] = RISK
-        elif name == "device_novelty":
-            kind[j] = NOVELTY
-            field[j] = _FIELD["device_known"]
         else:
-            kind[j] = PLAIN
-            if name not in _FIELD:
-                raise AttributeError(f"'Features' object has no attribute {name!r}")
-            field[j] = _FIELD[name]
+            kind[j] = NOVELTY if name == "device_novelty" else PLAIN
+            attribute = _plain_column(name)
+            if attribute not in _FIELD:
+                raise AttributeError(f"'Features' object has no attribute {attribute!r}")
+            field[j] = _FIELD[attribute]
     cdef tuple values
     cdef dict risk
     cdef double x

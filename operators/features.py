@@ -271,13 +271,20 @@ def feature_matrix(
     events: Sequence[TransactionEvent] | None = None,
     columns: Sequence[str] = FEATURE_NAMES,
 ) -> np.ndarray:
-    """Stack features into a ``float32`` matrix (NaN = missing).
+    """Stack features into a ``float32`` matrix (NaN = missing; beyond float32's range: ±inf).
 
     ``columns`` are ``FEATURE_NAMES`` entries or ``attr:<name>`` domain
     attributes of the events (e.g. ``attr:trip_distance``, ``attr:fare_per_mile``).
     """
     if events is None and (attr := next((c for c in columns if c.startswith("attr:")), None)):
         raise ValueError(f"column {attr!r} needs the events")
+    with np.errstate(over="ignore"):  # beyond float32's range is ±inf, as the models expect
+        return _stack(rows, events, columns)
+
+
+def _stack(
+    rows: Sequence[Features], events: Sequence[TransactionEvent] | None, columns: Sequence[str]
+) -> np.ndarray:
     n = len(rows)
     matrix = np.empty((n, len(columns)), dtype=np.float32)
     if n == 0:

@@ -17,7 +17,12 @@ from operators.features import FEATURE_NAMES, Featured, Features, featured_matri
 from operators.validation import Accepted
 from tests.operators.kernels.conftest import compiled
 
-_float = st.floats(-1e30, 1e30) | st.floats(0, 1e4) | st.sampled_from([math.inf, -math.inf, 5e-324])
+_float = (
+    st.floats(-1e300, 1e300)
+    | st.floats(-1e30, 1e30)
+    | st.floats(0, 1e4)
+    | st.sampled_from([math.inf, -math.inf, 5e-324])
+)
 _maybe = st.none() | _float
 _count = st.integers(0, 2**40)
 _RISK = ("merchant_fraud_share_7d", "device_events_30d", "user_frauds_1d")
@@ -76,6 +81,21 @@ def test_any_batch_gives_the_reference_matrix_bit_for_bit(data, n, columns):
     assert got.dtype == want.dtype == np.float32 and got.shape == want.shape == (n, len(columns))
     assert got.tobytes() == want.tobytes()
     assert kernel.featured_matrix(tuple(batch), columns).tobytes() == want.tobytes()
+
+
+def test_a_value_beyond_float32_is_infinite_in_both_without_a_warning():
+    """A taxi trip of 1e-131 miles gives a fare per mile far beyond float32: ±inf (the models
+    map it to a finite value), never an overflow warning, which the tests turn into an error."""
+    kernel = compiled("matrix")
+    ev = TransactionEvent(
+        "e", "u", 12.5, datetime(2025, 6, 2, tzinfo=UTC), attributes={"trip_distance": 3e-131}
+    )
+    features = Features(-1e300, 1, 2, None, None, None, 1, 1, 1, 1, None, None, None, None, None, 0, None, 0)
+    batch = [Featured(Accepted(ev, 0.0, None, 0.0), features)]
+    columns = ("amount", "attr:fare_per_mile")
+    want = featured_matrix(batch, columns)
+    assert want.tolist() == [[-math.inf, math.inf]]
+    assert kernel.featured_matrix(batch, columns).tobytes() == want.tobytes()
 
 
 def test_missing_values_are_nan_and_an_unknown_column_is_refused_like_the_reference():

@@ -12,7 +12,21 @@ Change one, change both.
 
 import hashlib
 
-from cpython.datetime cimport PyDateTime_GET_YEAR, datetime, import_datetime
+from cpython.datetime cimport (
+    PyDateTime_DATE_GET_HOUR,
+    PyDateTime_DATE_GET_MICROSECOND,
+    PyDateTime_DATE_GET_MINUTE,
+    PyDateTime_DATE_GET_SECOND,
+    PyDateTime_GET_DAY,
+    PyDateTime_GET_MONTH,
+    PyDateTime_GET_YEAR,
+    datetime,
+    datetime_tzinfo,
+    import_datetime,
+    timedelta_days,
+    timedelta_microseconds,
+    timedelta_seconds,
+)
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.math cimport isfinite
 
@@ -27,6 +41,7 @@ import_datetime()
 
 from datetime import UTC
 from datetime import datetime as _datetime
+from datetime import timezone as _timezone
 
 cdef extern from *:
     """
@@ -44,6 +59,45 @@ _decode = _DECODER.decode
 _currencies = ISO_4217
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63
+_UTC = UTC
+
+
+cdef double _epoch_seconds(datetime stamp) except? -1.0:
+    """``stamp.timestamp()``, bit for bit, for a date from 1970 on at UTC or a fixed offset;
+    others ask CPython.
+
+    CPython divides the whole microseconds since the epoch, an exact integer, by 10**6 with
+    correct rounding; below 2**53 the same integer is exact as a double and one IEEE
+    division rounds the same quotient the same way."""
+    tz = datetime_tzinfo(stamp)
+    cdef long long offset = 0
+    if tz is not _UTC:
+        if type(tz) is not _timezone:  # not a fixed offset (msgspec decodes to one)
+            return stamp.timestamp()
+        delta = tz.utcoffset(None)
+        offset = (
+            (<long long>timedelta_days(delta) * 86400 + timedelta_seconds(delta)) * 1000000
+            + timedelta_microseconds(delta)
+        )
+    cdef long long y = PyDateTime_GET_YEAR(stamp), m = PyDateTime_GET_MONTH(stamp)
+    cdef long long d = PyDateTime_GET_DAY(stamp)
+    if y < 1970:
+        return stamp.timestamp()
+    # days from 1970-01-01 to the civil date (H. Hinnant's days_from_civil; y >= 1969 here)
+    y -= m <= 2
+    cdef long long era = y // 400, yoe = y - era * 400
+    cdef long long doy = (153 * (m - 3 if m > 2 else m + 9) + 2) // 5 + d - 1
+    cdef long long days = era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
+    cdef long long seconds = (
+        days * 86400
+        + PyDateTime_DATE_GET_HOUR(stamp) * 3600
+        + PyDateTime_DATE_GET_MINUTE(stamp) * 60
+        + PyDateTime_DATE_GET_SECOND(stamp)
+    )
+    cdef long long micros = seconds * 1000000 + PyDateTime_DATE_GET_MICROSECOND(stamp) - offset
+    if not -9007199254740992 < micros < 9007199254740992:  # 2**53
+        return stamp.timestamp()
+    return <double>micros / 1e6
 
 
 cdef bint _attributes_ok(dict attributes, Py_ssize_t most) except -1:
@@ -102,7 +156,7 @@ cdef object _accept(value, timestamp, headers, tuple origin, limits, Py_ssize_t 
             broker_ms = ms
     return Accepted(
         event,
-        stamp.timestamp(),
+        _epoch_seconds(stamp),
         broker_ms,
         now,
         _sha256(value).digest(),

@@ -5,8 +5,12 @@ valid ones, broker timestamps and request-id headers, and values at every limit.
 from __future__ import annotations
 
 import json
+import struct
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from operators.events import ValidationLimits
 from operators.validation import REQUEST_ID_HEADER, RawBatch, check_batch
@@ -75,3 +79,35 @@ def test_values_at_every_limit_give_the_reference():
     reasons = [dead.error for dead in got[1]]
     assert "currency: Expected `str` matching regex '^[A-Z]{3}$'" in reasons
     assert reasons.count("location.country: Expected `str` matching regex '^[A-Z]{2}$'") == 5
+
+
+# Hypothesis takes naive bounds and applies ``timezones`` to what it draws
+_EARLIEST = datetime(1969, 12, 30)  # noqa: DTZ001
+_LATEST = datetime(2200, 12, 31)  # noqa: DTZ001
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    stamps=st.lists(
+        st.datetimes(_EARLIEST, _LATEST, timezones=st.just(UTC))
+        | st.datetimes(
+            _EARLIEST,
+            _LATEST,
+            timezones=st.timedeltas(timedelta(hours=-23), timedelta(hours=23)).map(
+                lambda d: timezone(timedelta(minutes=d // timedelta(minutes=1)))
+            ),
+        ),
+        min_size=1,
+        max_size=20,
+    )
+)
+def test_any_instant_gives_the_reference_epoch_seconds_bit_for_bit(stamps):
+    """The kernel computes a UTC instant's epoch seconds itself: the same double as
+    ``datetime.timestamp()``, microseconds, leap days, offsets and centuries included."""
+    kernel = compiled("validation")
+    limits = ValidationLimits(max_future_skew=timedelta(days=100_000))
+    batch = _batch([_event(timestamp=stamp.isoformat()) for stamp in stamps])
+    got = kernel.check_batch(batch, limits, NOW)
+    assert got == check_batch(batch, limits, NOW)
+    want = [stamp.timestamp() for stamp in stamps if stamp.year >= 1970]
+    assert [struct.pack("<d", a.ts) for a in got[0]] == [struct.pack("<d", w) for w in want]

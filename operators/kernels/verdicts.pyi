@@ -8,6 +8,7 @@ from operators.scoring import ScoredEvent
 
 SOURCE_DIGEST: str
 
+def rounded(x: float, ndigits: int) -> float: ...
 def decide_batch(
     batch: Sequence[Featured],
     scores: Mapping[str, list[float]],

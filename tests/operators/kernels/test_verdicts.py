@@ -4,6 +4,8 @@ allow lists, both ensemble profiles, a challenger and a shadow rule set."""
 
 from __future__ import annotations
 
+import math
+import struct
 from datetime import UTC, datetime
 
 from hypothesis import given, settings
@@ -158,3 +160,23 @@ def test_a_shadow_set_without_a_version_is_not_scored_as_in_the_reference():
     unversioned = RuleSet.from_config(RuleSetDocument().rules)
     assert kernel.decide_batch(*args, unversioned) == decide_batch(*args, unversioned)
     assert kernel.decide_batch(*args, unversioned)[0].shadow_rules is None
+
+
+_TIES = st.integers(-(10**6), 10**6).map(lambda k: (k + 0.5) / 1000)  # exact and near ties
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    x=st.floats(allow_nan=False)
+    | st.floats(0, 100)
+    | st.floats(0, 10_000)
+    | _TIES
+    | _TIES.map(lambda t: math.nextafter(t, math.inf))
+    | _TIES.map(lambda t: math.nextafter(t, -math.inf)),
+    ndigits=st.integers(0, 3),
+)
+def test_the_kernels_rounding_is_pythons_bit_for_bit(x, ndigits):
+    """The scores and processing times are rounded without CPython's decimal round trip
+    where that is safe: the same double, ties, signed zeros and huge values included."""
+    got = compiled("verdicts").rounded(x, ndigits)
+    assert struct.pack("<d", got) == struct.pack("<d", round(x, ndigits))

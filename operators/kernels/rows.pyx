@@ -108,6 +108,46 @@ cdef int _DAYS_BEFORE_MONTH[13]
 _DAYS_BEFORE_MONTH[:] = [0, 0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334]
 
 
+cdef long long _micros_since_2000(datetime dt) except? -1:
+    """An aware datetime's microseconds since 2000-01-01 UTC (psycopg's datetime dumper)."""
+    offset = dt.utcoffset()
+    if offset is None:
+        raise ValueError("a timestamptz column needs an aware datetime")
+    cdef timedelta off = offset
+    cdef long long y = PyDateTime_GET_YEAR(dt), m = PyDateTime_GET_MONTH(dt)
+    cdef long long before = y - 1
+    cdef long long days = before * 365 + before // 4 - before // 100 + before // 400
+    days += _DAYS_BEFORE_MONTH[m] + (1 if m > 2 and (y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)) else 0)
+    days += PyDateTime_GET_DAY(dt) - _EPOCH_2000_DAYS
+    cdef long long seconds = (
+        days * 86_400
+        + PyDateTime_DATE_GET_HOUR(dt) * 3600
+        + PyDateTime_DATE_GET_MINUTE(dt) * 60
+        + PyDateTime_DATE_GET_SECOND(dt)
+        - (<long long>PyDateTime_DELTA_GET_DAYS(off) * 86_400 + PyDateTime_DELTA_GET_SECONDS(off))
+    )
+    return seconds * 1_000_000 + PyDateTime_DATE_GET_MICROSECOND(dt) - PyDateTime_DELTA_GET_MICROSECONDS(off)
+
+
+cdef long long _MICROS_1970_TO_2000 = 946_684_800 * 1_000_000
+cdef long long _MICROS_PER_DAY = 86_400 * 1_000_000
+
+
+def event_days(items):
+    """The UTC days (since 1970-01-01) of the events of ``items`` (scored events), as
+    :func:`operators.sinks.postgres.event_days` computes them: the days whose partitions
+    their rows go to."""
+    cdef set out = set()
+    cdef long long micros, day
+    for s in items:
+        micros = _micros_since_2000(s.event.timestamp) + _MICROS_1970_TO_2000
+        day = micros // _MICROS_PER_DAY  # C division truncates: floor it
+        if micros % _MICROS_PER_DAY != 0 and micros < 0:
+            day -= 1
+        out.add(day)
+    return out
+
+
 cdef class _Buffer:
     """A growing byte buffer, written in network byte order."""
 
@@ -223,26 +263,7 @@ cdef class _Buffer:
         """Microseconds since 2000-01-01 UTC, as psycopg's datetime dumper computes them."""
         if value is None:
             return self.null()
-        cdef datetime dt = value
-        offset = dt.utcoffset()
-        if offset is None:
-            raise ValueError("a timestamptz column needs an aware datetime")
-        cdef timedelta off = offset
-        cdef long long y = PyDateTime_GET_YEAR(dt), m = PyDateTime_GET_MONTH(dt)
-        cdef long long before = y - 1
-        cdef long long days = before * 365 + before // 4 - before // 100 + before // 400
-        days += _DAYS_BEFORE_MONTH[m] + (1 if m > 2 and (y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)) else 0)
-        days += PyDateTime_GET_DAY(dt) - _EPOCH_2000_DAYS
-        cdef long long seconds = (
-            days * 86_400
-            + PyDateTime_DATE_GET_HOUR(dt) * 3600
-            + PyDateTime_DATE_GET_MINUTE(dt) * 60
-            + PyDateTime_DATE_GET_SECOND(dt)
-            - (<long long>PyDateTime_DELTA_GET_DAYS(off) * 86_400 + PyDateTime_DELTA_GET_SECONDS(off))
-        )
-        cdef long long micros = (
-            seconds * 1_000_000 + PyDateTime_DATE_GET_MICROSECOND(dt) - PyDateTime_DELTA_GET_MICROSECONDS(off)
-        )
+        cdef long long micros = _micros_since_2000(value)
         self.u32(8)
         return self.u64(<uint64_t>(<int64_t>micros))
 

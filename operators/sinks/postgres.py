@@ -122,6 +122,12 @@ def _copy(cur: psycopg.Cursor, query: sql.Composed, items: list[ScoredEvent]) ->
         _send_rows(copy, items)
 
 
+def event_days(items: list[ScoredEvent]) -> set[int]:
+    """The UTC days (since 1970-01-01) of the events of ``items``: the days whose partitions
+    their rows go to (compiled: ``operators.kernels.rows.event_days``)."""
+    return {int(s.event.timestamp.timestamp() // _DAY) for s in items}
+
+
 class _Partition(StatelessSinkPartition[ScoredEvent]):
     def __init__(self, url: str, policy: RetryPolicy) -> None:
         self.policy = policy
@@ -183,7 +189,7 @@ class _Partition(StatelessSinkPartition[ScoredEvent]):
         ``bench job``, one process, py-spy). Nothing is written before the returned call
         has returned."""
         began = time.perf_counter()
-        days = {int(s.event.timestamp.timestamp() // _DAY) for s in items}
+        days = kernels.rows.event_days(items) if kernels.rows is not None else event_days(items)
         copying = None
         conn = self.db.conn
         if time.monotonic() >= self.staging_until and conn is not None and self._days_ready(conn, days):

@@ -17,6 +17,7 @@ from psycopg.pq import Format
 
 from operators.records import SCORED_EVENT_COPY_TYPES, scored_event_row
 from operators.scoring import ScoredEvent, ShadowRules
+from operators.sinks.postgres import event_days
 from tests.operators.kernels.conftest import compiled
 from tests.support import scored_events
 
@@ -91,3 +92,30 @@ def test_a_naive_timestamp_is_an_error_as_in_psycopg():
     naive = msgspec.structs.replace(s, scored_at=datetime(2026, 1, 1))  # noqa: DTZ001 (the point)
     with pytest.raises(ValueError, match="aware"):
         kernel.copy_rows([naive])
+
+
+# Hypothesis takes naive bounds and applies ``timezones`` to what it draws
+_EARLIEST = datetime(1969, 12, 30)  # noqa: DTZ001
+_LATEST = datetime(2200, 12, 31)  # noqa: DTZ001
+_ZONES = st.just(UTC) | st.integers(-23 * 60, 23 * 60).map(lambda m: timezone(timedelta(minutes=m)))
+_MIDNIGHT = st.integers(0, 80_000).map(lambda d: datetime(1970, 1, 1, tzinfo=UTC) + timedelta(days=d))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    stamps=st.lists(
+        st.datetimes(_EARLIEST, _LATEST, timezones=_ZONES)
+        | _MIDNIGHT
+        | _MIDNIGHT.map(lambda t: t - timedelta(microseconds=1)),
+        min_size=0,
+        max_size=12,
+    )
+)
+def test_the_events_days_are_the_references(stamps):
+    """The days whose partitions the sink makes sure of, in C: the same set, midnights,
+    the microsecond before them, offsets and days before 1970 included."""
+    base = scored_events(1)[0]
+    items = [
+        msgspec.structs.replace(base, event=msgspec.structs.replace(base.event, timestamp=t)) for t in stamps
+    ]
+    assert compiled("rows").event_days(items) == event_days(items)

@@ -3,16 +3,30 @@ of the package is declared in pyproject.toml.
 
 The kernels are optional: without a C compiler the install goes on and the job runs
 their pure-Python references (``operators.kernels.COMPILED`` is then empty, and the job
-says so at start-up). Each module is built with the SHA-256 of its source, so a module
-left over from an older source is not loaded (``operators.kernels``).
+says so at start-up). Each module is built with the SHA-256 of its source and of the
+shared ``.pxd`` files beside it (:func:`source_digest`), so a module left over from an
+older source is not loaded (``operators.kernels``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 from setuptools import Extension, setup
+
+
+def source_digest(source: Path) -> str:
+    """SHA-256 of a kernel's ``.pyx``, then of each shared ``.pxd`` beside it that it
+    cimports, in name order (``operators.kernels._source_digest`` computes the same; a test
+    holds them equal). Cython rebuilds a module when a ``.pxd`` it cimports changes, so a
+    module's digest changes exactly when it is rebuilt."""
+    text = source.read_bytes()
+    sha = hashlib.sha256(text)
+    for shared in sorted(set(re.findall(rb"operators\.kernels\.(\w+) cimport", text))):
+        sha.update((source.parent / f"{shared.decode()}.pxd").read_bytes())
+    return sha.hexdigest()
 
 
 def _extensions() -> list[Extension]:
@@ -24,7 +38,7 @@ def _extensions() -> list[Extension]:
     modules = []
     for source in sorted(Path("operators", "kernels").glob("*.pyx")):
         name = source.stem
-        digest = hashlib.sha256((here / source).read_bytes()).hexdigest()
+        digest = source_digest(here / source)
         modules.append(
             Extension(
                 f"operators.kernels.{name}",

@@ -24,9 +24,10 @@ psycopg, the Redis commands' in the sink, a shard's windows in ``operators.shard
 picked there, from its module here: :data:`forest`, :data:`rows`, :data:`risk`,
 :data:`windows` (None when not compiled).
 
-A compiled module is used only if it was built from the source beside it (its SHA-256 is
-compiled in): after a ``.pyx`` changes, ``pip install -e .`` builds it again, and until
-then the reference runs and :data:`STALE` names the module.
+A compiled module is used only if it was built from the source beside it (the SHA-256 of
+its ``.pyx`` and of the shared ``.pxd`` files is compiled in): after either changes,
+``pip install -e .`` builds it again, and until then the reference runs and
+:data:`STALE` names the module.
 
 >>> sorted(describe())
 ['compiled', 'stale', 'unavailable']
@@ -37,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -74,6 +76,18 @@ UNAVAILABLE: list[str] = []
 """Modules with no compiled build (no C compiler or no Cython at install)."""
 
 
+def _source_digest(source: Path) -> str:
+    """SHA-256 of a kernel's ``.pyx``, then of each shared ``.pxd`` beside it that it
+    cimports, in name order: what setup.py compiles into the module (its
+    ``source_digest``). Cython rebuilds a module when a ``.pxd`` it cimports changes, so a
+    module's digest changes exactly when it is rebuilt."""
+    text = source.read_bytes()
+    sha = hashlib.sha256(text)
+    for shared in sorted(set(re.findall(rb"operators\.kernels\.(\w+) cimport", text))):
+        sha.update((source.parent / f"{shared.decode()}.pxd").read_bytes())
+    return sha.hexdigest()
+
+
 def _load(name: str) -> ModuleType | None:
     try:
         module = importlib.import_module(f"operators.kernels.{name}")
@@ -90,7 +104,7 @@ def _load(name: str) -> ModuleType | None:
         UNAVAILABLE.append(name)
         return None
     source = _HERE / f"{name}.pyx"
-    if source.exists() and hashlib.sha256(source.read_bytes()).hexdigest() != module.SOURCE_DIGEST:
+    if source.exists() and _source_digest(source) != module.SOURCE_DIGEST:
         STALE.append(name)
         return None
     COMPILED.append(name)

@@ -18,24 +18,12 @@ from cpython.bytearray cimport (
 )
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.tuple cimport PyTuple_GET_ITEM
-from cpython.datetime cimport (
-    PyDateTime_DATE_GET_HOUR,
-    PyDateTime_DATE_GET_MICROSECOND,
-    PyDateTime_DATE_GET_MINUTE,
-    PyDateTime_DATE_GET_SECOND,
-    PyDateTime_DELTA_GET_DAYS,
-    PyDateTime_DELTA_GET_MICROSECONDS,
-    PyDateTime_DELTA_GET_SECONDS,
-    PyDateTime_GET_DAY,
-    PyDateTime_GET_MONTH,
-    PyDateTime_GET_YEAR,
-    datetime,
-    import_datetime,
-    timedelta,
-)
+from cpython.datetime cimport datetime, import_datetime
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from cpython.mem cimport PyMem_Free
 from libc.string cimport memcpy, strlen
+
+from operators.kernels._time cimport epoch_micros, offset_micros, wall_micros
 
 import msgspec
 
@@ -103,33 +91,22 @@ cdef Py_ssize_t L_COUNTRY = _field(Location, "country"), L_CITY = _field(Locatio
 cdef Py_ssize_t V_FRAUD_SCORE = _field(Verdict, "fraud_score"), V_RISK_LEVEL = _field(Verdict, "risk_level")
 cdef Py_ssize_t V_DECISION = _field(Verdict, "decision"), V_IS_BLOCKED = _field(Verdict, "is_blocked")
 cdef Py_ssize_t V_SCORES = _field(Verdict, "scores")
-cdef long long _EPOCH_2000_DAYS = 730120  # date(2000, 1, 1).toordinal()
-cdef int _DAYS_BEFORE_MONTH[13]
-_DAYS_BEFORE_MONTH[:] = [0, 0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334]
+
+
+cdef long long _MICROS_1970_TO_2000 = 946_684_800 * 1_000_000
 
 
 cdef long long _micros_since_2000(datetime dt) except? -1:
     """An aware datetime's microseconds since 2000-01-01 UTC (psycopg's datetime dumper)."""
+    cdef long long micros = 0
+    if epoch_micros(dt, &micros):  # UTC or a fixed offset
+        return micros - _MICROS_1970_TO_2000
     offset = dt.utcoffset()
     if offset is None:
         raise ValueError("a timestamptz column needs an aware datetime")
-    cdef timedelta off = offset
-    cdef long long y = PyDateTime_GET_YEAR(dt), m = PyDateTime_GET_MONTH(dt)
-    cdef long long before = y - 1
-    cdef long long days = before * 365 + before // 4 - before // 100 + before // 400
-    days += _DAYS_BEFORE_MONTH[m] + (1 if m > 2 and (y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)) else 0)
-    days += PyDateTime_GET_DAY(dt) - _EPOCH_2000_DAYS
-    cdef long long seconds = (
-        days * 86_400
-        + PyDateTime_DATE_GET_HOUR(dt) * 3600
-        + PyDateTime_DATE_GET_MINUTE(dt) * 60
-        + PyDateTime_DATE_GET_SECOND(dt)
-        - (<long long>PyDateTime_DELTA_GET_DAYS(off) * 86_400 + PyDateTime_DELTA_GET_SECONDS(off))
-    )
-    return seconds * 1_000_000 + PyDateTime_DATE_GET_MICROSECOND(dt) - PyDateTime_DELTA_GET_MICROSECONDS(off)
+    return wall_micros(dt) - offset_micros(offset) - _MICROS_1970_TO_2000
 
 
-cdef long long _MICROS_1970_TO_2000 = 946_684_800 * 1_000_000
 cdef long long _MICROS_PER_DAY = 86_400 * 1_000_000
 
 

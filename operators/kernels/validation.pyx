@@ -12,21 +12,7 @@ Change one, change both.
 
 import hashlib
 
-from cpython.datetime cimport (
-    PyDateTime_DATE_GET_HOUR,
-    PyDateTime_DATE_GET_MICROSECOND,
-    PyDateTime_DATE_GET_MINUTE,
-    PyDateTime_DATE_GET_SECOND,
-    PyDateTime_GET_DAY,
-    PyDateTime_GET_MONTH,
-    PyDateTime_GET_YEAR,
-    datetime,
-    datetime_tzinfo,
-    import_datetime,
-    timedelta_days,
-    timedelta_microseconds,
-    timedelta_seconds,
-)
+from cpython.datetime cimport PyDateTime_GET_YEAR, datetime, import_datetime
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.math cimport isfinite
 
@@ -37,11 +23,12 @@ from operators.currencies import ISO_4217
 from operators.events import _DECODER, is_code
 from operators.validation import REQUEST_ID_HEADER, Accepted, check_message
 
+from operators.kernels._time cimport epoch_micros
+
 import_datetime()
 
 from datetime import UTC
 from datetime import datetime as _datetime
-from datetime import timezone as _timezone
 
 cdef extern from *:
     """
@@ -59,42 +46,14 @@ _decode = _DECODER.decode
 _currencies = ISO_4217
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63
-_UTC = UTC
 
 
-cdef double _epoch_seconds(datetime stamp) except? -1.0:
-    """``stamp.timestamp()``, bit for bit, for a date from 1970 on at UTC or a fixed offset;
-    others ask CPython.
+cdef double _epoch_seconds(datetime stamp, long long micros) except? -1.0:
+    """``stamp.timestamp()``, bit for bit, from its whole microseconds since the epoch.
 
     CPython divides the whole microseconds since the epoch, an exact integer, by 10**6 with
     correct rounding; below 2**53 the same integer is exact as a double and one IEEE
     division rounds the same quotient the same way."""
-    tz = datetime_tzinfo(stamp)
-    cdef long long offset = 0
-    if tz is not _UTC:
-        if type(tz) is not _timezone:  # not a fixed offset (msgspec decodes to one)
-            return stamp.timestamp()
-        delta = tz.utcoffset(None)
-        offset = (
-            (<long long>timedelta_days(delta) * 86400 + timedelta_seconds(delta)) * 1000000
-            + timedelta_microseconds(delta)
-        )
-    cdef long long y = PyDateTime_GET_YEAR(stamp), m = PyDateTime_GET_MONTH(stamp)
-    cdef long long d = PyDateTime_GET_DAY(stamp)
-    if y < 1970:
-        return stamp.timestamp()
-    # days from 1970-01-01 to the civil date (H. Hinnant's days_from_civil; y >= 1969 here)
-    y -= m <= 2
-    cdef long long era = y // 400, yoe = y - era * 400
-    cdef long long doy = (153 * (m - 3 if m > 2 else m + 9) + 2) // 5 + d - 1
-    cdef long long days = era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
-    cdef long long seconds = (
-        days * 86400
-        + PyDateTime_DATE_GET_HOUR(stamp) * 3600
-        + PyDateTime_DATE_GET_MINUTE(stamp) * 60
-        + PyDateTime_DATE_GET_SECOND(stamp)
-    )
-    cdef long long micros = seconds * 1000000 + PyDateTime_DATE_GET_MICROSECOND(stamp) - offset
     if not -9007199254740992 < micros < 9007199254740992:  # 2**53
         return stamp.timestamp()
     return <double>micros / 1e6
@@ -126,7 +85,7 @@ cdef object _request_id(headers):
 
 
 cdef object _accept(value, timestamp, headers, tuple origin, limits, Py_ssize_t max_bytes,
-                    Py_ssize_t max_attributes, deadline, double now):
+                    Py_ssize_t max_attributes, deadline, long long deadline_micros, double now):
     """The :class:`Accepted` event of a plainly valid message, else None."""
     if type(value) is not bytes or len(<bytes>value) > max_bytes:
         return None
@@ -143,9 +102,18 @@ cdef object _accept(value, timestamp, headers, tuple origin, limits, Py_ssize_t 
     location = event.location
     if location is not None and location.country is not None and not is_code(location.country, 2):
         return None
-    stamp = event.timestamp
-    if stamp > deadline or PyDateTime_GET_YEAR(<datetime?>stamp) < 1970:
+    cdef datetime stamp = event.timestamp
+    cdef long long micros = 0
+    if PyDateTime_GET_YEAR(stamp) < 1970:
         return None
+    if epoch_micros(stamp, &micros):  # UTC or a fixed offset: no Python call
+        if micros > deadline_micros:
+            return None
+        ts = _epoch_seconds(stamp, micros)
+    elif stamp > deadline:
+        return None
+    else:
+        ts = stamp.timestamp()
     attributes = event.attributes
     if attributes and not _attributes_ok(attributes, max_attributes):
         return None
@@ -156,7 +124,7 @@ cdef object _accept(value, timestamp, headers, tuple origin, limits, Py_ssize_t 
             broker_ms = ms
     return Accepted(
         event,
-        _epoch_seconds(stamp),
+        ts,
         broker_ms,
         now,
         _sha256(value).digest(),
@@ -171,6 +139,9 @@ def check_batch(batch, limits, double now):
     cdef list accepted = [], dead = []
     now_dt = _datetime.fromtimestamp(now, UTC)
     deadline = now_dt + limits.max_future_skew
+    cdef long long deadline_micros = 0
+    if not epoch_micros(deadline, &deadline_micros):
+        raise ValueError("check_batch: the deadline is not at UTC")
     cdef Py_ssize_t max_bytes = limits.max_bytes, max_attributes = limits.max_attributes
     topic, partition = batch.topic, batch.partition
     cdef list offsets = batch.offsets, values = batch.values, stamps = batch.timestamps
@@ -182,7 +153,7 @@ def check_batch(batch, limits, double now):
         try:
             result = _accept(
                 values[i], stamps[i], headers[i], (topic, partition, offsets[i]), limits,
-                max_bytes, max_attributes, deadline, now,
+                max_bytes, max_attributes, deadline, deadline_micros, now,
             )
         except Exception:
             result = None

@@ -5,6 +5,7 @@ time zones, amounts at every scale, hits, challengers and shadow rule sets."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import msgspec
 import pytest
@@ -84,6 +85,24 @@ def test_any_values_are_the_bytes_psycopg_writes(
         for i, s in enumerate(base)
     ]
     assert kernel.copy_rows(items) == _psycopg(items)
+
+
+@pytest.mark.parametrize("zone", ["Europe/Paris", "America/St_Johns", "Asia/Kathmandu"])
+def test_a_zone_with_rules_is_the_bytes_psycopg_writes(zone):
+    """Not a fixed offset (the job's events always are; a caller's may not be): the kernel
+    asks the zone for its offset, summer and winter."""
+    kernel = compiled("rows")
+    base = scored_events(2, users=1)
+    stamps = [
+        datetime(2025, 7, 1, 12, 30, tzinfo=ZoneInfo(zone)),
+        datetime(2025, 1, 1, 0, 5, tzinfo=ZoneInfo(zone)),
+    ]
+    items = [
+        msgspec.structs.replace(s, event=msgspec.structs.replace(s.event, timestamp=t), scored_at=t)
+        for s, t in zip(base, stamps, strict=True)
+    ]
+    assert kernel.copy_rows(items) == _psycopg(items)
+    assert kernel.event_days(items) == event_days(items)
 
 
 def test_a_naive_timestamp_is_an_error_as_in_psycopg():

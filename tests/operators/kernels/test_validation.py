@@ -111,3 +111,19 @@ def test_any_instant_gives_the_reference_epoch_seconds_bit_for_bit(stamps):
     assert got == check_batch(batch, limits, NOW)
     want = [stamp.timestamp() for stamp in stamps if stamp.year >= 1970]
     assert [struct.pack("<d", a.ts) for a in got[0]] == [struct.pack("<d", w) for w in want]
+
+
+@pytest.mark.parametrize("offset_min", [0, 60, -330, 23 * 60])
+def test_the_future_skew_bound_is_the_reference_to_the_microsecond(offset_min):
+    """The kernel compares whole microseconds with the deadline, not datetimes: an event
+    at the deadline is accepted, one microsecond after it is not, at any fixed offset."""
+    kernel = compiled("validation")
+    limits = ValidationLimits()
+    deadline = datetime.fromtimestamp(NOW, UTC) + limits.max_future_skew
+    zone = timezone(timedelta(minutes=offset_min))
+    stamps = [(deadline + timedelta(microseconds=d)).astimezone(zone) for d in (-1, 0, 1, 1_000_000)]
+    batch = _batch([_event(timestamp=s.isoformat()) for s in stamps])
+    got = kernel.check_batch(batch, limits, NOW)
+    assert got == check_batch(batch, limits, NOW)
+    assert [a.event.timestamp for a in got[0]] == stamps[:2]
+    assert len(got[1]) == 2

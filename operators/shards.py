@@ -22,7 +22,6 @@ one compact msgpack document.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
@@ -36,6 +35,7 @@ from operators.events import TransactionEvent
 from operators.features import Featured
 from operators.kernels import admit, update_profile, update_window
 from operators.labels import KnownLabel
+from operators.routing import shard_index
 from operators.shard_names import BALANCE_MODULUS, BALANCED_NAMES
 from operators.state import LegacyUserState, StateLimits, UserState
 from operators.validation import Accepted, DeadLetter
@@ -48,15 +48,6 @@ __all__ = [
     "shard_names",
     "shards_per_worker",
 ]
-
-
-def shard_index(key: str, shards: int) -> int:
-    """The shard of ``key``, 0 to ``shards - 1``: stable across processes and restarts.
-
-    >>> shard_index("u1", 64)
-    54
-    """
-    return zlib.crc32(key.encode("utf-8", "surrogatepass")) % shards
 
 
 def shard_names(shards: int, balanced: bool = True) -> tuple[str, ...]:

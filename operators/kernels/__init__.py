@@ -17,6 +17,7 @@ kernel                     reference                                     compile
 ``rows.copy_rows``         ``scored_event_row`` + psycopg's binary COPY  ``kernels/rows.pyx``
 ``risk.risk_commands``     ``operators.sinks.redis.risk_commands``       ``kernels/risk.pyx``
 ``featured_matrix``        :func:`operators.features.featured_matrix`    ``kernels/matrix.pyx``
+``split_lists``            :func:`operators.routing.split_lists`         ``kernels/routing.pyx``
 =========================  ============================================  =====================
 
 A kernel whose reference lives elsewhere (the forest's in ``models``, the COPY rows' in
@@ -46,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from operators import dedup, entity_risk, features, scoring, validation
+from operators import dedup, entity_risk, features, routing, scoring, validation
 
 __all__ = [
     "COMPILED",
@@ -60,6 +61,7 @@ __all__ = [
     "forest",
     "risk",
     "rows",
+    "split_lists",
     "update_profile",
     "update_window",
     "windows",
@@ -143,6 +145,8 @@ forest: ModuleType | None = _load("forest")
 rows: ModuleType | None = _load("rows")
 """The compiled binary COPY rows of ``scored_events``, or None (the Postgres sink then has
 psycopg format :func:`operators.records.scored_event_row`)."""
+_routing = _load("routing")
+split_lists: Callable[..., list[tuple[str, list[Any]]]] = _pick(_routing, "split_lists", routing.split_lists)
 risk: ModuleType | None = _load("risk")
 """The compiled Redis commands of the risk sink, or None (the sink packs them itself)."""
 

@@ -24,7 +24,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 from bytewax.operators import StatefulBatchLogic
 
-from operators import metrics
+from operators import kernels, metrics
 from operators.entity_risk import RiskConfig
 from operators.events import TransactionEvent
 from operators.features import Featured
@@ -128,19 +128,8 @@ def _split(
     and the shard steps' outputs were lists of about ten events that split into
     items of one or two. A parcel crosses as msgpack (:mod:`operators.parcels`)."""
 
-    count = len(shards)
-
     def split(lists: list[list[T]]) -> list[tuple[str, list[T]]]:
-        parts: dict[str, list[T]] = {}
-        for items in lists:
-            for item in items:
-                key = key_of(item)
-                shard = "" if key is None else shards[shard_index(key, count)]
-                part = parts.get(shard)
-                if part is None:
-                    part = parts[shard] = parcel()
-                part.append(item)
-        return list(parts.items())
+        return kernels.split_lists(lists, key_of, shards, parcel)
 
     return split
 

@@ -16,6 +16,11 @@ from cpython.datetime cimport PyDateTime_GET_YEAR, datetime, import_datetime
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.math cimport isfinite
 
+cdef extern from "Python.h":
+    bint PyUnicode_IS_COMPACT_ASCII(object text)
+    Py_ssize_t PyUnicode_GET_LENGTH(object text)
+    void* PyUnicode_DATA(object text)
+
 cdef extern from "string.h":
     void* memmem(const void* haystack, size_t haystacklen, const void* needle, size_t needlelen)
 
@@ -59,6 +64,19 @@ cdef double _epoch_seconds(datetime stamp, long long micros) except? -1.0:
     return <double>micros / 1e6
 
 
+cdef inline bint _is_code(str text, Py_ssize_t length) except -1:
+    """:func:`operators.events.is_code`: ``length`` ASCII letters A to Z (upper case, ASCII
+    and letters together are exactly those)."""
+    if not PyUnicode_IS_COMPACT_ASCII(text) or PyUnicode_GET_LENGTH(text) != length:
+        return PyUnicode_GET_LENGTH(text) == length and is_code(text, length)
+    cdef const unsigned char* p = <const unsigned char*>PyUnicode_DATA(text)
+    cdef Py_ssize_t i
+    for i in range(length):
+        if not (65 <= p[i] <= 90):
+            return False
+    return True
+
+
 cdef bint _attributes_ok(dict attributes, Py_ssize_t most) except -1:
     """The attribute checks of :func:`operators.events._semantic_error`."""
     if len(attributes) > most:
@@ -100,7 +118,7 @@ cdef object _accept(value, timestamp, headers, tuple origin, limits, Py_ssize_t 
     if not isfinite(event.amount) or event.currency not in _currencies:
         return None
     location = event.location
-    if location is not None and location.country is not None and not is_code(location.country, 2):
+    if location is not None and location.country is not None and not _is_code(location.country, 2):
         return None
     cdef datetime stamp = event.timestamp
     cdef long long micros = 0
